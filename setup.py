@@ -1,0 +1,55 @@
+"""Packaging for mongopersist."""
+import os
+
+from setuptools import find_packages, setup
+
+
+def read(*parts):
+    with open(os.path.join(os.path.dirname(__file__), *parts),
+              encoding='utf-8') as f:
+        return f.read()
+
+
+TESTS_REQUIRE = [
+    'pytest',
+    'mongomock >= 4.3',
+    'mockupdb >= 1.8',
+]
+
+setup(
+    name='mongopersist',
+    version='0.1.0.dev0',
+    author='mongopersist developers',
+    description='Transactional storage of persistent Python objects '
+                'as plain MongoDB documents',
+    long_description=read('README.md') + '\n\n' + read('CHANGES.rst'),
+    long_description_content_type='text/markdown',
+    license='ZPL 2.1',
+    keywords='mongodb persistent transaction zodb orm odm',
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Intended Audience :: Developers',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Topic :: Database',
+    ],
+    python_requires='>=3.10',
+    package_dir={'': 'src'},
+    packages=find_packages('src'),
+    include_package_data=True,
+    zip_safe=False,
+    install_requires=[
+        'pymongo >= 4.0, < 5',
+        'persistent >= 4.9',
+        'transaction >= 3.0',
+        'zope.interface',
+    ],
+    extras_require={
+        'test': TESTS_REQUIRE,
+        'embedded': ['mongomock >= 4.3'],
+        'bench': ['mongoengine', 'ZODB', 'matplotlib'],
+        'docs': ['sphinx'],
+    },
+)

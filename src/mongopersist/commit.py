@@ -1,0 +1,289 @@
+"""The commit pipeline: pending changes to MongoDB writes.
+
+One ``Flush`` writes a set of objects:
+
+1. **serialize** every object (and every new object it references) into a
+   document; a failure here raises before anything is written;
+2. **plan** one write per document: insert for new objects, ``$set``/
+   ``$unset`` of the changed fields for changed ones (nothing when the
+   document is identical to what was loaded), delete for removed ones; the
+   conflict handler stamps serials and makes updates conditional;
+3. **check** serials of documents others may have changed (one read per
+   collection, when conflict detection is on), letting the handler resolve;
+4. **write** each collection's share in one ordered ``bulk_write``;
+5. **verify** that every conditional write matched; a lost race raises
+   ``ConflictError``.
+
+Every write that reached MongoDB is reported to the data manager, which
+keeps what it needs to undo it when the transaction aborts.
+"""
+import pymongo
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from mongopersist import interfaces
+from mongopersist.serialize import PY_SERIAL
+
+INSERT = 'insert'
+UPDATE = 'update'
+DELETE = 'delete'
+
+
+def same_value(a, b):
+    """Return true if BSON values ``a`` and ``b`` would be stored the same.
+
+    Stricter than ``==``: ``True`` and ``1``, or ``1`` and ``1.0``, differ.
+    """
+    kind_a, kind_b = type(a), type(b)
+    if kind_a is dict or kind_b is dict:
+        return (kind_a is kind_b and len(a) == len(b)
+                and all(k in b and same_value(v, b[k]) for k, v in a.items()))
+    if kind_a is list or kind_b is list:
+        return (kind_a is kind_b and len(a) == len(b)
+                and all(same_value(x, y) for x, y in zip(a, b)))
+    if kind_a is not kind_b:
+        if isinstance(a, bool) or isinstance(b, bool):
+            return False
+        if not (isinstance(a, int) and isinstance(b, int)):
+            return False
+    return a == b
+
+
+def changed_fields(doc, loaded):
+    """Return the ``$set`` and ``$unset`` parts that turn loaded into doc."""
+    to_set = {key: value for key, value in doc.items()
+              if key != '_id' and key != PY_SERIAL
+              and (key not in loaded or not same_value(value, loaded[key]))}
+    to_unset = {key: '' for key in loaded
+                if key not in doc and key != '_id' and key != PY_SERIAL}
+    return to_set, to_unset
+
+
+class DocumentWrite:
+    """One planned write: what, to which document, and on what condition."""
+
+    __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request')
+
+    def __init__(self, kind, obj, oid, doc=None, loaded=None):
+        self.kind = kind
+        self.obj = obj
+        self.oid = oid
+        self.doc = doc
+        self.loaded = loaded
+        self.filter = None
+        self.request = None
+
+    def __repr__(self):
+        return '<%s %s/%s>' % (self.kind, self.oid.collection, self.oid.id)
+
+
+class Flush:
+    """Writes the changes of a set of objects (see the module docstring)."""
+
+    def __init__(self, jar):
+        self.jar = jar
+        self.handler = jar.conflict_handler
+        self.writes = []
+
+    # 1. serialize -------------------------------------------------------
+    def serialize(self, objects):
+        """Turn ``objects`` and the new objects they reach into documents."""
+        jar = self.jar
+        queue = list(objects)
+        seen = set()
+        jar._discovered = queue
+        try:
+            index = 0
+            while index < len(queue):
+                obj = queue[index]
+                index += 1
+                oid = obj._p_oid
+                if id(obj) in seen or oid in jar._removed:
+                    continue
+                seen.add(id(obj))
+                doc = self._document(obj)
+                loaded = jar._loaded_docs.get(oid)
+                kind = UPDATE if loaded is not None or oid not in jar._new \
+                    else INSERT
+                self.writes.append(DocumentWrite(kind, obj, oid, doc, loaded))
+        except BaseException:
+            # Forget the new objects this failed attempt found.
+            jar._forget_new(queue[len(objects):])
+            raise
+        finally:
+            jar._discovered = None
+        return self
+
+    def _document(self, obj):
+        oid = obj._p_oid
+        store_type = self.jar._types.stores_type(
+            oid.database, oid.collection, type(obj))
+        return self.jar._writer.get_document(obj, store_type)
+
+    def remove(self, objects):
+        """Plan the removal of ``objects``."""
+        for obj in objects:
+            oid = obj._p_oid
+            self.writes.append(DocumentWrite(
+                DELETE, obj, oid, None, self.jar._loaded_docs.get(oid)))
+        return self
+
+    # 2. plan ------------------------------------------------------------
+    def plan(self):
+        """Give every write its request; drop writes that change nothing."""
+        planned = []
+        for write in self.writes:
+            if self._plan_one(write):
+                planned.append(write)
+        self.writes = planned
+        return self
+
+    def _plan_one(self, write):
+        handler = self.handler
+        if write.kind == INSERT:
+            if handler.detects_conflicts:
+                handler.stamp(write.doc, None)
+            write.request = pymongo.InsertOne(write.doc)
+            return True
+        write.filter = handler.write_filter(write.oid, write.loaded)
+        if write.kind == DELETE:
+            write.request = pymongo.DeleteOne(write.filter)
+            return True
+        if write.loaded is None:
+            handler.stamp(write.doc, None)
+            write.request = pymongo.ReplaceOne(write.filter, write.doc)
+            return True
+        to_set, to_unset = changed_fields(write.doc, write.loaded)
+        if not to_set and not to_unset:
+            return False
+        handler.stamp(write.doc, write.loaded)
+        if PY_SERIAL in write.doc:
+            to_set[PY_SERIAL] = write.doc[PY_SERIAL]
+        update = {}
+        if to_set:
+            update['$set'] = to_set
+        if to_unset:
+            update['$unset'] = to_unset
+        write.request = pymongo.UpdateOne(write.filter, update)
+        return True
+
+    def by_collection(self):
+        groups = {}
+        for write in self.writes:
+            key = (write.oid.database, write.oid.collection)
+            groups.setdefault(key, []).append(write)
+        return groups
+
+    # 3. check -----------------------------------------------------------
+    def check(self):
+        """Read the serials of checked documents; resolve or raise conflicts.
+
+        This read only avoids starting writes that are bound to fail; the
+        conditional writes themselves are what guarantee no lost update.
+        """
+        if not self.handler.detects_conflicts:
+            return self
+        for (db, name), writes in self.by_collection().items():
+            checked = {w.oid.id: w for w in writes if w.kind != INSERT}
+            if not checked:
+                continue
+            coll = self.jar.get_collection(db, name)
+            current = {doc['_id']: doc for doc in coll.find(
+                {'_id': {'$in': list(checked)}}, session=self.jar._session)}
+            for doc_id, write in checked.items():
+                doc = current.get(doc_id)
+                if not self._matches(write, doc):
+                    self._resolve(write, doc)
+        return self
+
+    def _matches(self, write, current):
+        if current is None:
+            return False
+        return (current.get(PY_SERIAL) == (write.loaded or {}).get(PY_SERIAL))
+
+    def _resolve(self, write, current):
+        handler = self.handler
+        merged = None
+        if write.kind == UPDATE:
+            merged = handler.resolve(
+                write.obj, write.loaded, current, write.doc)
+        if merged is None:
+            raise self._conflict(write, current)
+        # Write the merged state on top of the current document.
+        write.loaded = current
+        self.jar._loaded_docs[write.oid] = current
+        write.doc = self._document(write.obj)
+        self._plan_one(write)
+
+    def _conflict(self, write, current):
+        return interfaces.ConflictError(
+            object=write.obj, oid=write.oid.id,
+            orig_state=write.loaded, cur_state=current, new_state=write.doc,
+            start_serial=self.handler.serial_of(write.loaded),
+            current_serial=(self.handler.serial_of(current)
+                            if current is not None else None))
+
+    # 4. write and 5. verify -------------------------------------------------
+    def execute(self):
+        """Write every collection's share in one round trip each."""
+        jar = self.jar
+        pending = list(self.writes)
+        for (db, name), writes in self.by_collection().items():
+            coll = jar.get_collection(db, name)
+            try:
+                result = coll.bulk_write(
+                    [w.request for w in writes], ordered=True,
+                    session=jar._session)
+            except BulkWriteError as error:
+                errors = error.details.get('writeErrors') or [{}]
+                failed = errors[0].get('index', 0)
+                for write in writes[:failed]:
+                    jar._written(write)
+                    pending.remove(write)
+                raise self._failure(error, pending) from error
+            except PyMongoError as error:
+                raise self._failure(error, pending, unsure=writes) from error
+            lost = self._lost_races(writes, result)
+            for write in writes:
+                if write not in lost:
+                    jar._written(write)
+                    pending.remove(write)
+            if lost:
+                coll_now = {doc['_id']: doc for doc in coll.find(
+                    {'_id': {'$in': [w.oid.id for w in lost]}},
+                    session=jar._session)}
+                write = lost[0]
+                raise self._conflict(write, coll_now.get(write.oid.id))
+        return self
+
+    def _lost_races(self, writes, result):
+        """Return the conditional writes that matched no document."""
+        updates = [w for w in writes if w.kind == UPDATE]
+        deletes = [w for w in writes if w.kind == DELETE]
+        if (result.matched_count >= len(updates)
+                and result.deleted_count >= len(deletes)):
+            return []
+        if not self.handler.detects_conflicts:
+            return []
+        # Find which ones: their stored serial is not the one we wrote.
+        coll = self.jar.get_collection(writes[0].oid.database,
+                                       writes[0].oid.collection)
+        ids = [w.oid.id for w in updates + deletes]
+        stored = {doc['_id']: doc.get(PY_SERIAL) for doc in coll.find(
+            {'_id': {'$in': ids}}, {PY_SERIAL: 1}, session=self.jar._session)}
+        lost = [w for w in updates if stored.get(w.oid.id) != w.doc[PY_SERIAL]]
+        lost += [w for w in deletes if w.oid.id in stored]
+        return lost
+
+    def _failure(self, error, pending, unsure=()):
+        written = [oid for oid in self.jar._written_this_transaction()]
+        message = 'Commit failed while writing (%s: %s)' % (
+            type(error).__name__, error)
+        if unsure:
+            message += '; these may or may not have been written: %s' % (
+                ', '.join('%s/%s' % (w.oid.collection, w.oid.id)
+                          for w in unsure))
+        return interfaces.CommitError(
+            message, written=written,
+            not_written=[w.oid for w in pending if w not in unsure],
+            cause=error)
+

@@ -1,0 +1,87 @@
+"""Conflict handlers: how a commit protects documents others changed.
+
+A handler decides what the write of a changed document is conditional on
+and what happens when that condition fails.  The data manager asks it:
+
+* ``serial_of(doc)``: the serial of a document as loaded;
+* ``stamp(doc, loaded)``: add the serial to a document about to be written;
+* ``write_filter(oid, loaded)``: the filter the write is conditional on;
+* ``resolve(obj, orig, current, new)``: what to write after a lost race
+  (a new document) or ``None`` to give up with a ``ConflictError``.
+
+The check and the write are one operation: the filter of the update holds
+``_id`` and the serial that was loaded, so a concurrent write makes the
+update match nothing instead of overwriting it.
+"""
+from mongopersist import interfaces, metadata
+from mongopersist.serialize import PY_SERIAL
+
+
+class NoCheckConflictHandler:
+    """Last writer wins: documents carry no serial and writes are plain."""
+
+    detects_conflicts = False
+
+    def __init__(self, jar=None):
+        self._jar = jar
+
+    def serial_of(self, doc):
+        return (doc or {}).get(PY_SERIAL, 0)
+
+    def stamp(self, doc, loaded):
+        if loaded is not None and PY_SERIAL in loaded:
+            # Keep a serial written by a conflict-detecting peer.
+            doc[PY_SERIAL] = loaded[PY_SERIAL]
+        return doc
+
+    def write_filter(self, oid, loaded):
+        return metadata.document_filter(oid)
+
+    def resolve(self, obj, orig, current, new):
+        return None
+
+
+class SimpleSerialConflictHandler(NoCheckConflictHandler):
+    """Every write bumps ``_py_serial``; a lost race raises ConflictError."""
+
+    detects_conflicts = True
+
+    def stamp(self, doc, loaded):
+        doc[PY_SERIAL] = self.serial_of(loaded) + 1
+        return doc
+
+    def write_filter(self, oid, loaded):
+        query = metadata.document_filter(oid)
+        # ``None`` also matches documents written before serials were on.
+        query[PY_SERIAL] = (loaded or {}).get(PY_SERIAL)
+        return query
+
+
+class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
+    """Like the simple handler, but lets objects merge concurrent changes.
+
+    After a lost race, ``obj._p_resolveConflict(orig, current, new)`` is
+    called with the three instance states; the merged state it returns is
+    written with a fresh conditional write.
+    """
+
+    def resolve(self, obj, orig, current, new):
+        resolver = getattr(obj, '_p_resolveConflict', None)
+        if resolver is None or current is None:
+            return None
+        reader = self._jar._reader
+        try:
+            merged = resolver(reader.get_state(orig or {}, None),
+                              reader.get_state(current, None),
+                              reader.get_state(new, None))
+        except interfaces.ConflictError:
+            return None
+        obj.__setstate__(merged)
+        return merged
+
+
+HANDLERS = {
+    'none': NoCheckConflictHandler,
+    'simple': SimpleSerialConflictHandler,
+    'resolving': ResolvingSerialConflictHandler,
+}

@@ -1,0 +1,389 @@
+"""The Mongo data manager: persistent objects stored at transaction commit.
+
+``MongoDataManager`` is both a ``transaction`` data manager (it joins the
+current transaction and writes at commit) and the ``_p_jar`` of the
+persistent objects it loads (it loads their state on first access and hears
+about their changes).  The work is shared out:
+
+* ``mongopersist.serialize``: objects <-> documents (the serializer chain);
+* ``mongopersist.commit``: the commit pipeline (serialize, plan, write);
+* ``mongopersist.conflict``: what a write is conditional on;
+* ``mongopersist.typemap``: which classes live in which collection;
+* ``mongopersist.root``: the named entry points.
+"""
+import weakref
+
+import persistent
+import transaction
+import zope.interface
+from bson.dbref import DBRef
+from bson.objectid import ObjectId
+
+from mongopersist import commit, conflict, interfaces, metadata, serialize
+from mongopersist.root import Root
+from mongopersist.typemap import CollectionTypeMap
+
+
+def p64(number):
+    """Return ``number`` as the 8-byte string persistent uses for serials."""
+    return int(number).to_bytes(8, 'big')
+
+
+@zope.interface.implementer(interfaces.IMongoDataManager)
+class MongoDataManager:
+    """Stores persistent objects in MongoDB when the transaction commits.
+
+    :param client: a ``pymongo.MongoClient`` (or compatible) instance.
+    :param default_database: database for classes without
+        ``_p_mongo_database``; defaults to the client's default database.
+    :param root_database: database of the root collection (and of the
+        type map); defaults to ``default_database``.
+    :param root_collection: name of the collection behind ``dm.root``.
+    :param detect_conflicts: keep ``_py_serial`` on every document and refuse
+        to overwrite documents others changed (``ConflictError``).
+    :param conflict_handler: a handler class or instance from
+        ``mongopersist.conflict``; overrides ``detect_conflicts``.
+    :param serializers: ``ObjectSerializer`` instances consulted before the
+        process-wide and built-in ones.
+    :param transaction_manager: defaults to ``transaction.manager``.
+    """
+
+    name = 'mongopersist'
+
+    def __init__(self, client, default_database=None, root_database=None,
+                 root_collection='persistence_root', detect_conflicts=False,
+                 conflict_handler=None, serializers=None,
+                 transaction_manager=None):
+        self._client = self._conn = client
+        if default_database is None:
+            default_database = client.get_default_database().name
+        self.default_database = default_database
+        self.root_database = root_database or default_database
+        self.transaction_manager = transaction_manager or transaction.manager
+        if conflict_handler is None:
+            conflict_handler = (conflict.SimpleSerialConflictHandler
+                                if detect_conflicts
+                                else conflict.NoCheckConflictHandler)
+        if isinstance(conflict_handler, type):
+            conflict_handler = conflict_handler(self)
+        conflict_handler._jar = self
+        self.conflict_handler = conflict_handler
+        self.detect_conflicts = conflict_handler.detects_conflicts
+        self._writer = serialize.ObjectWriter(self, serializers or ())
+        self._reader = serialize.ObjectReader(self, serializers or ())
+        self._types = CollectionTypeMap(client, self.root_database)
+        self.root = Root(self, self.root_database, root_collection)
+        self._session = None
+        # The identity map: one DBRef, one Python object.
+        self._cache = weakref.WeakValueDictionary()
+        self._reset_transaction_state()
+        self.transaction_manager.registerSynch(self)
+
+    def _reset_transaction_state(self):
+        self._joined = None
+        self._loaded_docs = {}      # oid -> document as loaded or written
+        self._prefetched = {}       # oid -> document read before activation
+        self._new = {}              # oid -> new object, not yet written
+        self._inserted = {}         # oid -> every object inserted
+        self._registered = {}       # id -> changed top-level object
+        self._changed_sub = {}      # id -> changed sub-object
+        self._removed = {}          # oid -> object to remove
+        self._undo = []             # how to take back what was written
+        self._written_oids = []     # oids written in this transaction
+        self._discovered = None     # new objects found by a running flush
+
+    def __repr__(self):
+        return '<%s %s>' % (self.__class__.__name__, self.default_database)
+
+    # -- collections ------------------------------------------------------
+    def get_collection(self, db_name, coll_name):
+        """Return the collection ``coll_name`` of database ``db_name``."""
+        return self._client[db_name][coll_name]
+
+    def get_collection_of_object(self, obj):
+        """Return the collection that stores ``obj`` (or its class)."""
+        if getattr(obj, '_p_oid', None) is not None:
+            oid = obj._p_oid
+            return self.get_collection(oid.database, oid.collection)
+        db_name, coll_name = self._collection_name_of(obj)
+        return self.get_collection(db_name, coll_name)
+
+    def _collection_name_of(self, obj):
+        cls = obj if isinstance(obj, type) else type(obj)
+        return (metadata.database_name(cls, self.default_database),
+                metadata.collection_name(cls))
+
+    # -- the transaction ----------------------------------------------------
+    def _join_txn(self):
+        txn = self.transaction_manager.get()
+        if self._joined is not txn:
+            txn.join(self)
+            self._joined = txn
+
+    # -- objects --------------------------------------------------------------
+    def insert(self, obj, oid=None):
+        """Add the new persistent ``obj``; it is written at commit.
+
+        ``oid`` is the ``_id`` to use (default: a new ``ObjectId``).
+        Returns the object's ``DBRef``.
+        """
+        if not isinstance(obj, persistent.Persistent):
+            raise TypeError('Only persistent objects can be inserted, not %r'
+                            % (obj,))
+        if metadata.is_sub_object(type(obj)):
+            raise TypeError(
+                '%s is stored inside its parent (_p_mongo_sub_object) and '
+                'cannot be inserted on its own' % type(obj).__name__)
+        if obj._p_jar is not None:
+            raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
+        db_name, coll_name = self._collection_name_of(obj)
+        ref = DBRef(coll_name, ObjectId() if oid is None else oid, db_name)
+        obj._p_jar = self
+        obj._p_oid = ref
+        self._cache[ref] = obj
+        self._new[ref] = obj
+        self._inserted[ref] = obj
+        if self._discovered is not None:
+            self._discovered.append(obj)
+        self._join_txn()
+        return ref
+
+    def _forget_new(self, objects):
+        """Take back ``insert`` of objects (their writes are undone apart)."""
+        for obj in objects:
+            ref = obj._p_oid
+            if ref is not None and self._inserted.get(ref) is obj:
+                del self._inserted[ref]
+                self._new.pop(ref, None)
+                self._cache.pop(ref, None)
+                self._registered.pop(id(obj), None)
+                obj._p_jar = None
+                obj._p_oid = None
+
+    def dump(self, obj):
+        """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
+        jar = obj._p_jar
+        if jar is self and obj._p_oid is not None:
+            return obj._p_oid
+        if jar is not None:
+            raise ValueError('%r belongs to another data manager (%r)'
+                             % (obj, jar))
+        return self.insert(obj)
+
+    def load(self, dbref):
+        """Return the object stored under ``dbref``, usually as a ghost."""
+        if dbref.database is None:
+            dbref = DBRef(dbref.collection, dbref.id, self.default_database)
+        obj = self._cache.get(dbref)
+        if obj is not None:
+            return obj
+        cls = self._types.class_for(dbref.database, dbref.collection)
+        if cls is None:
+            # Shared collection: the document names the class.
+            doc = self._find_document(dbref)
+            self._prefetched[dbref] = doc
+            cls = self._class_of_document(dbref, doc)
+        return self._new_ghost(cls, dbref)
+
+    def _new_ghost(self, cls, dbref):
+        obj = cls.__new__(cls)
+        obj._p_jar = self
+        obj._p_oid = dbref
+        obj._p_deactivate()
+        self._cache[dbref] = obj
+        return obj
+
+    def _class_of_document(self, dbref, doc):
+        name = doc.get(serialize.PY_PERSISTENT_TYPE)
+        if name is not None:
+            return metadata.resolve(name)
+        return self._types.default_class(dbref.database, dbref.collection)
+
+    def _find_document(self, dbref):
+        coll = self._client[dbref.database][dbref.collection]
+        doc = coll.find_one(metadata.document_filter(dbref),
+                            session=self._session)
+        if doc is None:
+            raise interfaces.DocumentNotFoundError(
+                'No document %r in %s.%s (removed?)' % (
+                    dbref.id, dbref.database, dbref.collection))
+        return doc
+
+    def remove(self, obj):
+        """Remove the document of ``obj`` when the transaction commits."""
+        ref = obj._p_oid
+        if obj._p_jar is not self or ref is None:
+            raise ValueError('%r is not stored by this data manager' % (obj,))
+        if ref in self._new:
+            self._forget_new([obj])
+            return
+        self._removed[ref] = obj
+        self._join_txn()
+
+    # -- IPersistentDataManager ---------------------------------------------
+    def setstate(self, obj):
+        """Load the state of the ghost ``obj`` from its document."""
+        ref = obj._p_oid
+        doc = self._prefetched.pop(ref, None)
+        if doc is None:
+            doc = self._find_document(ref)
+        self._activate(obj, doc)
+
+    def _activate(self, obj, doc):
+        ref = obj._p_oid
+        name = doc.get(serialize.PY_PERSISTENT_TYPE)
+        if name is not None and name != metadata.get_dotted_name(type(obj)):
+            # The ghost was made before the collection was shared.
+            obj.__class__ = metadata.resolve(name)
+        self._loaded_docs[ref] = doc
+        self._reader.set_ghost_state(obj, doc)
+        obj._p_serial = p64(self.conflict_handler.serial_of(doc))
+
+    def register(self, obj):
+        """Hear that ``obj`` changed: its document is written at commit."""
+        owner = getattr(obj, '_p_mongo_doc_object', None)
+        if owner is not None and owner is not obj:
+            if owner._p_status == 'ghost':
+                raise interfaces.MongoPersistError(
+                    'This %s belongs to a %s that was reloaded since it was '
+                    'read; get it again from its owner before changing it'
+                    % (type(obj).__name__, type(owner).__name__))
+            self._changed_sub[id(obj)] = obj
+            obj = owner
+        self._registered[id(obj)] = obj
+        self._join_txn()
+
+    def oldstate(self, obj, tid):
+        raise NotImplementedError('MongoDB keeps no old revisions')
+
+    # -- writing ----------------------------------------------------------
+    def _store_now(self, obj):
+        """Write ``obj`` (and new objects it references) immediately."""
+        if obj._p_jar is None:
+            self.insert(obj)
+        elif obj._p_jar is not self:
+            raise ValueError('%r belongs to another data manager' % (obj,))
+        self._join_txn()
+        if obj._p_oid in self._new or id(obj) in self._registered:
+            try:
+                commit.Flush(self).serialize([obj]).plan().check().execute()
+            except BaseException:
+                if obj._p_oid in self._new:
+                    self._forget_new([obj])
+                raise
+            self._registered.pop(id(obj), None)
+        return obj._p_oid
+
+    def flush(self):
+        """Write all pending changes of this transaction now.
+
+        Without a server transaction, the writes are visible to others at
+        once; an abort later takes them back.
+        """
+        objects = list(self._new.values()) + [
+            obj for obj in self._registered.values()
+            if obj._p_oid not in self._new]
+        removed = list(self._removed.values())
+        if not objects and not removed:
+            return
+        flush = commit.Flush(self).serialize(objects).remove(removed)
+        flush.plan().check().execute()
+        self._registered.clear()
+        self._removed.clear()
+
+    def _written(self, write):
+        """Record a write that reached MongoDB (called by the pipeline)."""
+        ref = write.oid
+        self._written_oids.append(ref)
+        if write.kind == commit.INSERT:
+            self._new.pop(ref, None)
+            self._undo.append((commit.DELETE, ref, None))
+        else:
+            self._undo.append((commit.UPDATE, ref, write.loaded))
+        if write.kind == commit.DELETE:
+            self._loaded_docs.pop(ref, None)
+            self._cache.pop(ref, None)
+        else:
+            merged = dict(write.loaded or {})
+            merged.update(write.doc)
+            for key in list(merged):
+                if key not in write.doc:
+                    del merged[key]
+            self._loaded_docs[ref] = merged
+
+    def _written_this_transaction(self):
+        return list(self._written_oids)
+
+    def _remember_root_change(self, collection, name, previous):
+        self._undo.append(('root', (collection, name), previous))
+        self._join_txn()
+
+    def _undo_writes(self):
+        """Take back this transaction's writes (no server transaction)."""
+        for kind, ref, before in reversed(self._undo):
+            if kind == 'root':
+                coll = self._client[self.root_database][ref[0]]
+                if before is None:
+                    coll.delete_one({'name': ref[1]})
+                else:
+                    coll.replace_one({'name': ref[1]}, before, upsert=True)
+                continue
+            coll = self._client[ref.database][ref.collection]
+            if before is None:
+                coll.delete_one(metadata.document_filter(ref))
+            else:
+                coll.replace_one(metadata.document_filter(ref), before,
+                                 upsert=True)
+
+    # -- IDataManager ---------------------------------------------------
+    def sortKey(self):
+        return 'mongopersist:%s:%s' % (self.root_database, id(self))
+
+    def abort(self, txn):
+        """Forget this transaction's changes and take back its writes."""
+        try:
+            self._undo_writes()
+        finally:
+            self._end_transaction(committed=False)
+
+    def tpc_begin(self, txn):
+        pass
+
+    def commit(self, txn):
+        self.flush()
+
+    def tpc_vote(self, txn):
+        pass
+
+    def tpc_finish(self, txn):
+        self._end_transaction(committed=True)
+
+    def tpc_abort(self, txn):
+        self.abort(txn)
+
+    def _end_transaction(self, committed):
+        if not committed:
+            self._forget_new(list(self._inserted.values()))
+        for obj in self._changed_sub.values():
+            obj._p_changed = False
+        self._reset_transaction_state()
+        self._invalidate_all()
+
+    def _invalidate_all(self):
+        """Turn every loaded object into a ghost: it reloads when used."""
+        for obj in list(self._cache.values()):
+            if obj._p_status != 'ghost':
+                obj._p_invalidate()
+
+    # -- ISynchronizer: fresh state in every transaction ------------------
+    def beforeCompletion(self, txn):
+        pass
+
+    def afterCompletion(self, txn):
+        if self._joined is None:
+            self._invalidate_all()
+            self._prefetched.clear()
+            self._loaded_docs.clear()
+
+    def newTransaction(self, txn):
+        self.afterCompletion(txn)

@@ -1,0 +1,181 @@
+"""Interfaces and exceptions of mongopersist."""
+import transaction.interfaces
+import zope.interface
+from persistent.interfaces import IPersistentDataManager
+from transaction.interfaces import IDataManager, ISavepointDataManager
+
+
+class MongoPersistError(Exception):
+    """Base class of all errors raised by mongopersist."""
+
+
+class CircularReferenceError(MongoPersistError):
+    """A non-persistent object contains itself.
+
+    Non-persistent objects are stored inside the document of the persistent
+    object that holds them, so they cannot be part of a reference cycle.
+    ``args[0]`` is the object at fault.
+    """
+
+    def __init__(self, obj, path=None):
+        super().__init__(obj)
+        self.obj = obj
+        self.path = path
+
+    def __str__(self):
+        text = repr(self.obj)
+        if self.path:
+            text += ' (reached again at %s)' % self.path
+        return text
+
+
+class UnstorableObjectError(MongoPersistError, TypeError):
+    """An object cannot be turned into a MongoDB value.
+
+    The message names the class of the object and the attribute path at
+    which it was found, for example ``Person.phone.area``.
+    """
+
+    def __init__(self, message, obj=None, path=None):
+        super().__init__(message)
+        self.obj = obj
+        self.path = path
+
+
+class DocumentNotFoundError(MongoPersistError, KeyError):
+    """A referenced document does not exist (any more)."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class UnknownTypeError(MongoPersistError, LookupError):
+    """A stored type name cannot be turned back into a Python object."""
+
+
+class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
+    """Somebody else changed a document after this transaction loaded it.
+
+    The transaction can be retried.  ``orig_state``, ``cur_state`` and
+    ``new_state`` hold the document as loaded, as currently stored and as this
+    transaction wanted to write it (``cur_state`` is ``None`` when the
+    document was removed).
+    """
+
+    def __init__(self, message=None, object=None, orig_state=None,
+                 cur_state=None, new_state=None, oid=None,
+                 start_serial=None, current_serial=None):
+        self.message = message or 'database conflict error'
+        self.object = object
+        self.orig_state = orig_state
+        self.cur_state = cur_state
+        self.new_state = new_state
+        self.oid = oid
+        self.start_serial = start_serial
+        self.current_serial = current_serial
+        super().__init__(str(self))
+
+    def __str__(self):
+        extras = ['oid %s' % (self.oid,)]
+        if self.object is not None:
+            extras.append('class %s' % self.object.__class__.__name__)
+        extras.append('start serial %s' % (self.start_serial,))
+        extras.append('current serial %s' % (self.current_serial,))
+        return '%s (%s)' % (self.message, ', '.join(extras))
+
+
+class CommitError(MongoPersistError):
+    """Writing a commit failed part-way without a server transaction.
+
+    ``written`` and ``not_written`` list the oids (``DBRef`` objects) of the
+    documents that were and were not written before the failure.
+    """
+
+    def __init__(self, message, written=(), not_written=(), cause=None):
+        self.written = list(written)
+        self.not_written = list(not_written)
+        self.cause = cause
+        super().__init__(
+            '%s; written: %s; not written: %s' % (
+                message, _refs(self.written), _refs(self.not_written)))
+
+
+def _refs(refs):
+    if not refs:
+        return 'none'
+    return ', '.join('%s/%s' % (r.collection, r.id) for r in refs)
+
+
+class IObjectSerializer(zope.interface.Interface):
+    """Turns objects of some types into MongoDB values and back."""
+
+    def can_read(state):
+        """Return true if this serializer can turn ``state`` into an object."""
+
+    def read(state):
+        """Turn the stored ``state`` into an object."""
+
+    def can_write(obj):
+        """Return true if this serializer can turn ``obj`` into a value."""
+
+    def write(obj):
+        """Turn ``obj`` into a BSON-compatible value."""
+
+
+class IObjectWriter(zope.interface.Interface):
+    """Turns persistent objects into MongoDB documents."""
+
+    def get_state(obj, pobj=None):
+        """Return the BSON-compatible value that represents ``obj``."""
+
+    def get_document(obj):
+        """Return the full document that stores the persistent ``obj``."""
+
+
+class IObjectReader(zope.interface.Interface):
+    """Turns MongoDB documents into objects."""
+
+    def get_object(state, obj):
+        """Return the Python value for the stored ``state``.
+
+        ``obj`` is the top-level persistent object the state belongs to.
+        """
+
+    def set_ghost_state(obj, doc):
+        """Fill the ghost ``obj`` from its stored document ``doc``."""
+
+
+class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
+    """A data manager that stores persistent objects in MongoDB."""
+
+    root = zope.interface.Attribute(
+        'A mapping of names to persistent objects, written at once.')
+
+    def get_collection(db_name, coll_name):
+        """Return the collection ``coll_name`` of database ``db_name``."""
+
+    def get_collection_of_object(obj):
+        """Return the collection that stores ``obj``."""
+
+    def dump(obj):
+        """Store ``obj`` when the transaction commits; return its DBRef."""
+
+    def load(dbref):
+        """Return the object stored under ``dbref`` (possibly a ghost)."""
+
+    def insert(obj, oid=None):
+        """Add the new persistent ``obj``; return its DBRef."""
+
+    def remove(obj):
+        """Remove the document of ``obj`` when the transaction commits."""
+
+    def flush():
+        """Write all pending changes of this transaction now."""
+
+
+__all__ = [
+    'CircularReferenceError', 'CommitError', 'ConflictError',
+    'DocumentNotFoundError', 'IDataManager', 'IMongoDataManager',
+    'IObjectReader', 'IObjectSerializer', 'IObjectWriter',
+    'MongoPersistError', 'UnknownTypeError', 'UnstorableObjectError',
+]

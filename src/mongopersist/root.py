@@ -1,0 +1,72 @@
+"""The data manager's root: named entry points into the object graph."""
+from collections.abc import MutableMapping
+
+from bson.dbref import DBRef
+
+
+class Root(MutableMapping):
+    """A mapping of names to persistent objects.
+
+    Each entry is stored as ``{'name': name, 'ref': DBRef(...)}`` in the
+    root collection.  Setting an entry writes it (and the object, if it is
+    new or changed) at once; an aborted transaction takes it back.
+    """
+
+    def __init__(self, jar, database, collection):
+        self._jar = jar
+        self.database = database
+        self.collection = collection
+        self._index_ready = False
+
+    @property
+    def _coll(self):
+        return self._jar.get_collection(self.database, self.collection)
+
+    def _ensure_index(self):
+        if not self._index_ready:
+            self._coll.create_index('name', unique=True)
+            self._index_ready = True
+
+    def __getitem__(self, name):
+        doc = self._coll.find_one({'name': name}, session=self._jar._session)
+        if doc is None:
+            raise KeyError(name)
+        return self._jar.load(doc['ref'])
+
+    def __setitem__(self, name, obj):
+        self._ensure_index()
+        ref = self._jar._store_now(obj)
+        previous = self._coll.find_one_and_update(
+            {'name': name}, {'$set': {'ref': ref}}, upsert=True,
+            session=self._jar._session)
+        self._jar._remember_root_change(self.collection, name, previous)
+
+    def __delitem__(self, name):
+        previous = self._coll.find_one_and_delete(
+            {'name': name}, session=self._jar._session)
+        if previous is None:
+            raise KeyError(name)
+        self._jar._remember_root_change(self.collection, name, previous)
+
+    def __contains__(self, name):
+        return self._coll.count_documents(
+            {'name': name}, limit=1, session=self._jar._session) > 0
+
+    def __iter__(self):
+        for doc in self._coll.find({}, {'name': 1}, session=self._jar._session):
+            yield doc['name']
+
+    def __len__(self):
+        return self._coll.count_documents({}, session=self._jar._session)
+
+    def keys(self):
+        """Return the list of entry names."""
+        return list(self)
+
+    def refs(self):
+        """Return a dict of entry names to the stored ``DBRef``."""
+        return {doc['name']: doc['ref'] for doc in self._coll.find(
+            {}, session=self._jar._session) if isinstance(doc['ref'], DBRef)}
+
+    def __repr__(self):
+        return '<Root %s.%s>' % (self.database, self.collection)

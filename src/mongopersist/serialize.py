@@ -1,0 +1,458 @@
+"""The serializer chain: persistent objects to MongoDB documents and back.
+
+``ObjectWriter`` turns the state of a persistent object into a document;
+``ObjectReader`` turns a document into the state of an object.  Both consult,
+in this order:
+
+1. the serializers given to the data manager (``serializers=``),
+2. the process-wide ``SERIALIZERS`` list,
+3. the built-in representations of ``mongopersist.serializers``,
+4. the generic rules: BSON values as they are, persistent objects as
+   ``DBRef`` (or, for sub-objects, inside the document), containers
+   recursively, any other picklable object through ``__reduce_ex__``.
+
+``docs/format.rst`` describes every stored representation.
+"""
+import copyreg
+import datetime
+import re
+
+import bson
+import persistent
+import persistent.list
+import persistent.mapping
+import zope.interface
+from bson.dbref import DBRef
+from bson.objectid import ObjectId
+
+from mongopersist import interfaces, metadata, serializers
+from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
+
+# Process-wide user serializers, consulted before the built-in ones.
+SERIALIZERS = []
+
+PY_TYPE = '_py_type'
+PY_PERSISTENT_TYPE = '_py_persistent_type'
+PY_FACTORY = '_py_factory'
+PY_FACTORY_ARGS = '_py_factory_args'
+PY_STATE = '_py_state'
+PY_NEW_ARGS = '_py_new_args'
+PY_LIST_ITEMS = '_py_listitems'
+PY_DICT_ITEMS = '_py_dictitems'
+PY_SERIAL = '_py_serial'
+DICT_TYPE = 'builtins.dict'
+
+# Fields of a top-level document that are not instance state.
+DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL])
+
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+# Values BSON stores and PyMongo reads back unchanged.
+NATIVE_TYPES = frozenset([
+    type(None), bool, float, str, bytes, ObjectId, DBRef,
+    bson.Binary, bson.Code, bson.Decimal128, bson.Int64, bson.Regex,
+    bson.Timestamp, bson.MinKey, bson.MaxKey,
+])
+
+
+@zope.interface.implementer(interfaces.IObjectSerializer)
+class ObjectSerializer:
+    """Base class of serializers that users add to the chain.
+
+    Subclasses say which stored states and which objects they handle
+    (``can_read``/``can_write``) and convert them (``read``/``write``).
+    ``can_read`` must only claim states that ``read`` understands.
+    """
+
+    def can_read(self, state):
+        return False
+
+    def read(self, state):
+        raise NotImplementedError
+
+    def can_write(self, obj):
+        return False
+
+    def write(self, obj):
+        raise NotImplementedError
+
+
+class PersistentDict(persistent.mapping.PersistentMapping):
+    """A dict stored inside its owner's document that tracks changes.
+
+    Dicts read from MongoDB become ``PersistentDict`` so that changing them
+    gets the owning document written at commit.
+    """
+    _p_mongo_sub_object = True
+
+
+class PersistentList(persistent.list.PersistentList):
+    """A list stored inside its owner's document that tracks changes."""
+    _p_mongo_sub_object = True
+
+
+def is_safe_key(key):
+    """Return true if ``key`` can be a field name of a stored dict."""
+    return (type(key) is str and not key.startswith(('$', '_py_'))
+            and '.' not in key and '\x00' not in key)
+
+
+class _Unstorable(Exception):
+    """Internal: carries the attribute path up to the top-level object."""
+
+    def __init__(self, error):
+        self.error = error
+        self.path = []
+
+
+@zope.interface.implementer(interfaces.IObjectWriter)
+class ObjectWriter:
+    """Turns persistent objects into MongoDB documents.
+
+    ``jar`` is the data manager; persistent objects referenced by the object
+    being written are handed to ``jar.dump`` and stored as ``DBRef``.
+    """
+
+    def __init__(self, jar, serializers=()):
+        self._jar = jar
+        self._serializers = list(serializers)
+
+    def _custom_serializers(self):
+        return self._serializers + SERIALIZERS
+
+    def get_document(self, obj, store_type=False):
+        """Return the document that stores the top-level persistent ``obj``.
+
+        Raises ``UnstorableObjectError`` or ``CircularReferenceError``
+        naming the class and the attribute path at fault.
+        """
+        state = obj.__getstate__()
+        cls_name = obj.__class__.__name__
+        if not isinstance(state, dict):
+            raise interfaces.UnstorableObjectError(
+                'Cannot store %s: only objects whose state is a dict of '
+                'attributes can be stored (got %s)' % (
+                    cls_name, type(state).__name__), obj, cls_name)
+        doc = {'_id': obj._p_oid.id}
+        if store_type:
+            doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(type(obj))
+        custom = self._custom_serializers()
+        stack = {id(obj)}
+        for name, value in state.items():
+            if not is_safe_key(name) or name in DOCUMENT_META_FIELDS:
+                raise interfaces.UnstorableObjectError(
+                    'Cannot store %s.%s: attribute names starting with '
+                    '"_py_" or "$", containing ".", or named "_id" are '
+                    'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
+            try:
+                doc[name] = self._write(value, obj, stack, custom)
+            except _Unstorable as failure:
+                raise self._located(failure, cls_name, name)
+            except interfaces.CircularReferenceError as error:
+                error.path = '.'.join([cls_name, name] + (error.path or []))
+                raise
+        return doc
+
+    def _located(self, failure, cls_name, name):
+        path = '.'.join([cls_name, name] + list(reversed(failure.path)))
+        error = failure.error
+        return interfaces.UnstorableObjectError(
+            'Cannot store %r at %s: %s' % (error.obj, path, error),
+            error.obj, path)
+
+    def get_state(self, obj, pobj=None):
+        """Return the BSON value that stores ``obj``.
+
+        ``pobj`` is the top-level persistent object whose document the
+        value becomes part of; sub-objects are attached to it so that their
+        changes get it written.
+        """
+        try:
+            return self._write(obj, pobj, set(), self._custom_serializers())
+        except _Unstorable as failure:
+            raise interfaces.UnstorableObjectError(
+                str(failure.error), failure.error.obj,
+                '.'.join(reversed(failure.path)))
+
+    def _write(self, obj, pobj, stack, custom):
+        kind = type(obj)
+        if kind in NATIVE_TYPES:
+            return obj
+        if kind is int:
+            if INT64_MIN <= obj <= INT64_MAX:
+                return obj
+            return serializers.write_big_int(obj, None)
+        for serializer in custom:
+            if serializer.can_write(obj):
+                return serializer.write(obj)
+        if kind is datetime.datetime and serializers.is_native_datetime(obj):
+            return obj
+        builtin = serializers.writer_for(obj)
+        if builtin is not None:
+            return builtin(obj, lambda value: self._write(
+                value, pobj, stack, custom))
+        if kind is dict:
+            return self._write_dict(obj, pobj, stack, custom)
+        if kind is list or kind is tuple:
+            return self._write_list(obj, pobj, stack, custom)
+        if isinstance(obj, persistent.Persistent):
+            if not metadata.is_sub_object(kind):
+                return self._jar.dump(obj)
+            return self._write_sub_object(obj, pobj, stack, custom)
+        return self._write_reduced(obj, pobj, stack, custom)
+
+    def _enter(self, obj, stack):
+        if id(obj) in stack:
+            raise interfaces.CircularReferenceError(obj)
+        stack.add(id(obj))
+
+    def _write_dict(self, obj, pobj, stack, custom):
+        self._enter(obj, stack)
+        try:
+            if all(is_safe_key(key) for key in obj):
+                result = {}
+                for key, value in obj.items():
+                    result[key] = self._write_item(
+                        value, key, pobj, stack, custom)
+                return result
+            return {PY_TYPE: DICT_TYPE, 'items': self._write_items(
+                obj, pobj, stack, custom)}
+        finally:
+            stack.discard(id(obj))
+
+    def _write_items(self, obj, pobj, stack, custom):
+        return [[self._write_item(key, repr(key), pobj, stack, custom),
+                 self._write_item(value, key, pobj, stack, custom)]
+                for key, value in obj.items()]
+
+    def _write_list(self, obj, pobj, stack, custom):
+        self._enter(obj, stack)
+        try:
+            return [self._write_item(value, index, pobj, stack, custom)
+                    for index, value in enumerate(obj)]
+        finally:
+            stack.discard(id(obj))
+
+    def _write_item(self, value, where, pobj, stack, custom):
+        try:
+            return self._write(value, pobj, stack, custom)
+        except _Unstorable as failure:
+            failure.path.append(str(where))
+            raise
+        except interfaces.CircularReferenceError as error:
+            error.path = [str(where)] + (error.path or [])
+            raise
+
+    def _write_sub_object(self, obj, pobj, stack, custom):
+        # Attach the sub-object to its owner so its changes register there.
+        if pobj is not None and obj._p_jar is None:
+            obj._p_jar = self._jar
+        if pobj is not None:
+            obj._p_mongo_doc_object = pobj
+        kind = type(obj)
+        if kind is PersistentDict:
+            return self._write_dict(obj.data, pobj, stack, custom)
+        if kind is PersistentList:
+            return self._write_list(obj.data, pobj, stack, custom)
+        self._enter(obj, stack)
+        try:
+            state = obj.__getstate__()
+            doc = {PY_PERSISTENT_TYPE: metadata.get_dotted_name(kind)}
+            self._add_state(doc, state, pobj, stack, custom)
+            return doc
+        finally:
+            stack.discard(id(obj))
+
+    def _add_state(self, doc, state, pobj, stack, custom):
+        if isinstance(state, dict) and all(is_safe_key(k) for k in state):
+            for key, value in state.items():
+                doc[key] = self._write_item(value, key, pobj, stack, custom)
+        elif state is not None:
+            doc[PY_STATE] = self._write(state, pobj, stack, custom)
+
+    def _write_reduced(self, obj, pobj, stack, custom):
+        kind = type(obj)
+        self._enter(obj, stack)
+        try:
+            reduce_fn = copyreg.dispatch_table.get(kind)
+            try:
+                if reduce_fn is not None:
+                    reduced = reduce_fn(obj)
+                else:
+                    reduced = obj.__reduce_ex__(2)
+            except Exception as error:
+                raise self._unstorable(obj, 'it cannot be reduced (%s)' % error)
+            if isinstance(reduced, str) or len(reduced) < 2:
+                raise self._unstorable(
+                    obj, 'it reduces to a global name, which is not supported')
+            reduced = tuple(reduced) + (None,) * (5 - len(reduced))
+            factory, args, state, list_items, dict_items = reduced[:5]
+            if (getattr(factory, '__name__', None) == '__newobj__'
+                    and args and isinstance(args[0], type)):
+                doc = {PY_TYPE: metadata.get_dotted_name(args[0])}
+                if len(args) > 1:
+                    doc[PY_NEW_ARGS] = self._write_list(
+                        list(args[1:]), pobj, stack, custom)
+            else:
+                if not metadata.is_importable(factory):
+                    raise self._unstorable(
+                        obj, 'its factory %r cannot be found again by name'
+                        % (factory,))
+                doc = {PY_FACTORY: metadata.get_dotted_name(factory),
+                       PY_FACTORY_ARGS: self._write_list(
+                           list(args or ()), pobj, stack, custom)}
+            self._add_state(doc, state, pobj, stack, custom)
+            if list_items is not None:
+                doc[PY_LIST_ITEMS] = self._write_list(
+                    list(list_items), pobj, stack, custom)
+            if dict_items is not None:
+                doc[PY_DICT_ITEMS] = self._write_items(
+                    dict(dict_items), pobj, stack, custom)
+            return doc
+        finally:
+            stack.discard(id(obj))
+
+    def _unstorable(self, obj, reason):
+        error = interfaces.UnstorableObjectError(
+            '%s object cannot be stored: %s' % (type(obj).__name__, reason), obj)
+        return _Unstorable(error)
+
+
+class _ReadCallback:
+    """The ``read`` callback handed to built-in readers."""
+
+    def __init__(self, reader, pobj):
+        self._reader = reader
+        self._pobj = pobj
+
+    def __call__(self, state):
+        return self._reader.get_object(state, self._pobj)
+
+    def key(self, state):
+        return self._reader.get_key(state, self._pobj)
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    return value
+
+
+@zope.interface.implementer(interfaces.IObjectReader)
+class ObjectReader:
+    """Turns stored documents into the state of objects.
+
+    ``jar`` is the data manager; ``DBRef`` values are handed to
+    ``jar.load`` and come back as (possibly ghost) persistent objects.
+    """
+
+    def __init__(self, jar, serializers=()):
+        self._jar = jar
+        self._serializers = list(serializers)
+
+    def resolve(self, name):
+        """Return the class or function stored under the dotted ``name``."""
+        return metadata.resolve(name)
+
+    def get_state(self, doc, obj):
+        """Return the instance state stored in the top-level ``doc``."""
+        get = self.get_object
+        return {key: get(value, obj) for key, value in doc.items()
+                if key not in DOCUMENT_META_FIELDS}
+
+    def set_ghost_state(self, obj, doc):
+        """Fill the ghost ``obj`` from its document ``doc``."""
+        obj.__setstate__(self.get_state(doc, obj))
+
+    def get_key(self, state, pobj):
+        """Return a stored dict key or set member as a hashable value."""
+        return _hashable(self.get_object(state, pobj))
+
+    def get_object(self, state, obj):
+        """Return the Python value for ``state``, part of ``obj``'s document."""
+        kind = type(state)
+        if kind is dict:
+            return self._read_dict(state, obj)
+        if kind is list:
+            return self._new_sub_object(
+                PersistentList, [self.get_object(v, obj) for v in state], obj)
+        if kind is DBRef:
+            return self._jar.load(state)
+        custom = self._serializers + SERIALIZERS
+        for serializer in custom:
+            if serializer.can_read(state):
+                return serializer.read(state)
+        return state
+
+    def _read_dict(self, state, obj):
+        for serializer in self._serializers + SERIALIZERS:
+            if serializer.can_read(state):
+                return serializer.read(state)
+        if PY_TYPE in state:
+            type_name = state[PY_TYPE]
+            if type_name == DICT_TYPE:
+                return self._new_sub_object(
+                    PersistentDict, self._read_items(state['items'], obj), obj)
+            builtin = serializers.READERS.get(type_name)
+            if builtin is not None:
+                return builtin(state, _ReadCallback(self, obj))
+            cls = self.resolve(type_name)
+            args = [self.get_object(a, obj) for a in state.get(PY_NEW_ARGS, ())]
+            value = cls.__new__(cls, *args)
+            return self._fill(value, state, obj, (PY_TYPE, PY_NEW_ARGS))
+        if PY_PERSISTENT_TYPE in state:
+            cls = self.resolve(state[PY_PERSISTENT_TYPE])
+            value = cls.__new__(cls)
+            self._fill(value, state, obj, (PY_PERSISTENT_TYPE,))
+            return self._attach(value, obj)
+        if PY_FACTORY in state:
+            factory = self.resolve(state[PY_FACTORY])
+            args = [self.get_object(a, obj) for a in state[PY_FACTORY_ARGS]]
+            value = factory(*args)
+            return self._fill(value, state, obj, (PY_FACTORY, PY_FACTORY_ARGS))
+        get = self.get_object
+        return self._new_sub_object(
+            PersistentDict, {k: get(v, obj) for k, v in state.items()}, obj)
+
+    def _read_items(self, items, obj):
+        return {self.get_key(key, obj): self.get_object(value, obj)
+                for key, value in items}
+
+    def _fill(self, value, state, obj, meta):
+        if PY_STATE in state:
+            data = self._plain(self.get_object(state[PY_STATE], obj))
+        else:
+            data = {k: self.get_object(v, obj) for k, v in state.items()
+                    if k not in meta and k not in (PY_LIST_ITEMS, PY_DICT_ITEMS)}
+        if data:
+            setstate = getattr(value, '__setstate__', None)
+            if setstate is not None:
+                setstate(data)
+            else:
+                value.__dict__.update(data)
+        for item in state.get(PY_LIST_ITEMS, ()):
+            value.append(self.get_object(item, obj))
+        for key, item in state.get(PY_DICT_ITEMS, ()):
+            value[self.get_key(key, obj)] = self.get_object(item, obj)
+        return value
+
+    def _plain(self, value):
+        """Turn read containers back into the plain types pickle state uses."""
+        if isinstance(value, PersistentList):
+            return tuple(self._plain(v) for v in value.data)
+        if isinstance(value, PersistentDict):
+            return {k: self._plain(v) for k, v in value.data.items()}
+        return value
+
+    def _new_sub_object(self, cls, data, obj):
+        value = cls.__new__(cls)
+        value.data = data
+        return self._attach(value, obj)
+
+    def _attach(self, value, obj):
+        if obj is not None:
+            value._p_jar = self._jar
+            value._p_mongo_doc_object = obj
+            # Filling it may have marked it changed; it is as stored.
+            value._p_changed = False
+        return value

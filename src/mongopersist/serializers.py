@@ -1,0 +1,203 @@
+"""Built-in representations of standard library value types.
+
+Each representation is a small, readable sub-document whose ``_py_type``
+names the Python type, for example ``{'_py_type': 'decimal.Decimal',
+'value': '3.10'}``.  ``docs/format.rst`` lists them all.
+
+Writers take the object and a ``write`` callback (to store nested values) and
+return the stored value; readers take the stored sub-document and a ``read``
+callback and return the object.  User serializers registered through
+``mongopersist.serialize`` are consulted before these.
+"""
+import datetime
+import decimal
+import enum
+import uuid
+
+from mongopersist import metadata
+
+TYPE = '_py_type'
+
+
+def _tz_fields(value, state):
+    """Add the zone name of a ``zoneinfo`` tzinfo so it can be restored."""
+    key = getattr(value.tzinfo, 'key', None)
+    if key is not None:
+        state['tz'] = key
+    return state
+
+
+def _with_zone(value, state):
+    key = state.get('tz')
+    if key is None:
+        return value
+    import zoneinfo
+    zone = zoneinfo.ZoneInfo(key)
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(zone)
+    return value.replace(tzinfo=zone)
+
+
+def is_native_datetime(value):
+    """Return true if BSON stores ``value`` without losing anything.
+
+    BSON datetimes are UTC with millisecond precision, and PyMongo reads
+    them back as naive datetimes.
+    """
+    return value.tzinfo is None and value.microsecond % 1000 == 0
+
+
+def write_datetime(value, write):
+    state = {TYPE: 'datetime.datetime', 'iso': value.isoformat()}
+    # A BSON date beside the exact text keeps the value sortable and
+    # queryable with MongoDB's date operators.
+    if value.tzinfo is None:
+        state['utc'] = value.replace(microsecond=value.microsecond // 1000 * 1000)
+    else:
+        utc = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        state['utc'] = utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+    return _tz_fields(value, state)
+
+
+def read_datetime(state, read):
+    return _with_zone(datetime.datetime.fromisoformat(state['iso']), state)
+
+
+def write_date(value, write):
+    return {TYPE: 'datetime.date', 'iso': value.isoformat()}
+
+
+def read_date(state, read):
+    if 'ordinal' in state:
+        return datetime.date.fromordinal(state['ordinal'])
+    return datetime.date.fromisoformat(state['iso'])
+
+
+def write_time(value, write):
+    return _tz_fields(value, {TYPE: 'datetime.time', 'iso': value.isoformat()})
+
+
+def read_time(state, read):
+    return _with_zone(datetime.time.fromisoformat(state['iso']), state)
+
+
+def write_timedelta(value, write):
+    return {TYPE: 'datetime.timedelta', 'days': value.days,
+            'seconds': value.seconds, 'microseconds': value.microseconds}
+
+
+def read_timedelta(state, read):
+    return datetime.timedelta(days=state['days'], seconds=state['seconds'],
+                              microseconds=state['microseconds'])
+
+
+def write_decimal(value, write):
+    # Text keeps every digit and the exponent; Decimal128 would round
+    # numbers with more than 34 digits.
+    return {TYPE: 'decimal.Decimal', 'value': str(value)}
+
+
+def read_decimal(state, read):
+    return decimal.Decimal(state['value'])
+
+
+def _sort_key(value):
+    return (type(value).__name__, repr(value))
+
+
+def _sorted(items):
+    """Sort set members so equal sets are always stored the same way."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=_sort_key)
+
+
+def write_set(value, write):
+    name = 'builtins.%s' % type(value).__name__
+    return {TYPE: name, 'items': [write(item) for item in _sorted(value)]}
+
+
+def read_set(state, read):
+    items = [read.key(item) for item in state['items']]
+    if state[TYPE] == 'builtins.frozenset':
+        return frozenset(items)
+    return set(items)
+
+
+def write_bytearray(value, write):
+    return {TYPE: 'builtins.bytearray', 'data': bytes(value)}
+
+
+def read_bytearray(state, read):
+    return bytearray(state['data'])
+
+
+def write_uuid(value, write):
+    return {TYPE: 'uuid.UUID', 'value': str(value)}
+
+
+def read_uuid(state, read):
+    return uuid.UUID(state['value'])
+
+
+def write_big_int(value, write):
+    return {TYPE: 'builtins.int', 'value': str(value)}
+
+
+def read_big_int(state, read):
+    return int(state['value'])
+
+
+def write_complex(value, write):
+    return {TYPE: 'builtins.complex', 'real': value.real, 'imag': value.imag}
+
+
+def read_complex(state, read):
+    return complex(state['real'], state['imag'])
+
+
+def write_enum(value, write):
+    return {TYPE: 'enum.Enum', 'class': metadata.get_dotted_name(type(value)),
+            'name': value.name}
+
+
+def read_enum(state, read):
+    return metadata.resolve(state['class'])[state['name']]
+
+
+WRITERS = {
+    datetime.datetime: write_datetime,
+    datetime.date: write_date,
+    datetime.time: write_time,
+    datetime.timedelta: write_timedelta,
+    decimal.Decimal: write_decimal,
+    set: write_set,
+    frozenset: write_set,
+    bytearray: write_bytearray,
+    uuid.UUID: write_uuid,
+    complex: write_complex,
+}
+
+READERS = {
+    'datetime.datetime': read_datetime,
+    'datetime.date': read_date,
+    'datetime.time': read_time,
+    'datetime.timedelta': read_timedelta,
+    'decimal.Decimal': read_decimal,
+    'builtins.set': read_set,
+    'builtins.frozenset': read_set,
+    'builtins.bytearray': read_bytearray,
+    'uuid.UUID': read_uuid,
+    'builtins.int': read_big_int,
+    'builtins.complex': read_complex,
+    'enum.Enum': read_enum,
+}
+
+
+def writer_for(value):
+    """Return the built-in writer for ``value``, or ``None``."""
+    writer = WRITERS.get(type(value))
+    if writer is None and isinstance(value, enum.Enum):
+        return write_enum
+    return writer

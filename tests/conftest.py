@@ -1,0 +1,67 @@
+"""Test fixtures: a client per test run and a fresh database per test.
+
+With ``MONGODB_URI`` set the suite runs against that server, with a unique
+database per test that is dropped afterwards.  Otherwise it runs against the
+in-process stand-in (mongomock).
+"""
+import uuid
+
+import pytest
+import transaction
+
+from mongopersist import testing
+from mongopersist.datamanager import MongoDataManager
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'requires_real_mongodb(reason): needs a real server '
+        '(MONGODB_URI); the stand-in cannot show the behaviour')
+
+
+def pytest_collection_modifyitems(config, items):
+    if testing.uses_real_server():
+        return
+    for item in items:
+        marker = item.get_closest_marker('requires_real_mongodb')
+        if marker is not None:
+            reason = marker.kwargs.get('reason') or (
+                marker.args[0] if marker.args else 'needs a real MongoDB')
+            item.add_marker(pytest.mark.skip(
+                reason='requires MONGODB_URI: %s' % reason))
+
+
+@pytest.fixture(scope='session')
+def client():
+    conn = testing.client()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def dbname(client):
+    name = 'mp_test_%s' % uuid.uuid4().hex[:12]
+    transaction.abort()
+    yield name
+    transaction.abort()
+    client.drop_database(name)
+
+
+@pytest.fixture
+def db(client, dbname):
+    return client[dbname]
+
+
+@pytest.fixture
+def dm(client, dbname):
+    """A data manager on a fresh database."""
+    return MongoDataManager(client, default_database=dbname)
+
+
+@pytest.fixture
+def make_dm(client, dbname):
+    """Make more data managers on the same database (a 'second process')."""
+    def make(**kwargs):
+        kwargs.setdefault('default_database', dbname)
+        return MongoDataManager(client, **kwargs)
+    return make
