@@ -186,7 +186,7 @@ class Flush:
             checked = {w.oid.id: w for w in writes if w.kind != INSERT}
             if not checked:
                 continue
-            coll = self.jar.get_collection(db, name)
+            coll = self.jar._raw_collection(db, name)
             current = {doc['_id']: doc for doc in coll.find(
                 {'_id': {'$in': list(checked)}}, session=self.jar._session)}
             for doc_id, write in checked.items():
@@ -228,7 +228,7 @@ class Flush:
         jar = self.jar
         pending = list(self.writes)
         for (db, name), writes in self.by_collection().items():
-            coll = jar.get_collection(db, name)
+            coll = jar._raw_collection(db, name)
             try:
                 result = coll.bulk_write(
                     [w.request for w in writes], ordered=True,
@@ -265,7 +265,7 @@ class Flush:
         if not self.handler.detects_conflicts:
             return []
         # Find which ones: their stored serial is not the one we wrote.
-        coll = self.jar.get_collection(writes[0].oid.database,
+        coll = self.jar._raw_collection(writes[0].oid.database,
                                        writes[0].oid.collection)
         ids = [w.oid.id for w in updates + deletes]
         stored = {doc['_id']: doc.get(PY_SERIAL) for doc in coll.find(

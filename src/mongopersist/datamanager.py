@@ -100,6 +100,10 @@ class MongoDataManager:
         """Return the collection ``coll_name`` of database ``db_name``."""
         return self._client[db_name][coll_name]
 
+    def _raw_collection(self, db_name, coll_name):
+        """The PyMongo collection itself, for the data manager's own use."""
+        return self._client[db_name][coll_name]
+
     def get_collection_of_object(self, obj):
         """Return the collection that stores ``obj`` (or its class)."""
         if getattr(obj, '_p_oid', None) is not None:
@@ -185,6 +189,21 @@ class MongoDataManager:
             cls = self._class_of_document(dbref, doc)
         return self._new_ghost(cls, dbref)
 
+    def _object_from_document(self, db_name, coll_name, doc):
+        """Return the object stored as ``doc``, filled from it if needed.
+
+        For query results: the identity map holds (an object already loaded
+        in this data manager is returned as it is), and a ghost is filled
+        from ``doc`` without another read.
+        """
+        dbref = DBRef(coll_name, doc['_id'], db_name)
+        obj = self._cache.get(dbref)
+        if obj is None:
+            obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
+        if obj._p_status == 'ghost':
+            self._activate(obj, doc)
+        return obj
+
     def _new_ghost(self, cls, dbref):
         obj = cls.__new__(cls)
         obj._p_jar = self
@@ -200,7 +219,7 @@ class MongoDataManager:
         return self._types.default_class(dbref.database, dbref.collection)
 
     def _find_document(self, dbref):
-        coll = self._client[dbref.database][dbref.collection]
+        coll = self._raw_collection(dbref.database, dbref.collection)
         doc = coll.find_one(metadata.document_filter(dbref),
                             session=self._session)
         if doc is None:
@@ -274,22 +293,29 @@ class MongoDataManager:
             self._registered.pop(id(obj), None)
         return obj._p_oid
 
-    def flush(self):
-        """Write all pending changes of this transaction now.
+    def flush(self, collections=None):
+        """Write pending changes of this transaction now.
 
-        Without a server transaction, the writes are visible to others at
-        once; an abort later takes them back.
+        ``collections`` limits the flush to objects stored in those
+        ``(database, collection)`` pairs (new objects they reference are
+        written too).  Without a server transaction, the writes are visible
+        to others at once; an abort later takes them back.
         """
-        objects = list(self._new.values()) + [
+        def wanted(obj):
+            return collections is None or (
+                obj._p_oid.database, obj._p_oid.collection) in collections
+        objects = [obj for obj in self._new.values() if wanted(obj)] + [
             obj for obj in self._registered.values()
-            if obj._p_oid not in self._new]
-        removed = list(self._removed.values())
+            if obj._p_oid not in self._new and wanted(obj)]
+        removed = [obj for obj in self._removed.values() if wanted(obj)]
         if not objects and not removed:
             return
         flush = commit.Flush(self).serialize(objects).remove(removed)
         flush.plan().check().execute()
-        self._registered.clear()
-        self._removed.clear()
+        for obj in objects:
+            self._registered.pop(id(obj), None)
+        for obj in removed:
+            self._removed.pop(obj._p_oid, None)
 
     def _written(self, write):
         """Record a write that reached MongoDB (called by the pipeline)."""

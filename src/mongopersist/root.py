@@ -20,7 +20,7 @@ class Root(MutableMapping):
 
     @property
     def _coll(self):
-        return self._jar.get_collection(self.database, self.collection)
+        return self._jar._raw_collection(self.database, self.collection)
 
     def _ensure_index(self):
         if not self._index_ready:
