@@ -275,9 +275,15 @@ class Flush:
         return lost
 
     def _failure(self, error, pending, unsure=()):
-        written = [oid for oid in self.jar._written_this_transaction()]
         message = 'Commit failed while writing (%s: %s)' % (
             type(error).__name__, error)
+        if self.jar._server_txn is not None:
+            return interfaces.CommitError(
+                message + '; the server transaction is aborted and nothing '
+                'was committed', written=[],
+                not_written=self.jar._written_this_transaction() + [
+                    w.oid for w in pending], cause=error)
+        written = self.jar._written_this_transaction()
         if unsure:
             message += '; these may or may not have been written: %s' % (
                 ', '.join('%s/%s' % (w.oid.collection, w.oid.id)

@@ -19,8 +19,10 @@ import zope.interface
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist import commit, conflict, interfaces, metadata, serialize
+from mongopersist import (
+    commit, conflict, interfaces, metadata, serialize, sessions)
 from mongopersist.root import Root
+from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 
 
@@ -46,6 +48,11 @@ class MongoDataManager:
     :param serializers: ``ObjectSerializer`` instances consulted before the
         process-wide and built-in ones.
     :param transaction_manager: defaults to ``transaction.manager``.
+    :param transactions: ``'auto'`` (default) runs each transaction in a
+        server transaction when the deployment has them (replica set or
+        sharded cluster) and without otherwise; ``'always'`` refuses to
+        start without them; ``'never'`` writes without them.  See
+        ``docs/transactions.rst`` for what is atomic in each mode.
     """
 
     name = 'mongopersist'
@@ -53,7 +60,7 @@ class MongoDataManager:
     def __init__(self, client, default_database=None, root_database=None,
                  root_collection='persistence_root', detect_conflicts=False,
                  conflict_handler=None, serializers=None,
-                 transaction_manager=None):
+                 transaction_manager=None, transactions='auto'):
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
@@ -73,7 +80,8 @@ class MongoDataManager:
         self._reader = serialize.ObjectReader(self, serializers or ())
         self._types = CollectionTypeMap(client, self.root_database)
         self.root = Root(self, self.root_database, root_collection)
-        self._session = None
+        self.transactions = sessions.choose(client, transactions)
+        self._server_txn = None
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()
         self._reset_transaction_state()
@@ -118,11 +126,19 @@ class MongoDataManager:
                 metadata.collection_name(cls))
 
     # -- the transaction ----------------------------------------------------
+    @property
+    def _session(self):
+        """The session of the running server transaction, or ``None``."""
+        server_txn = self._server_txn
+        return server_txn.session if server_txn is not None else None
+
     def _join_txn(self):
         txn = self.transaction_manager.get()
         if self._joined is not txn:
             txn.join(self)
             self._joined = txn
+            if self.transactions and self._server_txn is None:
+                self._server_txn = sessions.ServerTransaction(self._client)
 
     # -- objects --------------------------------------------------------------
     def insert(self, obj, oid=None):
@@ -330,6 +346,9 @@ class MongoDataManager:
             self._loaded_docs.pop(ref, None)
             self._cache.pop(ref, None)
         else:
+            serial = write.doc.get(serialize.PY_SERIAL)
+            if serial is not None:
+                write.obj._p_serial = p64(serial)
             merged = dict(write.loaded or {})
             merged.update(write.doc)
             for key in list(merged):
@@ -344,22 +363,31 @@ class MongoDataManager:
         self._undo.append(('root', (collection, name), previous))
         self._join_txn()
 
-    def _undo_writes(self):
-        """Take back this transaction's writes (no server transaction)."""
-        for kind, ref, before in reversed(self._undo):
+    def _undo_writes(self, since=0):
+        """Take back this transaction's writes after the ``since``-th.
+
+        Used on abort without a server transaction, and to roll back to a
+        savepoint in either mode (inside the server transaction).
+        """
+        undo = self._undo[since:]
+        del self._undo[since:]
+        session = self._session
+        for kind, ref, before in reversed(undo):
             if kind == 'root':
                 coll = self._client[self.root_database][ref[0]]
                 if before is None:
-                    coll.delete_one({'name': ref[1]})
+                    coll.delete_one({'name': ref[1]}, session=session)
                 else:
-                    coll.replace_one({'name': ref[1]}, before, upsert=True)
+                    coll.replace_one({'name': ref[1]}, before, upsert=True,
+                                     session=session)
                 continue
             coll = self._client[ref.database][ref.collection]
             if before is None:
-                coll.delete_one(metadata.document_filter(ref))
+                coll.delete_one(metadata.document_filter(ref),
+                                session=session)
             else:
                 coll.replace_one(metadata.document_filter(ref), before,
-                                 upsert=True)
+                                 upsert=True, session=session)
 
     # -- IDataManager ---------------------------------------------------
     def sortKey(self):
@@ -368,7 +396,10 @@ class MongoDataManager:
     def abort(self, txn):
         """Forget this transaction's changes and take back its writes."""
         try:
-            self._undo_writes()
+            if self._server_txn is not None:
+                self._server_txn.abort()
+            else:
+                self._undo_writes()
         finally:
             self._end_transaction(committed=False)
 
@@ -376,18 +407,45 @@ class MongoDataManager:
         pass
 
     def commit(self, txn):
-        self.flush()
+        """Write every pending change (inside the server transaction)."""
+        try:
+            self.flush()
+        except interfaces.ConflictError:
+            raise
+        except Exception as error:
+            if self._server_txn is not None and sessions.is_transient(
+                    getattr(error, 'cause', None) or error):
+                raise interfaces.TransientTransactionError(
+                    'Commit failed and can be retried: %s' % error) from error
+            raise
 
     def tpc_vote(self, txn):
-        pass
+        """Commit the server transaction; a failure aborts everything."""
+        if self._server_txn is not None:
+            self._server_txn.commit()
 
     def tpc_finish(self, txn):
+        """Forget the transaction's bookkeeping; never fails."""
         self._end_transaction(committed=True)
+
+    def should_retry(self, error):
+        """Tell ``transaction`` whether ``error`` is worth a retry."""
+        if isinstance(error, (interfaces.ConflictError,
+                              interfaces.TransientTransactionError)):
+            return True
+        return sessions.is_transient(getattr(error, 'cause', None) or error)
+
+    def savepoint(self):
+        """Return a savepoint to roll this data manager back to."""
+        return Savepoint(self)
 
     def tpc_abort(self, txn):
         self.abort(txn)
 
     def _end_transaction(self, committed):
+        server_txn, self._server_txn = self._server_txn, None
+        if server_txn is not None:
+            server_txn.end()
         if not committed:
             self._forget_new(list(self._inserted.values()))
         for obj in self._changed_sub.values():

@@ -84,6 +84,19 @@ class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
         return '%s (%s)' % (self.message, ', '.join(extras))
 
 
+class TransientTransactionError(MongoPersistError,
+                                transaction.interfaces.TransientError):
+    """The server transaction failed in a way that a retry can fix.
+
+    Raised for PyMongo errors labelled ``TransientTransactionError``;
+    ``transaction.manager.attempts()`` and ``run()`` retry it.
+    """
+
+
+class TransactionsNotSupportedError(MongoPersistError):
+    """Server transactions were required but the deployment has none."""
+
+
 class CommitError(MongoPersistError):
     """Writing a commit failed part-way without a server transaction.
 
@@ -177,5 +190,6 @@ __all__ = [
     'CircularReferenceError', 'CommitError', 'ConflictError',
     'DocumentNotFoundError', 'IDataManager', 'IMongoDataManager',
     'IObjectReader', 'IObjectSerializer', 'IObjectWriter',
-    'MongoPersistError', 'UnknownTypeError', 'UnstorableObjectError',
+    'MongoPersistError', 'TransactionsNotSupportedError',
+    'TransientTransactionError', 'UnknownTypeError', 'UnstorableObjectError',
 ]

@@ -333,7 +333,8 @@ class _ReadCallback:
 
 
 def _hashable(value):
-    if isinstance(value, list):
+    # Stored arrays are read as PersistentList; as keys they were tuples.
+    if isinstance(value, (list, PersistentList)):
         return tuple(_hashable(item) for item in value)
     return value
 

@@ -42,10 +42,10 @@ class CollectionTypeMap:
     def register(self, database, collection, cls):
         """Record that ``cls`` is stored in the collection; return all types."""
         name = metadata.get_dotted_name(cls)
-        key = (database, collection)
-        types = self._types.get(key)
-        if types is not None and name in types:
+        types = self.types_of(database, collection)
+        if name in types:
             return types
+        key = (database, collection)
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
             {'$addToSet': {'types': name},

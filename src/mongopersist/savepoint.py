@@ -1,0 +1,66 @@
+"""Savepoints: roll a data manager back to an earlier point of a transaction.
+
+A savepoint remembers which objects were new, changed and removed, a copy of
+the in-memory state of the changed and new objects, and how many writes the
+transaction had made.  Rolling back puts the states back, forgets what was
+inserted since, takes back writes made since (flushes before queries, root
+entries) and turns objects first changed since into ghosts, which reload.
+"""
+import copy
+
+import zope.interface
+from transaction.interfaces import IDataManagerSavepoint
+
+from mongopersist import metadata
+
+
+def _copy_state(state, keep):
+    """Copy ``state`` deeply, but keep top-level persistent objects shared."""
+    memo = {id(obj): obj for obj in keep}
+    return copy.deepcopy(state, memo)
+
+
+@zope.interface.implementer(IDataManagerSavepoint)
+class Savepoint:
+    """The state of a ``MongoDataManager`` at one point of a transaction."""
+
+    def __init__(self, jar):
+        self.jar = jar
+        self._keep = keep = [obj for obj in jar._cache.values()
+                             if not metadata.is_sub_object(type(obj))]
+        self._new = dict(jar._new)
+        self._inserted = dict(jar._inserted)
+        self._registered = dict(jar._registered)
+        self._changed_sub = dict(jar._changed_sub)
+        self._removed = dict(jar._removed)
+        self._loaded_docs = dict(jar._loaded_docs)
+        self._undo_length = len(jar._undo)
+        self._states = {}
+        for obj in list(self._registered.values()) + list(self._new.values()):
+            if obj._p_status != 'ghost':
+                self._states[id(obj)] = (obj, _copy_state(
+                    obj.__getstate__(), keep))
+
+    def rollback(self):
+        """Put the data manager back to the state of this savepoint."""
+        jar = self.jar
+        jar._undo_writes(since=self._undo_length)
+        inserted_since = [obj for ref, obj in jar._inserted.items()
+                          if ref not in self._inserted]
+        changed_since = [obj for key, obj in jar._registered.items()
+                         if key not in self._registered]
+        jar._forget_new(inserted_since)
+        jar._new = dict(self._new)
+        jar._inserted = dict(self._inserted)
+        jar._registered = dict(self._registered)
+        jar._changed_sub = dict(self._changed_sub)
+        jar._removed = dict(self._removed)
+        jar._loaded_docs = dict(self._loaded_docs)
+        # Writes since the savepoint were taken back; written objects are
+        # no longer new, so what was new at the savepoint is new again.
+        for obj, state in self._states.values():
+            obj.__setstate__(_copy_state(state, self._keep))
+            obj._p_changed = True
+        for obj in changed_since:
+            if obj._p_jar is jar:
+                obj._p_invalidate()
