@@ -264,13 +264,17 @@ class Flush:
             return []
         if not self.handler.detects_conflicts:
             return []
-        # Find which ones: their stored serial is not the one we wrote.
+        # Find which ones.  A serial alone cannot tell: a concurrent writer
+        # may have bumped it to the same number.  An update reached MongoDB
+        # if the stored document is exactly the one it wrote (if somebody
+        # else wrote that very document, nothing was lost either).
         coll = self.jar._raw_collection(writes[0].oid.database,
-                                       writes[0].oid.collection)
+                                        writes[0].oid.collection)
         ids = [w.oid.id for w in updates + deletes]
-        stored = {doc['_id']: doc.get(PY_SERIAL) for doc in coll.find(
-            {'_id': {'$in': ids}}, {PY_SERIAL: 1}, session=self.jar._session)}
-        lost = [w for w in updates if stored.get(w.oid.id) != w.doc[PY_SERIAL]]
+        stored = {doc['_id']: doc for doc in coll.find(
+            {'_id': {'$in': ids}}, session=self.jar._session)}
+        lost = [w for w in updates
+                if not same_value(stored.get(w.oid.id), w.doc)]
         lost += [w for w in deletes if w.oid.id in stored]
         return lost
 

@@ -20,7 +20,8 @@ from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
 from mongopersist import (
-    commit, conflict, interfaces, metadata, serialize, sessions)
+    commit, conflict, interfaces, metadata, query, serialize, sessions)
+from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
@@ -105,8 +106,13 @@ class MongoDataManager:
 
     # -- collections ------------------------------------------------------
     def get_collection(self, db_name, coll_name):
-        """Return the collection ``coll_name`` of database ``db_name``."""
-        return self._client[db_name][coll_name]
+        """Return the collection ``coll_name`` of database ``db_name``.
+
+        The collection is a ``mongopersist.collection.MongoCollection``: its
+        queries first write this transaction's pending changes of the
+        collection, so that they see them.
+        """
+        return MongoCollection(self, self._raw_collection(db_name, coll_name))
 
     def _raw_collection(self, db_name, coll_name):
         """The PyMongo collection itself, for the data manager's own use."""
@@ -124,6 +130,25 @@ class MongoDataManager:
         cls = obj if isinstance(obj, type) else type(obj)
         return (metadata.database_name(cls, self.default_database),
                 metadata.collection_name(cls))
+
+    # -- object queries (mongopersist.query) ------------------------------
+    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0):
+        """Iterate the instances of ``cls`` whose documents match ``filter``.
+
+        One query for all results; objects already loaded are returned as
+        they are; pending changes of the collection are written first.
+        ``sort`` is a key name or a list of ``(key, direction)`` pairs.
+        """
+        return query.find_objects(self, cls, filter, sort=sort, limit=limit,
+                                  skip=skip)
+
+    def find_one_object(self, cls, filter=None):
+        """Return an instance of ``cls`` whose document matches, or None."""
+        return query.find_one_object(self, cls, filter)
+
+    def count(self, cls, filter=None):
+        """Return how many instances of ``cls`` have a matching document."""
+        return query.count(self, cls, filter)
 
     # -- the transaction ----------------------------------------------------
     @property

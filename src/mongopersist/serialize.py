@@ -332,6 +332,20 @@ class _ReadCallback:
         return self._reader.get_key(state, self._pobj)
 
 
+def _set_default_state(value, data):
+    """Apply a state the way pickle does without ``__setstate__``.
+
+    The state is an attribute dict or ``(dict or None, slots dict)``.
+    """
+    slots = None
+    if isinstance(data, tuple) and len(data) == 2:
+        data, slots = data
+    if data:
+        value.__dict__.update(data)
+    for name, item in (slots or {}).items():
+        setattr(value, name, item)
+
+
 def _hashable(value):
     # Stored arrays are read as PersistentList; as keys they were tuples.
     if isinstance(value, (list, PersistentList)):
@@ -430,19 +444,23 @@ class ObjectReader:
             if setstate is not None:
                 setstate(data)
             else:
-                value.__dict__.update(data)
+                _set_default_state(value, data)
         for item in state.get(PY_LIST_ITEMS, ()):
             value.append(self.get_object(item, obj))
         for key, item in state.get(PY_DICT_ITEMS, ()):
             value[self.get_key(key, obj)] = self.get_object(item, obj)
         return value
 
-    def _plain(self, value):
-        """Turn read containers back into the plain types pickle state uses."""
-        if isinstance(value, PersistentList):
-            return tuple(self._plain(v) for v in value.data)
+    def _plain(self, value, outer=True):
+        """Turn the read container of a pickle state back into plain types.
+
+        Only the outer structure is converted (a dict, or a tuple such as
+        ``(dict, slots)``); the values inside stay as read.
+        """
+        if isinstance(value, PersistentList) and outer:
+            return tuple(self._plain(v, False) for v in value.data)
         if isinstance(value, PersistentDict):
-            return {k: self._plain(v) for k, v in value.data.items()}
+            return dict(value.data)
         return value
 
     def _new_sub_object(self, cls, data, obj):

@@ -20,16 +20,29 @@ TYPE = '_py_type'
 
 
 def _tz_fields(value, state):
-    """Add the zone name of a ``zoneinfo`` tzinfo so it can be restored."""
-    key = getattr(value.tzinfo, 'key', None)
+    """Add what the ISO text loses of the tzinfo so it can be restored.
+
+    That is the zone name of a ``zoneinfo`` tzinfo, or the name given to a
+    fixed-offset ``datetime.timezone`` (the offset itself is in the text).
+    """
+    tzinfo = value.tzinfo
+    key = getattr(tzinfo, 'key', None)
     if key is not None:
         state['tz'] = key
+    elif isinstance(tzinfo, datetime.timezone):
+        offset = tzinfo.utcoffset(None)
+        name = tzinfo.tzname(None)
+        if name != datetime.timezone(offset).tzname(None):
+            state['tzname'] = name
     return state
 
 
 def _with_zone(value, state):
     key = state.get('tz')
     if key is None:
+        if 'tzname' in state:
+            return value.replace(tzinfo=datetime.timezone(
+                value.tzinfo.utcoffset(None), state['tzname']))
         return value
     import zoneinfo
     zone = zoneinfo.ZoneInfo(key)
@@ -158,12 +171,20 @@ def read_complex(state, read):
 
 
 def write_enum(value, write):
-    return {TYPE: 'enum.Enum', 'class': metadata.get_dotted_name(type(value)),
-            'name': value.name}
+    state = {TYPE: 'enum.Enum', 'class': metadata.get_dotted_name(type(value)),
+             'name': value.name}
+    if isinstance(value, enum.Flag):
+        # Combined flags (and the empty flag) have no member name of their
+        # own; their value rebuilds them.
+        state['value'] = write(value.value)
+    return state
 
 
 def read_enum(state, read):
-    return metadata.resolve(state['class'])[state['name']]
+    cls = metadata.resolve(state['class'])
+    if 'value' in state:
+        return cls(read(state['value']))
+    return cls[state['name']]
 
 
 WRITERS = {

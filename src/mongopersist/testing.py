@@ -7,6 +7,7 @@ for tests and demos only.
 """
 import functools
 import os
+import threading
 
 URI_VARIABLE = 'MONGODB_URI'
 
@@ -47,10 +48,41 @@ def _drop_sort(method):
     return wrapper
 
 
+# A MongoDB server applies each single-document write atomically; mongomock
+# changes documents in place, step by step, so two threads can interleave
+# inside one update and lose a write.  One lock around mongomock's write
+# paths and its result building restores the server's atomicity.
+_STORE_LOCK = threading.RLock()
+
+
+def _atomic(method, materialize=False):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _STORE_LOCK:
+            result = method(*args, **kwargs)
+            return list(result) if materialize else result
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _patch(cls, name, make):
+    method = getattr(cls, name)
+    if not getattr(method, '_mongopersist_shim', False):
+        setattr(cls, name, make(method))
+
+
 def patch_mongomock():
-    """Make mongomock's ``bulk_write`` accept what PyMongo 4.11+ passes."""
-    from mongomock.collection import BulkOperationBuilder
+    """Make mongomock behave like a server where the suite relies on it.
+
+    * ``bulk_write`` accepts the ``sort=None`` PyMongo 4.11+ passes;
+    * single-document writes are atomic, and reads see whole documents,
+      when several threads share one client.
+    """
+    from mongomock.collection import BulkOperationBuilder, Collection
     for name in ('add_update', 'add_replace', 'add_delete'):
-        method = getattr(BulkOperationBuilder, name)
-        if not getattr(method, '_mongopersist_shim', False):
-            setattr(BulkOperationBuilder, name, _drop_sort(method))
+        _patch(BulkOperationBuilder, name, _drop_sort)
+    for name in ('_insert', '_update', '_delete', '_find_and_modify',
+                 'bulk_write', 'count_documents', 'distinct', 'aggregate'):
+        _patch(Collection, name, _atomic)
+    _patch(Collection, '_get_dataset',
+           lambda method: _atomic(method, materialize=True))

@@ -1,0 +1,184 @@
+"""A mapping over a whole collection, keyed by an attribute of its objects.
+
+Subclass ``MongoCollectionMapping`` and name the collection and the key::
+
+    class People(MongoCollectionMapping):
+        __mongo_collection__ = 'people'
+        __mongo_mapping_key__ = 'short_name'
+
+    People(dm)['stephan'] = stephan    # sets stephan.short_name
+    People(dm).keys()                  # ['stephan']
+
+Every object stored in the collection whose key attribute is set (and not
+``None``) is in the mapping, however the attribute got its value.  The
+mapping itself stores nothing: each operation queries the collection (after
+flushing the transaction's pending changes of it, so changes made in this
+transaction are seen).
+"""
+from collections.abc import MutableMapping
+
+import persistent
+
+from mongopersist import metadata, query
+
+
+class MongoCollectionMapping(MutableMapping):
+    """The objects of a collection, keyed by one of their attributes.
+
+    Class attributes to set in subclasses:
+
+    ``__mongo_collection__``
+        name of the collection (required);
+    ``__mongo_database__``
+        its database (default: the data manager's default database);
+    ``__mongo_mapping_key__``
+        the attribute (and document field) holding the key (default
+        ``'key'``);
+    ``__mongo_filter__``
+        optional: a filter dict, or a method returning one, that documents
+        must also match to be part of the mapping.
+
+    :param jar: the ``MongoDataManager`` to work with.
+    """
+
+    __mongo_collection__ = None
+    __mongo_database__ = None
+    __mongo_mapping_key__ = 'key'
+    __mongo_filter__ = None
+
+    def __init__(self, jar):
+        if not self.__mongo_collection__:
+            raise TypeError('%s must name its collection in '
+                            '__mongo_collection__' % type(self).__name__)
+        self._m_jar = jar
+
+    # -- where the objects are -------------------------------------------------
+    @property
+    def _m_database(self):
+        return self.__mongo_database__ or self._m_jar.default_database
+
+    @property
+    def _m_collection(self):
+        """The collection (flushing before queries) behind the mapping."""
+        return self._m_jar.get_collection(self._m_database,
+                                          self.__mongo_collection__)
+
+    def _m_filter(self, key=None):
+        """Return the filter of the documents in the mapping (under ``key``)."""
+        extra = self.__mongo_filter__
+        if callable(extra):
+            extra = extra()
+        field = self.__mongo_mapping_key__
+        own = {field: {'$ne': None}} if key is None else {field: key}
+        return query.combine(query.check_filter(extra), own)
+
+    def _m_find(self, filter, sort=None):
+        return query.find_in_collection(
+            self._m_jar, self._m_database, self.__mongo_collection__, filter,
+            sort=sort)
+
+    def _m_sort(self):
+        return [(self.__mongo_mapping_key__, 1)]
+
+    def _m_check_key(self, key):
+        if key is None:
+            raise KeyError('None cannot be a key of %s: objects whose %r is '
+                           'None are not in the mapping'
+                           % (type(self).__name__, self.__mongo_mapping_key__))
+
+    # -- reading ----------------------------------------------------------------
+    def __getitem__(self, key):
+        self._m_check_key(key)
+        obj = query.find_one_in_collection(
+            self._m_jar, self._m_database, self.__mongo_collection__,
+            self._m_filter(key))
+        if obj is None:
+            raise KeyError(key)
+        return obj
+
+    def __contains__(self, key):
+        if key is None:
+            return False
+        return self._m_collection.count_documents(
+            self._m_filter(key), limit=1) > 0
+
+    def __iter__(self):
+        field = self.__mongo_mapping_key__
+        cursor = self._m_collection.find(
+            self._m_filter(), {field: 1}, sort=self._m_sort())
+        for doc in cursor:
+            yield doc[field]
+
+    def __len__(self):
+        return self._m_collection.count_documents(self._m_filter())
+
+    def keys(self):
+        """Return the list of keys, sorted (one query)."""
+        return list(self)
+
+    def values(self):
+        """Return the list of objects, sorted by key (one query)."""
+        return list(self._m_find(self._m_filter(), sort=self._m_sort()))
+
+    def items(self):
+        """Return the list of ``(key, object)`` pairs, sorted (one query)."""
+        field = self.__mongo_mapping_key__
+        return [(getattr(obj, field), obj) for obj in self.values()]
+
+    # -- writing ----------------------------------------------------------------
+    def _m_check_value(self, obj):
+        name = type(self).__name__
+        if not isinstance(obj, persistent.Persistent):
+            raise TypeError('%s can only hold persistent objects, not %r'
+                            % (name, obj))
+        oid = getattr(obj, '_p_oid', None)
+        if oid is not None:
+            where = (oid.database, oid.collection)
+        else:
+            cls = type(obj)
+            where = (metadata.database_name(cls, self._m_jar.default_database),
+                     metadata.collection_name(cls))
+        wanted = (self._m_database, self.__mongo_collection__)
+        if where != wanted:
+            raise ValueError(
+                '%r cannot be put into %s: it is stored in %s.%s, the mapping '
+                'shows collection %s.%s' % ((obj, name) + where + wanted))
+        if obj._p_jar is not None and obj._p_jar is not self._m_jar:
+            raise ValueError('%r belongs to another data manager (%r)'
+                             % (obj, obj._p_jar))
+
+    def __setitem__(self, key, obj):
+        """Put ``obj`` under ``key``: sets its key attribute and stores it.
+
+        An object previously under ``key`` loses its key (it stays stored).
+        """
+        self._m_check_key(key)
+        self._m_check_value(obj)
+        field = self.__mongo_mapping_key__
+        try:
+            previous = self[key]
+        except KeyError:
+            previous = None
+        if previous is not None and previous is not obj:
+            self._m_clear_key(previous)
+        setattr(obj, field, key)
+        if obj._p_jar is None:
+            self._m_jar.insert(obj)
+
+    def __delitem__(self, key):
+        """Take the object out of the mapping; it stays stored."""
+        self._m_clear_key(self[key])
+
+    def _m_clear_key(self, obj):
+        field = self.__mongo_mapping_key__
+        obj._p_activate()
+        if field in obj.__dict__:
+            delattr(obj, field)
+        else:
+            # A class attribute supplies the key: hide it.
+            setattr(obj, field, None)
+
+    def __repr__(self):
+        return '<%s %s.%s by %r>' % (
+            type(self).__name__, self._m_database, self.__mongo_collection__,
+            self.__mongo_mapping_key__)

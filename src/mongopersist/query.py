@@ -1,0 +1,205 @@
+"""Object queries: find persistent objects by querying their collection.
+
+The data manager's ``find_objects``, ``find_one_object`` and ``count``
+delegate here.  A query
+
+* flushes the transaction's pending changes of the queried collection first
+  (it goes through ``mongopersist.collection.MongoCollection``), so it sees
+  what the transaction changed;
+* costs one query for any number of results: each returned document fills
+  its object directly (no read per object);
+* keeps the identity map: an object already loaded in the data manager is
+  returned as it is (its state is not replaced by the document);
+* streams: objects are made one by one while the cursor is iterated;
+* in a collection shared by several classes, returns only instances of the
+  queried class and its subclasses.  Documents name their class in
+  ``_py_persistent_type`` once a collection is shared; documents without it
+  belong to the first class stored there (see ``mongopersist.typemap``).
+"""
+from collections.abc import Mapping
+
+import persistent
+import pymongo
+
+from mongopersist import interfaces, metadata
+from mongopersist.serialize import PY_PERSISTENT_TYPE
+
+
+def check_class(cls):
+    """Raise ``TypeError`` unless ``cls`` stores documents of its own."""
+    if not (isinstance(cls, type) and issubclass(cls, persistent.Persistent)):
+        raise TypeError('Objects can only be queried by a persistent class '
+                        '(a persistent.Persistent subclass), not %r' % (cls,))
+    if metadata.is_sub_object(cls):
+        raise TypeError(
+            '%s is stored inside its parent\'s document '
+            '(_p_mongo_sub_object) and cannot be queried on its own'
+            % cls.__name__)
+
+
+def location(dm, cls):
+    """Return ``(database, collection)`` that stores instances of ``cls``."""
+    return (metadata.database_name(cls, dm.default_database),
+            metadata.collection_name(cls))
+
+
+def subclasses(cls):
+    """Return ``cls`` and all its subclasses known to this process."""
+    found = [cls]
+    index = 0
+    while index < len(found):
+        for sub in found[index].__subclasses__():
+            if sub not in found:
+                found.append(sub)
+        index += 1
+    return found
+
+
+def _is_subclass(name, cls):
+    try:
+        found = metadata.resolve(name)
+    except interfaces.UnknownTypeError:
+        return False
+    return isinstance(found, type) and issubclass(found, cls)
+
+
+def type_filter(dm, cls):
+    """Return the filter keeping only instances of ``cls`` (or subclasses).
+
+    Returns ``{}`` when every class stored in the collection qualifies (the
+    usual case of a collection with one class).
+    """
+    database, collection = location(dm, cls)
+    types = dm._types.types_of(database, collection)
+    matching = [name for name in types if _is_subclass(name, cls)]
+    if len(matching) == len(types):
+        return {}
+    # Classes of this process are named too: another process may have
+    # started storing a subclass since the type map was read.
+    names = set(matching)
+    names.update(metadata.get_dotted_name(sub) for sub in subclasses(cls))
+    values = sorted(names)
+    if types[0] in matching:
+        # Documents that name no class are of the first class stored.
+        values.append(None)
+    return {PY_PERSISTENT_TYPE: {'$in': values}}
+
+
+def check_filter(filter):
+    """Return ``filter`` as a dict; raise ``TypeError`` if it is not one."""
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise TypeError('A query filter must be a dict, not %r' % (filter,))
+    return dict(filter)
+
+
+def combine(*filters):
+    """Return a filter matching what every one of ``filters`` matches."""
+    parts = [f for f in filters if f]
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {'$and': parts}
+
+
+def normalize_sort(sort):
+    """Return ``sort`` as PyMongo's list of ``(key, direction)`` pairs.
+
+    Accepts ``None``, a key name (ascending), a dict, or a list of key
+    names and ``(key, direction)`` pairs.
+    """
+    if sort is None:
+        return None
+    if isinstance(sort, str):
+        return [(sort, pymongo.ASCENDING)]
+    if isinstance(sort, Mapping):
+        return list(sort.items())
+    result = []
+    for item in sort:
+        if isinstance(item, str):
+            result.append((item, pymongo.ASCENDING))
+        else:
+            key, direction = item
+            result.append((key, direction))
+    return result
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError('%s must be an integer, not %r' % (name, value))
+    if value < 0:
+        raise ValueError('%s must not be negative (got %r)' % (name, value))
+
+
+def find_in_collection(dm, database, collection, filter=None, sort=None,
+                       limit=0, skip=0, batch_size=0):
+    """Iterate the objects stored as documents matching ``filter``.
+
+    The query starts at once (pending changes of the collection are
+    flushed now); objects are made while the result is iterated.
+    """
+    filter = check_filter(filter)
+    _check_count('limit', limit)
+    _check_count('skip', skip)
+    _check_count('batch_size', batch_size)
+    kwargs = {'limit': limit, 'skip': skip}
+    if batch_size:
+        kwargs['batch_size'] = batch_size
+    sort = normalize_sort(sort)
+    if sort:
+        kwargs['sort'] = sort
+    cursor = dm.get_collection(database, collection).find(filter, **kwargs)
+    return _objects(dm, database, collection, cursor)
+
+
+def _objects(dm, database, collection, cursor):
+    try:
+        for doc in cursor:
+            yield dm._object_from_document(database, collection, doc)
+    finally:
+        cursor.close()
+
+
+def find_one_in_collection(dm, database, collection, filter=None, sort=None):
+    """Return the object of the first document matching, or ``None``."""
+    kwargs = {}
+    sort = normalize_sort(sort)
+    if sort:
+        kwargs['sort'] = sort
+    doc = dm.get_collection(database, collection).find_one(
+        check_filter(filter), **kwargs)
+    if doc is None:
+        return None
+    return dm._object_from_document(database, collection, doc)
+
+
+def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
+                 batch_size=0):
+    """Iterate the instances of ``cls`` whose documents match ``filter``.
+
+    ``sort`` is a key name or a list of ``(key, direction)`` pairs;
+    ``limit`` (0: no limit) and ``skip`` page through the result.
+    """
+    check_class(cls)
+    database, collection = location(dm, cls)
+    query = combine(check_filter(filter), type_filter(dm, cls))
+    return find_in_collection(dm, database, collection, query, sort=sort,
+                              limit=limit, skip=skip, batch_size=batch_size)
+
+
+def find_one_object(dm, cls, filter=None, sort=None):
+    """Return an instance of ``cls`` whose document matches, or ``None``."""
+    check_class(cls)
+    database, collection = location(dm, cls)
+    query = combine(check_filter(filter), type_filter(dm, cls))
+    return find_one_in_collection(dm, database, collection, query, sort=sort)
+
+
+def count(dm, cls, filter=None):
+    """Return how many instances of ``cls`` have a document matching."""
+    check_class(cls)
+    database, collection = location(dm, cls)
+    query = combine(check_filter(filter), type_filter(dm, cls))
+    return dm.get_collection(database, collection).count_documents(query)

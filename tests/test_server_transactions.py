@@ -1,0 +1,194 @@
+"""The commit protocol with server transactions, tested at the wire level.
+
+The in-process stand-in has no sessions, so these tests run the data manager
+against a scripted replica-set member (mockupdb) and look at the commands it
+receives: every write of a transaction carries the same session and
+transaction number, the server transaction is committed in ``tpc_vote``, and
+faults during a commit abort it so that nothing is committed.
+"""
+import pytest
+import transaction
+from pymongo.errors import PyMongoError
+
+from mongopersist import interfaces, sessions
+from mongopersist.datamanager import MongoDataManager
+from tests.model import Address, Simple
+from tests.scripted_server import ScriptedReplicaSet
+
+
+@pytest.fixture
+def rs():
+    transaction.abort()
+    server = ScriptedReplicaSet()
+    yield server
+    transaction.abort()
+    server.close()
+
+
+@pytest.fixture
+def tdm(rs):
+    return MongoDataManager(rs.client, default_database='db',
+                            transactions='always')
+
+
+def transactional(rs):
+    """(name, lsid, txnNumber) of the commands sent inside a transaction."""
+    return [(name, doc['lsid'], doc['txnNumber'])
+            for name, doc in rs.commands if 'txnNumber' in doc]
+
+
+def test_auto_mode_uses_transactions_on_a_replica_set(rs):
+    dm = MongoDataManager(rs.client, default_database='db')
+    assert dm.transactions is True
+
+
+def test_auto_mode_falls_back_on_a_standalone(rs):
+    rs.hello.pop('setName')
+    rs.hello.pop('hosts')
+    assert sessions.deployment_supports_transactions(rs.client) is False
+
+
+def test_always_refuses_a_deployment_without_transactions(client):
+    # The stand-in (or a standalone server) has no server transactions.
+    if sessions.deployment_supports_transactions(client):
+        pytest.skip('MONGODB_URI points at a deployment with transactions')
+    with pytest.raises(interfaces.TransactionsNotSupportedError,
+                       match='replica set or sharded cluster'):
+        MongoDataManager(client, default_database='x', transactions='always')
+
+
+def test_unknown_mode_is_refused(client):
+    with pytest.raises(ValueError, match="'auto', 'always', 'never'|auto, always, never"):
+        MongoDataManager(client, default_database='x', transactions='maybe')
+
+
+def test_commit_sends_all_writes_in_one_transaction(rs, tdm):
+    tdm.root['a'] = Address('Maynard', '01754')
+    tdm.insert(Simple(x=1))
+    tdm.insert(Simple(x=2))
+    transaction.commit()
+    sent = transactional(rs)
+    names = [name for name, _, _ in sent]
+    # The root write (insert + root entry) and the commit's bulk write, then
+    # the commit of the server transaction.
+    assert names[-1] == 'commitTransaction'
+    assert names.count('commitTransaction') == 1
+    assert 'abortTransaction' not in names
+    assert {'insert', 'findAndModify'} <= set(names)
+    assert len({repr(lsid) for _, lsid, _ in sent}) == 1
+    assert len({txn for _, _, txn in sent}) == 1
+    first = [doc for _, doc in rs.commands if 'txnNumber' in doc][0]
+    assert first.get('startTransaction') is True
+    # Both Simple objects went in one insert command.
+    inserts = [doc for doc in rs.docs('insert') if 'txnNumber' in doc
+               and doc['insert'] == 'tests.model.Simple']
+    assert len(inserts) == 1 and len(inserts[0]['documents']) == 2
+
+
+def test_abort_aborts_the_server_transaction(rs, tdm):
+    tdm.insert(Simple(x=1))
+    tdm.flush()
+    transaction.abort()
+    names = [name for name, _, _ in transactional(rs)]
+    assert names == ['insert', 'abortTransaction']
+
+
+def test_each_transaction_gets_a_new_server_transaction(rs, tdm):
+    tdm.insert(Simple(x=1))
+    transaction.commit()
+    tdm.insert(Simple(x=2))
+    transaction.commit()
+    numbers = [txn for name, _, txn in transactional(rs)
+               if name == 'commitTransaction']
+    assert len(numbers) == 2 and numbers[0] != numbers[1]
+
+
+def _commit_fails(rs):
+    """Commit, expecting a clear error; return it."""
+    with pytest.raises((interfaces.MongoPersistError, PyMongoError)) as info:
+        transaction.commit()
+    transaction.abort()
+    return info.value
+
+
+def _two_collection_commit(tdm):
+    tdm.insert(Address('Maynard', '01754'))
+    tdm.insert(Simple(x=1))
+
+
+def test_network_error_on_second_command_aborts(rs, tdm):
+    _two_collection_commit(tdm)
+    rs.fail('insert', 2, lambda request: request.hangup())
+    error = _commit_fails(rs)
+    # A network error inside a transaction is transient: retry it.
+    assert isinstance(error, interfaces.TransientTransactionError)
+    assert tdm.should_retry(error)
+    names = rs.names(in_transaction=True)
+    assert 'commitTransaction' not in names
+    assert names[-1] == 'abortTransaction'
+
+
+def test_write_error_in_a_transaction_aborts(rs, tdm):
+    _two_collection_commit(tdm)
+    rs.fail('insert', 2, lambda request: request.ok(
+        n=0, writeConcernError={'code': 64, 'errmsg': 'waiting timed out'}))
+    error = _commit_fails(rs)
+    assert isinstance(error, interfaces.CommitError)
+    assert 'nothing was committed' in str(error)
+    names = rs.names(in_transaction=True)
+    assert 'commitTransaction' not in names
+    assert names[-1] == 'abortTransaction'
+
+
+def test_not_primary_aborts(rs, tdm):
+    _two_collection_commit(tdm)
+    rs.fail('insert', 1, lambda request: request.replies(
+        ok=0, code=10107, errmsg='not primary'))
+    error = _commit_fails(rs)
+    assert 'not primary' in str(error)
+    names = rs.names(in_transaction=True)
+    assert 'commitTransaction' not in names
+
+
+def test_duplicate_key_aborts_and_names_the_document(rs, tdm):
+    obj = Simple(x=1)
+    tdm.insert(obj, oid='fixed-id')
+    rs.fail('insert', 1, lambda request: request.ok(n=0, writeErrors=[{
+        'index': 0, 'code': 11000,
+        'errmsg': 'E11000 duplicate key error dup key: { _id: "fixed-id" }'}]))
+    error = _commit_fails(rs)
+    assert isinstance(error, interfaces.CommitError)
+    assert 'duplicate key' in str(error)
+    assert 'fixed-id' in str(error)
+    names = rs.names(in_transaction=True)
+    assert names == ['insert', 'abortTransaction']
+
+
+def test_unknown_commit_result_is_retried(rs, tdm):
+    tdm.insert(Simple(x=1))
+    rs.fail('commitTransaction', 1, lambda request: request.hangup())
+    transaction.commit()
+    assert rs.names(in_transaction=True).count('commitTransaction') == 2
+
+
+def test_commit_failure_in_vote_aborts_the_transaction(rs, tdm):
+    tdm.insert(Simple(x=1))
+    rs.fail('commitTransaction', 1, lambda request: request.replies(
+        ok=0, code=251, errmsg='NoSuchTransaction',
+        errorLabels=['TransientTransactionError']))
+    error = _commit_fails(rs)
+    assert isinstance(error, interfaces.TransientTransactionError)
+    assert rs.names(in_transaction=True).count('commitTransaction') == 1
+
+
+def test_attempts_retry_a_transient_failure(rs, tdm):
+    rs.fail('commitTransaction', 1, lambda request: request.replies(
+        ok=0, code=251, errmsg='NoSuchTransaction',
+        errorLabels=['TransientTransactionError']))
+    runs = []
+    for attempt in transaction.manager.attempts(3):
+        with attempt:
+            runs.append(1)
+            tdm.insert(Simple(x=len(runs)))
+    assert len(runs) == 2
+    assert rs.names(in_transaction=True).count('commitTransaction') == 2
