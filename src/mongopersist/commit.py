@@ -12,7 +12,7 @@ One ``Flush`` writes a set of objects:
    collection, when conflict detection is on), letting the handler resolve;
 4. **write** each collection's share in one ordered ``bulk_write``;
 5. **verify** that every conditional write matched; a lost race raises
-   ``ConflictError``.
+   ``ConflictError`` (see ``Flush.execute`` for how a lost race is told).
 
 Every write that reached MongoDB is reported to the data manager, which
 keeps what it needs to undo it when the transaction aborts.
@@ -148,9 +148,11 @@ class Flush:
         if write.kind == DELETE:
             write.request = pymongo.DeleteOne(write.filter)
             return True
+        upsert = handler.detects_conflicts
         if write.loaded is None:
             handler.stamp(write.doc, None)
-            write.request = pymongo.ReplaceOne(write.filter, write.doc)
+            write.request = pymongo.ReplaceOne(
+                write.filter, write.doc, upsert=upsert)
             return True
         to_set, to_unset = changed_fields(write.doc, write.loaded)
         if not to_set and not to_unset:
@@ -163,7 +165,7 @@ class Flush:
             update['$set'] = to_set
         if to_unset:
             update['$unset'] = to_unset
-        write.request = pymongo.UpdateOne(write.filter, update)
+        write.request = pymongo.UpdateOne(write.filter, update, upsert=upsert)
         return True
 
     def by_collection(self):
@@ -224,7 +226,14 @@ class Flush:
 
     # 4. write and 5. verify -------------------------------------------------
     def execute(self):
-        """Write every collection's share in one round trip each."""
+        """Write every collection's share in one round trip each.
+
+        With conflict detection, updates are upserts on ``_id`` and the
+        loaded serial: when a concurrent writer changed the document, the
+        upsert collides with it on ``_id`` (duplicate key error at that
+        write's index); when somebody removed it, the upsert creates it
+        (reported in ``upserted_ids``).  Both tell exactly which write lost.
+        """
         jar = self.jar
         pending = list(self.writes)
         for (db, name), writes in self.by_collection().items():
@@ -234,49 +243,44 @@ class Flush:
                     [w.request for w in writes], ordered=True,
                     session=jar._session)
             except BulkWriteError as error:
-                errors = error.details.get('writeErrors') or [{}]
+                details = error.details
+                errors = details.get('writeErrors') or [{}]
                 failed = errors[0].get('index', 0)
-                for write in writes[:failed]:
-                    jar._written(write)
-                    pending.remove(write)
+                upserted = {u['index'] for u in details.get('upserted', ())}
+                self._record(writes[:failed], upserted, pending)
+                lost = writes[failed] if failed < len(writes) else None
+                if (lost is not None and errors[0].get('code') == 11000
+                        and lost.kind == UPDATE
+                        and self.handler.detects_conflicts):
+                    raise self._conflict(lost, self._current(coll, lost))
                 raise self._failure(error, pending) from error
             except PyMongoError as error:
                 raise self._failure(error, pending, unsure=writes) from error
-            lost = self._lost_races(writes, result)
-            for write in writes:
-                if write not in lost:
-                    jar._written(write)
-                    pending.remove(write)
-            if lost:
-                coll_now = {doc['_id']: doc for doc in coll.find(
-                    {'_id': {'$in': [w.oid.id for w in lost]}},
-                    session=jar._session)}
-                write = lost[0]
-                raise self._conflict(write, coll_now.get(write.oid.id))
+            upserted = set(result.upserted_ids or ())
+            self._record(writes, upserted, pending)
+            if upserted:
+                # The document was removed by somebody else.
+                raise self._conflict(writes[min(upserted)], None)
+            deletes = [w for w in writes if w.kind == DELETE]
+            if result.deleted_count < len(deletes) and \
+                    self.handler.detects_conflicts:
+                for write in deletes:
+                    current = self._current(coll, write)
+                    if current is not None:
+                        raise self._conflict(write, current)
         return self
 
-    def _lost_races(self, writes, result):
-        """Return the conditional writes that matched no document."""
-        updates = [w for w in writes if w.kind == UPDATE]
-        deletes = [w for w in writes if w.kind == DELETE]
-        if (result.matched_count >= len(updates)
-                and result.deleted_count >= len(deletes)):
-            return []
-        if not self.handler.detects_conflicts:
-            return []
-        # Find which ones.  A serial alone cannot tell: a concurrent writer
-        # may have bumped it to the same number.  An update reached MongoDB
-        # if the stored document is exactly the one it wrote (if somebody
-        # else wrote that very document, nothing was lost either).
-        coll = self.jar._raw_collection(writes[0].oid.database,
-                                        writes[0].oid.collection)
-        ids = [w.oid.id for w in updates + deletes]
-        stored = {doc['_id']: doc for doc in coll.find(
-            {'_id': {'$in': ids}}, session=self.jar._session)}
-        lost = [w for w in updates
-                if not same_value(stored.get(w.oid.id), w.doc)]
-        lost += [w for w in deletes if w.oid.id in stored]
-        return lost
+    def _record(self, writes, upserted, pending):
+        """Report the writes that reached MongoDB to the data manager."""
+        for index, write in enumerate(writes):
+            if index in upserted:
+                # Ours is the only version now: taking it back removes it.
+                write.kind, write.loaded = INSERT, None
+            self.jar._written(write)
+            pending.remove(write)
+
+    def _current(self, coll, write):
+        return coll.find_one({'_id': write.oid.id}, session=self.jar._session)
 
     def _failure(self, error, pending, unsure=()):
         message = 'Commit failed while writing (%s: %s)' % (

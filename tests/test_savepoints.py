@@ -1,0 +1,100 @@
+"""Savepoints: roll back part of a transaction, in memory and in MongoDB."""
+import pytest
+import transaction
+from transaction.interfaces import ISavepointDataManager
+from zope.interface.verify import verifyObject
+
+from tests.model import Address, Person
+
+PERSON = 'tests.model.Person'
+
+
+def test_data_manager_provides_savepoints(dm):
+    assert verifyObject(ISavepointDataManager, dm)
+
+
+def test_rollback_restores_memory_and_commit_writes_that(dm, db):
+    dm.root['p'] = Person('A', visited=['USA'])
+    transaction.commit()
+    person = dm.root['p']
+    person.name = 'B'
+    savepoint = transaction.savepoint()
+    person.name = 'C'
+    person.visited.append('France')
+    person.friends['x'] = 1
+    savepoint.rollback()
+    assert person.name == 'B'
+    assert list(person.visited) == ['USA']
+    assert dict(person.friends) == {}
+    transaction.commit()
+    doc = db[PERSON].find_one()
+    assert (doc['name'], doc['visited'], doc['friends']) == ('B', ['USA'], {})
+
+
+def test_changes_first_made_after_the_savepoint_are_discarded(dm, db):
+    dm.root['a'] = Person('A')
+    dm.root['b'] = Person('B')
+    transaction.commit()
+    dm.root['a'].name = 'A2'
+    savepoint = transaction.savepoint()
+    dm.root['b'].name = 'B2'
+    savepoint.rollback()
+    assert dm.root['b'].name == 'B'
+    transaction.commit()
+    assert sorted(d['name'] for d in db[PERSON].find()) == ['A2', 'B']
+
+
+def test_objects_added_after_the_savepoint_are_not_written(dm, db):
+    dm.root['a'] = Person('A')
+    transaction.commit()
+    savepoint = transaction.savepoint()
+    person = dm.root['a']
+    person.address = Address('Maynard', '01754')
+    dm.insert(Person('new'))
+    savepoint.rollback()
+    assert person.address is None
+    transaction.commit()
+    assert db['address'].count_documents({}) == 0
+    assert [d['name'] for d in db[PERSON].find()] == ['A']
+
+
+def test_rollback_takes_back_writes_made_since(dm, db):
+    dm.root['a'] = Person('A')
+    transaction.commit()
+    savepoint = transaction.savepoint()
+    dm.root['b'] = Person('B')          # written at once
+    assert db[PERSON].count_documents({}) == 2
+    savepoint.rollback()
+    assert db[PERSON].count_documents({}) == 1
+    assert 'b' not in dm.root
+    transaction.commit()
+    assert list(dm.root.keys()) == ['a']
+
+
+def test_rollback_twice_to_the_same_savepoint(dm, db):
+    dm.root['a'] = Person('A')
+    transaction.commit()
+    person = dm.root['a']
+    person.name = 'B'
+    savepoint = transaction.savepoint()
+    person.name = 'C'
+    savepoint.rollback()
+    person.name = 'D'
+    savepoint.rollback()
+    assert person.name == 'B'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'B'
+
+
+def test_rollback_keeps_references_to_other_persistent_objects(dm, db):
+    address = Address('Maynard', '01754')
+    dm.root['a'] = Person('A', address=address)
+    transaction.commit()
+    person = dm.root['a']
+    person.name = 'B'
+    savepoint = transaction.savepoint()
+    person.name = 'C'
+    savepoint.rollback()
+    assert person.address is dm.root['a'].address
+    transaction.commit()
+    assert db['address'].count_documents({}) == 1
