@@ -123,6 +123,9 @@ class Flush:
         """Plan the removal of ``objects``."""
         for obj in objects:
             oid = obj._p_oid
+            if oid not in self.jar._loaded_docs:
+                # The serial to check and the version an abort restores.
+                obj._p_activate()
             self.writes.append(DocumentWrite(
                 DELETE, obj, oid, None, self.jar._loaded_docs.get(oid)))
         return self

@@ -120,7 +120,7 @@ class MongoDataManager:
 
     def get_collection_of_object(self, obj):
         """Return the collection that stores ``obj`` (or its class)."""
-        if getattr(obj, '_p_oid', None) is not None:
+        if not isinstance(obj, type) and getattr(obj, '_p_oid', None) is not None:
             oid = obj._p_oid
             return self.get_collection(oid.database, oid.collection)
         db_name, coll_name = self._collection_name_of(obj)
@@ -319,6 +319,9 @@ class MongoDataManager:
     # -- writing ----------------------------------------------------------
     def _store_now(self, obj):
         """Write ``obj`` (and new objects it references) immediately."""
+        if not isinstance(obj, persistent.Persistent):
+            raise TypeError('Only persistent objects can be stored in the '
+                            'root, not %r' % (obj,))
         if obj._p_jar is None:
             self.insert(obj)
         elif obj._p_jar is not self:
