@@ -20,8 +20,8 @@ keeps what it needs to undo it when the transaction aborts.
 import pymongo
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from mongopersist import interfaces
-from mongopersist.serialize import PY_SERIAL
+from mongopersist import interfaces, metadata
+from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
 
 INSERT = 'insert'
 UPDATE = 'update'
@@ -114,10 +114,16 @@ class Flush:
         return self
 
     def _document(self, obj):
-        oid = obj._p_oid
-        store_type = self.jar._types.stores_type(
-            oid.database, oid.collection, type(obj))
-        return self.jar._writer.get_document(obj, store_type)
+        # The class is named later (``_name_type``), once every document
+        # was made: recording it in the type map is a write.
+        return self.jar._writer.get_document(obj)
+
+    def _name_type(self, write):
+        """Name the class in the document if its collection needs that."""
+        oid = write.oid
+        cls = type(write.obj)
+        if self.jar._types.stores_type(oid.database, oid.collection, cls):
+            write.doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(cls)
 
     def remove(self, objects):
         """Plan the removal of ``objects``."""
@@ -135,6 +141,8 @@ class Flush:
         """Give every write its request; drop writes that change nothing."""
         planned = []
         for write in self.writes:
+            if write.kind != DELETE:
+                self._name_type(write)
             if self._plan_one(write):
                 planned.append(write)
         self.writes = planned
@@ -217,6 +225,7 @@ class Flush:
         write.loaded = current
         self.jar._loaded_docs[write.oid] = current
         write.doc = self._document(write.obj)
+        self._name_type(write)
         self._plan_one(write)
 
     def _conflict(self, write, current):

@@ -15,12 +15,14 @@
 ``EmbeddedMongoContainer``
     Keeps its items inside its own document: one read loads it all.
 
-Listing a ``MongoContainer`` (``keys``, ``values``, ``items``, ``len``,
-iteration) costs one query, whatever the number of items; the result is kept
-for the rest of the transaction, and the container's own ``[]``, ``add`` and
-``del`` keep it up to date.  Items that change their key or parent attribute
-directly (not through the container) show up in their new place from the
-next transaction on.
+Listing a ``MongoContainer`` (``keys``, ``values``, ``items``, iteration)
+costs one query, whatever the number of items; so does ``len`` and looking
+up a name (``[]``, ``in``, ``get``, and adding, which must know whether the
+name is taken).  What was learned is kept for the rest of the transaction,
+and the container's own ``[]=``, ``add`` and ``del`` keep it up to date, so
+asking again costs nothing.  Items whose key or parent attribute is changed
+directly (not through the container), or that are removed with
+``dm.remove``, show up in their new place from the next transaction on.
 """
 import persistent
 import pymongo
@@ -186,8 +188,12 @@ class MongoContainer(persistent.Persistent):
         if not known:
             jar = self._p_jar
             database, collection = self._m_location(jar)
+            # What the container itself changed is in the cache: no need to
+            # write pending changes first (adding many items would write
+            # them one by one).
             item = query.find_one_in_collection(
-                jar, database, collection, self._m_filter(jar, key))
+                jar, database, collection, self._m_filter(jar, key),
+                flush=False)
             cache.found(key, item)
         return item
 

@@ -97,6 +97,7 @@ class MongoDataManager:
         self._registered = {}       # id -> changed top-level object
         self._changed_sub = {}      # id -> changed sub-object
         self._removed = {}          # oid -> object to remove
+        self._deleted = {}          # oid -> object whose document is deleted
         self._undo = []             # how to take back what was written
         self._written_oids = []     # oids written in this transaction
         self._discovered = None     # new objects found by a running flush
@@ -120,7 +121,7 @@ class MongoDataManager:
 
     def get_collection_of_object(self, obj):
         """Return the collection that stores ``obj`` (or its class)."""
-        if not isinstance(obj, type) and getattr(obj, '_p_oid', None) is not None:
+        if not isinstance(obj, type) and obj._p_oid is not None:
             oid = obj._p_oid
             return self.get_collection(oid.database, oid.collection)
         db_name, coll_name = self._collection_name_of(obj)
@@ -183,6 +184,8 @@ class MongoDataManager:
             raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
         db_name, coll_name = self._collection_name_of(obj)
         ref = DBRef(coll_name, ObjectId() if oid is None else oid, db_name)
+        if ref in self._cache:
+            raise ValueError('Another object is already stored as %r' % ref)
         obj._p_jar = self
         obj._p_oid = ref
         self._cache[ref] = obj
@@ -277,6 +280,9 @@ class MongoDataManager:
         if ref in self._new:
             self._forget_new([obj])
             return
+        # Load it now: the version removed (its serial, and what an abort
+        # puts back) is the one seen when removing.
+        obj._p_activate()
         self._removed[ref] = obj
         self._join_txn()
 
@@ -373,6 +379,7 @@ class MongoDataManager:
         if write.kind == commit.DELETE:
             self._loaded_docs.pop(ref, None)
             self._cache.pop(ref, None)
+            self._deleted[ref] = write.obj
         else:
             serial = write.doc.get(serialize.PY_SERIAL)
             if serial is not None:
@@ -476,6 +483,12 @@ class MongoDataManager:
             server_txn.end()
         if not committed:
             self._forget_new(list(self._inserted.values()))
+            for ref, obj in self._deleted.items():
+                self._cache[ref] = obj     # its document was put back
+        else:
+            for obj in self._deleted.values():
+                # Removed for good: the object may be inserted again.
+                obj._p_jar = obj._p_oid = None
         for obj in self._changed_sub.values():
             obj._p_changed = False
         self._reset_transaction_state()

@@ -173,14 +173,23 @@ def _objects(dm, database, collection, cursor):
         cursor.close()
 
 
-def find_one_in_collection(dm, database, collection, filter=None, sort=None):
-    """Return the object of the first document matching, or ``None``."""
+def find_one_in_collection(dm, database, collection, filter=None, sort=None,
+                           flush=True):
+    """Return the object of the first document matching, or ``None``.
+
+    With ``flush=False`` the transaction's pending changes are not written
+    first: the query sees only what is stored.
+    """
     kwargs = {}
     sort = normalize_sort(sort)
     if sort:
         kwargs['sort'] = sort
-    doc = dm.get_collection(database, collection).find_one(
-        check_filter(filter), **kwargs)
+    if flush:
+        coll = dm.get_collection(database, collection)
+    else:
+        coll = dm._raw_collection(database, collection)
+        kwargs['session'] = dm._session
+    doc = coll.find_one(check_filter(filter), **kwargs)
     if doc is None:
         return None
     return object_from_document(dm, database, collection, doc)

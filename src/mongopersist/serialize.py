@@ -182,11 +182,16 @@ class ObjectWriter:
             if INT64_MIN <= obj <= INT64_MAX:
                 return obj
             return serializers.write_big_int(obj, None)
+        if kind is datetime.datetime:
+            # A BSON type, like str or int: custom serializers never see it
+            # (as in the original mongopersist, where a date serializer's
+            # isinstance check must not catch datetimes).
+            if serializers.is_native_datetime(obj):
+                return obj
+            return serializers.write_datetime(obj, None)
         for serializer in custom:
             if serializer.can_write(obj):
                 return serializer.write(obj)
-        if kind is datetime.datetime and serializers.is_native_datetime(obj):
-            return obj
         builtin = serializers.writer_for(obj)
         if builtin is not None:
             return builtin(obj, lambda value: self._write(

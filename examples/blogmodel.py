@@ -1,0 +1,84 @@
+"""The classes of the blog example (see ``blog.py``).
+
+They live in a module of their own so that the dotted names stored in
+MongoDB (``blogmodel.Comment``) are the same whether ``blog.py`` runs as a
+script or is imported by the tests.
+
+* ``Author`` and ``Post`` are persistent objects with collections of their
+  own; a post refers to its author, stored as a ``DBRef``.
+* ``Comment`` is a *sub-object* (``_p_mongo_sub_object = True``): it is
+  stored inside its post's document and changing it gets the post written.
+* ``Blog`` is the entry point stored in the data manager's root.
+
+Lists that are changed in place use ``mongopersist.serialize.PersistentList``
+(stored as a plain array): a plain ``list`` attribute is only tracked once it
+has been read back from MongoDB.
+"""
+import datetime
+
+import persistent
+
+from mongopersist.serialize import PersistentList
+
+
+class Author(persistent.Persistent):
+    """Someone who writes posts."""
+    _p_mongo_collection = 'authors'
+
+    def __init__(self, name, email):
+        self.name = name
+        self.email = email
+
+    def __repr__(self):
+        return '<Author %s>' % self.name
+
+
+class Comment(persistent.Persistent):
+    """A comment on a post, stored inside the post's document."""
+    _p_mongo_sub_object = True
+
+    def __init__(self, who, text):
+        self.who = who
+        self.text = text
+
+    def __repr__(self):
+        return '<Comment by %s>' % self.who
+
+
+class Post(persistent.Persistent):
+    """A blog post: a reference to its author and embedded comments."""
+    _p_mongo_collection = 'posts'
+
+    def __init__(self, title, body, author, tags=(), published=None):
+        self.title = title
+        self.body = body
+        self.author = author
+        self.tags = list(tags)
+        self.published = published or datetime.datetime(2024, 1, 1)
+        # A mongopersist PersistentList (not a plain list) so that appending
+        # to it is noticed even before the post has been read back from
+        # MongoDB: in-place changes of a plain list are not tracked.
+        self.comments = PersistentList()
+
+    def add_comment(self, who, text):
+        """Add a comment; it is stored with the post at commit."""
+        comment = Comment(who, text)
+        self.comments.append(comment)
+        return comment
+
+    def __repr__(self):
+        return '<Post %s>' % self.title
+
+
+class Blog(persistent.Persistent):
+    """The blog: a title and its posts, newest last."""
+    _p_mongo_collection = 'blogs'
+
+    def __init__(self, title):
+        self.title = title
+        self.posts = PersistentList()
+
+    def publish(self, post):
+        """Add ``post`` to the blog; it is inserted at commit."""
+        self.posts.append(post)
+        return post

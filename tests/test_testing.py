@@ -1,0 +1,95 @@
+"""``mongopersist.testing``: choosing the client, and the mongomock shim.
+
+The shim tests use the in-process stand-in directly, whatever backend the
+rest of the suite runs on.
+"""
+import inspect
+import uuid
+
+import pymongo
+import pytest
+from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+
+from mongopersist import testing
+
+mongomock = pytest.importorskip('mongomock', reason='the embedded stand-in')
+
+SORT_SUPPORTED = 'sort' in inspect.signature(UpdateOne).parameters
+
+
+@pytest.fixture
+def coll():
+    client = testing.embedded_client()
+    name = 'mp_shim_%s' % uuid.uuid4().hex[:12]
+    yield client[name]['things']
+    client.drop_database(name)
+
+
+def test_embedded_client_is_mongomock():
+    assert isinstance(testing.embedded_client(), mongomock.MongoClient)
+
+
+def test_client_follows_mongodb_uri(monkeypatch):
+    monkeypatch.delenv(testing.URI_VARIABLE, raising=False)
+    assert not testing.uses_real_server()
+    assert isinstance(testing.client(), mongomock.MongoClient)
+    # No server is contacted until the first operation.
+    monkeypatch.setenv(testing.URI_VARIABLE,
+                       'mongodb://localhost:1/?serverSelectionTimeoutMS=1')
+    assert testing.uses_real_server()
+    real = testing.client()
+    try:
+        assert isinstance(real, pymongo.MongoClient)
+    finally:
+        real.close()
+
+
+def test_bulk_write_with_update_and_replace(coll):
+    coll.insert_many([{'_id': 1, 'n': 1}, {'_id': 2, 'n': 2},
+                      {'_id': 3, 'n': 3}])
+    result = coll.bulk_write([
+        UpdateOne({'_id': 1}, {'$set': {'n': 10}, '$unset': {'x': ''}}),
+        ReplaceOne({'_id': 2}, {'replaced': True}),
+        UpdateOne({'_id': 4}, {'$set': {'n': 4}}, upsert=True),
+        ReplaceOne({'_id': 5}, {'n': 5}, upsert=True),
+        UpdateMany({'n': {'$gte': 3}}, {'$inc': {'n': 100}}),
+        InsertOne({'_id': 6, 'n': 6}),
+        DeleteOne({'_id': 3}),
+    ], ordered=True)
+    # (mongomock's matched_count and upserted ids differ from a server's:
+    # the outcome is what counts here.)
+    assert result.upserted_count == 2
+    assert result.inserted_count == 1
+    assert result.deleted_count == 1
+    assert sorted(coll.find(), key=lambda d: d['_id']) == [
+        {'_id': 1, 'n': 110}, {'_id': 2, 'replaced': True},
+        {'_id': 4, 'n': 104}, {'_id': 5, 'n': 105}, {'_id': 6, 'n': 6}]
+
+
+@pytest.mark.skipif(not SORT_SUPPORTED,
+                    reason='this PyMongo has no sort= for UpdateOne')
+@pytest.mark.parametrize('request_', [
+    UpdateOne({}, {'$set': {'n': 0}}, sort={'n': 1}) if SORT_SUPPORTED
+    else None,
+    ReplaceOne({}, {'n': 0}, sort={'n': -1}) if SORT_SUPPORTED else None,
+], ids=['UpdateOne', 'ReplaceOne'])
+def test_bulk_write_refuses_a_sort(coll, request_):
+    coll.insert_many([{'_id': 1, 'n': 1}, {'_id': 2, 'n': 2}])
+    with pytest.raises(NotImplementedError) as info:
+        coll.bulk_write([UpdateOne({'_id': 1}, {'$set': {'n': 9}}),
+                         request_])
+    assert 'sort' in str(info.value)
+    # Nothing of the refused bulk was written.
+    assert sorted(coll.find(), key=lambda d: d['_id']) == [
+        {'_id': 1, 'n': 1}, {'_id': 2, 'n': 2}]
+
+
+def test_patch_is_applied_once():
+    from mongomock.collection import BulkOperationBuilder
+    testing.patch_mongomock()
+    testing.patch_mongomock()
+    for name in ('add_update', 'add_replace', 'add_delete'):
+        method = getattr(BulkOperationBuilder, name)
+        assert method._mongopersist_shim
+        # Wrapped once: the wrapped method is mongomock's own.
+        assert not getattr(method.__wrapped__, '_mongopersist_shim', False)
