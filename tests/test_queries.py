@@ -450,3 +450,37 @@ def test_flushed_changes_stay_invisible_until_commit(client, dbname):
     assert client[dbname][PERSON].find_one()['name'] == 'stephan'
     transaction.commit()
     assert client[dbname][PERSON].find_one()['name'] == 'changed'
+
+
+# -- the round-trip counter (tests/roundtrips.py) ------------------------
+def test_roundtrip_counter_counts_per_collection(roundtrips, dbname):
+    db = roundtrips.client[dbname]
+    db['a'].insert_one({'x': 1})
+    db['a'].find_one()
+    list(db['a'].find())
+    db.get_collection('b').count_documents({})
+    db['b'].insert_many([{'y': 1}])
+    assert roundtrips.reads == {'a': 2, 'b': 1}, roundtrips
+    assert roundtrips.writes == {'a': 1, 'b': 1}, roundtrips
+    assert (roundtrips.reads_total, roundtrips.writes_total) == (3, 2)
+    roundtrips.reset()
+    assert roundtrips.total == 0
+
+
+def test_roundtrip_counter_reads_command_events():
+    from types import SimpleNamespace
+
+    from tests.roundtrips import RoundTrips
+    trips = RoundTrips()
+    for name, command in [('find', {'find': 'a'}),
+                          ('getMore', {'getMore': 1, 'collection': 'a'}),
+                          ('aggregate', {'aggregate': 'b'}),
+                          ('insert', {'insert': 'a'}),
+                          ('findAndModify', {'findAndModify': 'c'}),
+                          ('createIndexes', {'createIndexes': 'a'}),
+                          ('aggregate', {'aggregate': 1})]:
+        trips.started(SimpleNamespace(command_name=name, command=command,
+                                      database_name='db'))
+    assert trips.reads == {'a': 2, 'b': 1, None: 1}
+    assert trips.writes == {'a': 1, 'c': 1}
+    assert trips.others == {'createIndexes': 1}

@@ -133,7 +133,7 @@ class MongoContainer(persistent.Persistent):
         if self._m_item_class is not None:
             query.check_class(self._m_item_class)
 
-    # -- where the items are ----------------------------------------------------
+    # -- where the items are --------------------------------------------------
     def _m_location(self, jar):
         """Return ``(database, collection)`` of the items."""
         cls = self._m_item_class
@@ -211,7 +211,7 @@ class MongoContainer(persistent.Persistent):
             cache.fill({self._m_key_of(item): item for item in objects})
         return cache.items
 
-    # -- reading ----------------------------------------------------------------
+    # -- reading --------------------------------------------------------------
     def __getitem__(self, key):
         item = self._m_lookup(key)
         if item is None:
@@ -277,7 +277,7 @@ class MongoContainer(persistent.Persistent):
             sort=self._m_sort() if sort is None else sort,
             limit=limit, skip=skip)
 
-    # -- writing ----------------------------------------------------------------
+    # -- writing --------------------------------------------------------------
     def _m_check_item(self, item):
         """Raise unless ``item`` can be an item of this container."""
         name = type(self).__name__

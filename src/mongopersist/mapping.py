@@ -52,7 +52,7 @@ class MongoCollectionMapping(MutableMapping):
                             '__mongo_collection__' % type(self).__name__)
         self._m_jar = jar
 
-    # -- where the objects are -------------------------------------------------
+    # -- where the objects are ------------------------------------------------
     @property
     def _m_database(self):
         return self.__mongo_database__ or self._m_jar.default_database
@@ -64,7 +64,7 @@ class MongoCollectionMapping(MutableMapping):
                                           self.__mongo_collection__)
 
     def _m_filter(self, key=None):
-        """Return the filter of the documents in the mapping (under ``key``)."""
+        """Return the filter of the mapping's documents (under ``key``)."""
         extra = self.__mongo_filter__
         if callable(extra):
             extra = extra()
@@ -86,7 +86,7 @@ class MongoCollectionMapping(MutableMapping):
                            'None are not in the mapping'
                            % (type(self).__name__, self.__mongo_mapping_key__))
 
-    # -- reading ----------------------------------------------------------------
+    # -- reading --------------------------------------------------------------
     def __getitem__(self, key):
         self._m_check_key(key)
         obj = query.find_one_in_collection(
@@ -125,7 +125,7 @@ class MongoCollectionMapping(MutableMapping):
         field = self.__mongo_mapping_key__
         return [(getattr(obj, field), obj) for obj in self.values()]
 
-    # -- writing ----------------------------------------------------------------
+    # -- writing --------------------------------------------------------------
     def _m_check_value(self, obj):
         name = type(self).__name__
         if not isinstance(obj, persistent.Persistent):
