@@ -159,6 +159,15 @@ def test_renaming_an_item(dm, db, folder):
     assert fresh(dm).root['folder'].keys() == ['b']
 
 
+def test_integer_names(dm, folder):
+    folder[2] = Document('Two')
+    folder[1] = Document('One')
+    transaction.commit()
+    other = fresh(dm).root['folder']
+    assert other.keys() == [1, 2]
+    assert other[1].title == 'One'
+
+
 def test_setting_the_same_item_again_changes_nothing(dm, folder):
     doc = Document('Doc')
     folder['a'] = doc
@@ -357,10 +366,11 @@ def test_bad_items_are_refused(dm, db, folder, item, error, words):
     assert db[get_dotted_name(Person)].count_documents({}) == 0
 
 
-def test_none_name_is_refused(dm, db, folder):
+@pytest.mark.parametrize('name', [None, True, 1.5, ('a', 'b')])
+def test_bad_names_are_refused(dm, db, folder, name):
     doc = Document('Doc')
     with pytest.raises(ValueError, match='not a valid name'):
-        folder[None] = doc
+        folder[name] = doc
     assert doc._p_jar is None
     transaction.commit()
     assert db['documents'].count_documents({}) == 0
@@ -467,3 +477,21 @@ def test_embedded_refuses_references_and_odd_names(dm, db):
     transaction.commit()
     assert db[get_dotted_name(Garage)].find_one()['data'] == {}
     assert db[get_dotted_name(Person)].count_documents({}) == 0
+
+
+def test_savepoint_rollback_forgets_what_the_container_learned(dm, db,
+                                                                folder):
+    folder['a'] = Document('A')
+    transaction.commit()
+    folder['c'] = Document('C')     # the data manager joins the transaction
+    assert folder.keys() == ['a', 'c']
+    savepoint = transaction.savepoint()
+    folder['b'] = Document('B')
+    del folder['a']
+    assert folder.keys() == ['b', 'c']
+    savepoint.rollback()
+    assert folder.keys() == ['a', 'c']
+    assert 'b' not in folder
+    assert len(folder) == 2
+    transaction.commit()
+    assert sorted(d['key'] for d in db['documents'].find()) == ['a', 'c']

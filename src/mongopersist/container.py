@@ -35,11 +35,18 @@ from mongopersist import metadata, query, serialize
 LISTING_BATCH_SIZE = 5000
 
 
+def _state_token(jar):
+    # The data manager replaces this dict at transaction boundaries and when
+    # it rolls back to a savepoint: then what a container learned is stale.
+    return jar._inserted
+
+
 class _ItemCache:
     """What a container learned about its items in one transaction."""
 
-    def __init__(self, txn):
+    def __init__(self, txn, token):
         self.txn = txn
+        self.token = token
         self.items = {}         # key -> item known to be in the container
         self.missing = set()    # keys known not to be in the container
         self.complete = False   # ``items`` holds every item
@@ -105,9 +112,9 @@ class MongoContainer(persistent.Persistent):
         the item attribute referencing the container (default
         ``'parent'``).
 
-    A query for the items filters on the parent attribute (and the key
-    attribute); an index on ``(parent, key)`` in the item collection keeps
-    it fast.  The container must be stored (have a data manager) before
+    Names are strings or integers.  A query for the items filters on the
+    parent attribute (and the key attribute); an index on ``(parent, key)``
+    in the item collection keeps it fast.  The container must be stored (have a data manager) before
     items are added to it; a container that is not stored is empty.
     """
 
@@ -164,8 +171,11 @@ class MongoContainer(persistent.Persistent):
         return [(self._m_mapping_key, pymongo.ASCENDING)]
 
     def _m_valid_key(self, key):
-        """Return true if an item could be stored under ``key``."""
-        return key is not None
+        """Return true if an item could be stored under ``key``.
+
+        Names are strings or integers.
+        """
+        return isinstance(key, (str, int)) and not isinstance(key, bool)
 
     # -- the per-transaction cache --------------------------------------------
     def _m_cache(self):
@@ -174,9 +184,10 @@ class MongoContainer(persistent.Persistent):
         if jar is None or self._p_oid is None:
             return None
         txn = jar.transaction_manager.get()
+        token = _state_token(jar)
         cache = getattr(self, '_v_m_cache', None)
-        if cache is None or cache.txn is not txn:
-            cache = self._v_m_cache = _ItemCache(txn)
+        if cache is None or cache.txn is not txn or cache.token is not token:
+            cache = self._v_m_cache = _ItemCache(txn, token)
         return cache
 
     def _m_lookup(self, key):
@@ -208,7 +219,12 @@ class MongoContainer(persistent.Persistent):
             objects = query.find_in_collection(
                 jar, database, collection, self._m_filter(jar),
                 batch_size=LISTING_BATCH_SIZE)
-            cache.fill({self._m_key_of(item): item for item in objects})
+            found = {}
+            for item in objects:
+                key = self._m_key_of(item)
+                if self._m_valid_key(key):
+                    found[key] = item
+            cache.fill(found)
         return cache.items
 
     # -- reading --------------------------------------------------------------

@@ -245,7 +245,10 @@ class MongoDataManager:
         if obj is None:
             obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
         if obj._p_status == 'ghost':
-            self._activate(obj, doc)
+            # Activate through persistent so it stops being a ghost; setstate
+            # takes the document from here instead of reading it again.
+            self._prefetched[dbref] = doc
+            obj._p_activate()
         return obj
 
     def _new_ghost(self, cls, dbref):

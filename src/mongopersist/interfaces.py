@@ -182,8 +182,17 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     def remove(obj):
         """Remove the document of ``obj`` when the transaction commits."""
 
-    def flush():
-        """Write all pending changes of this transaction now."""
+    def flush(collections=None):
+        """Write pending changes of this transaction now."""
+
+    def find_objects(cls, filter=None, sort=None, limit=0, skip=0):
+        """Iterate the instances of ``cls`` whose documents match."""
+
+    def find_one_object(cls, filter=None):
+        """Return an instance of ``cls`` whose document matches, or None."""
+
+    def count(cls, filter=None):
+        """Return how many instances of ``cls`` have a matching document."""
 
 
 __all__ = [

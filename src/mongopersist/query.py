@@ -154,21 +154,10 @@ def find_in_collection(dm, database, collection, filter=None, sort=None,
     return _objects(dm, database, collection, cursor)
 
 
-def object_from_document(dm, database, collection, doc):
-    """Return the (identity-mapped) object of a query result document."""
-    obj = dm._object_from_document(database, collection, doc)
-    if obj._p_status == 'ghost':
-        # Make sure it is filled from ``doc``, not by a read of its own:
-        # the data manager's ``setstate`` takes the prefetched document.
-        dm._prefetched[obj._p_oid] = doc
-        obj._p_activate()
-    return obj
-
-
 def _objects(dm, database, collection, cursor):
     try:
         for doc in cursor:
-            yield object_from_document(dm, database, collection, doc)
+            yield dm._object_from_document(database, collection, doc)
     finally:
         cursor.close()
 
@@ -192,7 +181,7 @@ def find_one_in_collection(dm, database, collection, filter=None, sort=None,
     doc = coll.find_one(check_filter(filter), **kwargs)
     if doc is None:
         return None
-    return object_from_document(dm, database, collection, doc)
+    return dm._object_from_document(database, collection, doc)
 
 
 def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
