@@ -111,6 +111,13 @@ def _commit_fails(rs):
     return info.value
 
 
+def assert_aborted(rs):
+    """The server transaction was aborted and never committed."""
+    names = rs.names(in_transaction=True)
+    assert 'commitTransaction' not in names
+    assert names[-1] == 'abortTransaction'
+
+
 def _two_collection_commit(tdm):
     tdm.insert(Address('Maynard', '01754'))
     tdm.insert(Simple(x=1))
@@ -123,9 +130,7 @@ def test_network_error_on_second_command_aborts(rs, tdm):
     # A network error inside a transaction is transient: retry it.
     assert isinstance(error, interfaces.TransientTransactionError)
     assert tdm.should_retry(error)
-    names = rs.names(in_transaction=True)
-    assert 'commitTransaction' not in names
-    assert names[-1] == 'abortTransaction'
+    assert_aborted(rs)
 
 
 def test_write_error_in_a_transaction_aborts(rs, tdm):
@@ -135,9 +140,7 @@ def test_write_error_in_a_transaction_aborts(rs, tdm):
     error = _commit_fails(rs)
     assert isinstance(error, interfaces.CommitError)
     assert 'nothing was committed' in str(error)
-    names = rs.names(in_transaction=True)
-    assert 'commitTransaction' not in names
-    assert names[-1] == 'abortTransaction'
+    assert_aborted(rs)
 
 
 def test_not_primary_aborts(rs, tdm):
@@ -146,8 +149,7 @@ def test_not_primary_aborts(rs, tdm):
         ok=0, code=10107, errmsg='not primary'))
     error = _commit_fails(rs)
     assert 'not primary' in str(error)
-    names = rs.names(in_transaction=True)
-    assert 'commitTransaction' not in names
+    assert_aborted(rs)
 
 
 def test_duplicate_key_aborts_and_names_the_document(rs, tdm):
