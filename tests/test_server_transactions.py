@@ -6,6 +6,7 @@ receives: every write of a transaction carries the same session and
 transaction number, the server transaction is committed in ``tpc_vote``, and
 faults during a commit abort it so that nothing is committed.
 """
+import pymongo
 import pytest
 import transaction
 from pymongo.errors import PyMongoError
@@ -43,9 +44,18 @@ def test_auto_mode_uses_transactions_on_a_replica_set(rs):
 
 
 def test_auto_mode_falls_back_on_a_standalone(rs):
-    rs.hello.pop('setName')
-    rs.hello.pop('hosts')
-    assert sessions.deployment_supports_transactions(rs.client) is False
+    # The same scripted server, answering hello like a standalone mongod.
+    for key in ('setName', 'hosts', 'me'):
+        rs.hello.pop(key)
+    standalone = pymongo.MongoClient(rs.server.uri, directConnection=True,
+                                     serverSelectionTimeoutMS=3000)
+    try:
+        assert standalone.admin.command('hello')['maxWireVersion'] == 21
+        assert sessions.deployment_supports_transactions(standalone) is False
+        dm = MongoDataManager(standalone, default_database='db')
+        assert dm.transactions is False
+    finally:
+        standalone.close()
 
 
 def test_always_refuses_a_deployment_without_transactions(client):
