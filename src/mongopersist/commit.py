@@ -200,12 +200,13 @@ class Flush:
             if not checked:
                 continue
             coll = self.jar._raw_collection(db, name)
+            # Only the serials: the whole document is read for conflicts.
             current = {doc['_id']: doc for doc in coll.find(
-                {'_id': {'$in': list(checked)}}, session=self.jar._session)}
+                {'_id': {'$in': list(checked)}}, {PY_SERIAL: 1},
+                session=self.jar._session)}
             for doc_id, write in checked.items():
-                doc = current.get(doc_id)
-                if not self._matches(write, doc):
-                    self._resolve(write, doc)
+                if not self._matches(write, current.get(doc_id)):
+                    self._resolve(write, self._current(coll, write))
         return self
 
     def _matches(self, write, current):
