@@ -248,7 +248,8 @@ class Flush:
         (reported in ``upserted_ids``).  Both tell exactly which write lost.
         """
         jar = self.jar
-        pending = list(self.writes)
+        # Writes not (yet) known to have reached MongoDB, by identity.
+        pending = {id(write): write for write in self.writes}
         for (db, name), writes in self.by_collection().items():
             coll = jar._raw_collection(db, name)
             try:
@@ -290,7 +291,7 @@ class Flush:
                 # Ours is the only version now: taking it back removes it.
                 write.kind, write.loaded = INSERT, None
             self.jar._written(write)
-            pending.remove(write)
+            del pending[id(write)]
 
     def _current(self, coll, write):
         return coll.find_one({'_id': write.oid.id}, session=self.jar._session)
@@ -303,7 +304,7 @@ class Flush:
                 message + '; the server transaction is aborted and nothing '
                 'was committed', written=[],
                 not_written=self.jar._written_this_transaction() + [
-                    w.oid for w in pending], cause=error)
+                    w.oid for w in pending.values()], cause=error)
         written = self.jar._written_this_transaction()
         if unsure:
             message += '; these may or may not have been written: %s' % (
@@ -311,6 +312,6 @@ class Flush:
                           for w in unsure))
         return interfaces.CommitError(
             message, written=written,
-            not_written=[w.oid for w in pending if w not in unsure],
+            not_written=[w.oid for w in pending.values() if w not in unsure],
             cause=error)
 

@@ -86,6 +86,7 @@ class MongoDataManager:
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()
         self._reset_transaction_state()
+        self._invalidated = False
         self.transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
@@ -305,6 +306,7 @@ class MongoDataManager:
             # The ghost was made before the collection was shared.
             obj.__class__ = metadata.resolve(name)
         self._loaded_docs[ref] = doc
+        self._invalidated = False
         self._reader.set_ghost_state(obj, doc)
         obj._p_serial = p64(self.conflict_handler.serial_of(doc))
 
@@ -387,12 +389,8 @@ class MongoDataManager:
             serial = write.doc.get(serialize.PY_SERIAL)
             if serial is not None:
                 write.obj._p_serial = p64(serial)
-            merged = dict(write.loaded or {})
-            merged.update(write.doc)
-            for key in list(merged):
-                if key not in write.doc:
-                    del merged[key]
-            self._loaded_docs[ref] = merged
+            # The document is now stored exactly as written.
+            self._loaded_docs[ref] = write.doc
 
     def _written_this_transaction(self):
         return list(self._written_oids)
@@ -496,6 +494,7 @@ class MongoDataManager:
             obj._p_changed = False
         self._reset_transaction_state()
         self._invalidate_all()
+        self._invalidated = True
 
     def _invalidate_all(self):
         """Turn every loaded object into a ghost: it reloads when used."""
@@ -508,10 +507,12 @@ class MongoDataManager:
         pass
 
     def afterCompletion(self, txn):
-        if self._joined is None:
+        """Make the next transaction read fresh state (if not done yet)."""
+        if self._joined is None and not self._invalidated:
             self._invalidate_all()
             self._prefetched.clear()
             self._loaded_docs.clear()
+        self._invalidated = False
 
     def newTransaction(self, txn):
         self.afterCompletion(txn)

@@ -97,6 +97,37 @@ def is_safe_key(key):
             and '.' not in key and '\x00' not in key)
 
 
+# Keys ``is_safe_key`` accepted, remembered (up to a bound) because the same
+# attribute and dict key names come back in every document written.
+_safe_keys = set()
+_SAFE_KEYS_LIMIT = 10000
+
+
+def _is_known_safe_key(key):
+    """``is_safe_key``, answered from memory for names seen before."""
+    if type(key) is str and key in _safe_keys:
+        return True
+    if not is_safe_key(key):
+        return False
+    if len(_safe_keys) < _SAFE_KEYS_LIMIT:
+        _safe_keys.add(key)
+    return True
+
+
+def _all_safe_keys(keys):
+    known = _safe_keys
+    for key in keys:
+        if not (type(key) is str and key in known or _is_known_safe_key(key)):
+            return False
+    return True
+
+
+def _is_stored_as_is(value, kind):
+    """True for values ``ObjectWriter`` stores unchanged (BSON scalars)."""
+    return kind in NATIVE_TYPES or (
+        kind is int and INT64_MIN <= value <= INT64_MAX)
+
+
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -139,11 +170,16 @@ class ObjectWriter:
         custom = self._custom_serializers()
         stack = {id(obj)}
         for name, value in state.items():
-            if not is_safe_key(name) or name in DOCUMENT_META_FIELDS:
+            if not _is_known_safe_key(name) or name in DOCUMENT_META_FIELDS:
                 raise interfaces.UnstorableObjectError(
                     'Cannot store %s.%s: attribute names starting with '
                     '"_py_" or "$", containing ".", or named "_id" are '
                     'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
+            kind = type(value)
+            if kind in NATIVE_TYPES or (
+                    kind is int and INT64_MIN <= value <= INT64_MAX):
+                doc[name] = value
+                continue
             try:
                 doc[name] = self._write(value, obj, stack, custom)
             except _Unstorable as failure:
@@ -192,14 +228,14 @@ class ObjectWriter:
         for serializer in custom:
             if serializer.can_write(obj):
                 return serializer.write(obj)
-        builtin = serializers.writer_for(obj)
-        if builtin is not None:
-            return builtin(obj, lambda value: self._write(
-                value, pobj, stack, custom))
         if kind is dict:
             return self._write_dict(obj, pobj, stack, custom)
         if kind is list or kind is tuple:
             return self._write_list(obj, pobj, stack, custom)
+        builtin = serializers.writer_for(obj)
+        if builtin is not None:
+            return builtin(obj, lambda value: self._write(
+                value, pobj, stack, custom))
         if isinstance(obj, persistent.Persistent):
             if not metadata.is_sub_object(kind):
                 return self._jar.dump(obj)
@@ -214,11 +250,16 @@ class ObjectWriter:
     def _write_dict(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            if all(is_safe_key(key) for key in obj):
+            if _all_safe_keys(obj):
                 result = {}
                 for key, value in obj.items():
-                    result[key] = self._write_item(
-                        value, key, pobj, stack, custom)
+                    kind = type(value)
+                    if kind in NATIVE_TYPES or (
+                            kind is int and INT64_MIN <= value <= INT64_MAX):
+                        result[key] = value
+                    else:
+                        result[key] = self._write_item(
+                            value, key, pobj, stack, custom)
                 return result
             return {PY_TYPE: DICT_TYPE, 'items': self._write_items(
                 obj, pobj, stack, custom)}
@@ -233,7 +274,8 @@ class ObjectWriter:
     def _write_list(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            return [self._write_item(value, index, pobj, stack, custom)
+            return [value if _is_stored_as_is(value, type(value))
+                    else self._write_item(value, index, pobj, stack, custom)
                     for index, value in enumerate(obj)]
         finally:
             stack.discard(id(obj))
@@ -269,9 +311,13 @@ class ObjectWriter:
             stack.discard(id(obj))
 
     def _add_state(self, doc, state, pobj, stack, custom):
-        if isinstance(state, dict) and all(is_safe_key(k) for k in state):
+        if isinstance(state, dict) and _all_safe_keys(state):
             for key, value in state.items():
-                doc[key] = self._write_item(value, key, pobj, stack, custom)
+                if _is_stored_as_is(value, type(value)):
+                    doc[key] = value
+                else:
+                    doc[key] = self._write_item(
+                        value, key, pobj, stack, custom)
         elif state is not None:
             doc[PY_STATE] = self._write(state, pobj, stack, custom)
 
@@ -351,6 +397,11 @@ def _set_default_state(value, data):
         setattr(value, name, item)
 
 
+# Stored values the reader turns into something else; without custom
+# serializers, every other stored value is read as it is.
+_CONVERTED_STATES = frozenset([dict, list, DBRef])
+
+
 def _hashable(value):
     # Stored arrays are read as PersistentList; as keys they were tuples.
     if isinstance(value, (list, PersistentList)):
@@ -374,10 +425,17 @@ class ObjectReader:
         """Return the class or function stored under the dotted ``name``."""
         return metadata.resolve(name)
 
+    def _reads_all_as_is(self):
+        """True if no custom serializer may claim a stored scalar."""
+        return not (self._serializers or SERIALIZERS)
+
     def get_state(self, doc, obj):
         """Return the instance state stored in the top-level ``doc``."""
         get = self.get_object
-        return {key: get(value, obj) for key, value in doc.items()
+        as_is = self._reads_all_as_is()
+        return {key: value if as_is and type(value) not in _CONVERTED_STATES
+                else get(value, obj)
+                for key, value in doc.items()
                 if key not in DOCUMENT_META_FIELDS}
 
     def set_ghost_state(self, obj, doc):
@@ -394,20 +452,26 @@ class ObjectReader:
         if kind is dict:
             return self._read_dict(state, obj)
         if kind is list:
+            get = self.get_object
+            as_is = self._reads_all_as_is()
             return self._new_sub_object(
-                PersistentList, [self.get_object(v, obj) for v in state], obj)
+                PersistentList,
+                [v if as_is and type(v) not in _CONVERTED_STATES
+                 else get(v, obj) for v in state], obj)
         if kind is DBRef:
             return self._jar.load(state)
-        custom = self._serializers + SERIALIZERS
-        for serializer in custom:
-            if serializer.can_read(state):
-                return serializer.read(state)
+        if self._serializers or SERIALIZERS:
+            for serializer in self._serializers + SERIALIZERS:
+                if serializer.can_read(state):
+                    return serializer.read(state)
         return state
 
     def _read_dict(self, state, obj):
-        for serializer in self._serializers + SERIALIZERS:
-            if serializer.can_read(state):
-                return serializer.read(state)
+        as_is = self._reads_all_as_is()
+        if not as_is:
+            for serializer in self._serializers + SERIALIZERS:
+                if serializer.can_read(state):
+                    return serializer.read(state)
         if PY_TYPE in state:
             type_name = state[PY_TYPE]
             if type_name == DICT_TYPE:
@@ -432,7 +496,9 @@ class ObjectReader:
             return self._fill(value, state, obj, (PY_FACTORY, PY_FACTORY_ARGS))
         get = self.get_object
         return self._new_sub_object(
-            PersistentDict, {k: get(v, obj) for k, v in state.items()}, obj)
+            PersistentDict,
+            {k: v if as_is and type(v) not in _CONVERTED_STATES
+             else get(v, obj) for k, v in state.items()}, obj)
 
     def _read_items(self, items, obj):
         return {self.get_key(key, obj): self.get_object(value, obj)
@@ -442,7 +508,10 @@ class ObjectReader:
         if PY_STATE in state:
             data = self._plain(self.get_object(state[PY_STATE], obj))
         else:
-            data = {k: self.get_object(v, obj) for k, v in state.items()
+            get = self.get_object
+            as_is = self._reads_all_as_is()
+            data = {k: v if as_is and type(v) not in _CONVERTED_STATES
+                    else get(v, obj) for k, v in state.items()
                     if k not in meta and k not in (PY_LIST_ITEMS, PY_DICT_ITEMS)}
         if data:
             setstate = getattr(value, '__setstate__', None)

@@ -1,0 +1,119 @@
+"""mongopersist: persistent objects written at ``transaction`` commit."""
+import time
+
+import bson
+import transaction
+
+from benchmarks import model
+from benchmarks.systems import System
+from mongopersist.datamanager import MongoDataManager
+
+
+def object_from_document(dm, db_name, coll_name, doc):
+    """The object of a query result document (what queries use)."""
+    return dm._object_from_document(db_name, coll_name, doc)
+
+
+def query_all(dm, cls):
+    """Every stored instance of ``cls``, as objects of ``dm``."""
+    find_objects = getattr(dm, 'find_objects', None)
+    if find_objects is not None:
+        return find_objects(cls)
+    # Until the data manager can query: its documents-to-objects seam.
+    db_name, coll_name = dm._collection_name_of(cls)
+    coll = dm._raw_collection(db_name, coll_name)
+    return (object_from_document(dm, db_name, coll_name, doc)
+            for doc in coll.find({}, session=dm._session))
+
+
+class MongoPersist(System):
+    name = 'mongopersist'
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.db_name = context.database_name(self.name)
+        self.tm = transaction.TransactionManager()
+
+    def close(self):
+        self.tm.abort()
+        self.context.client.drop_database(self.db_name)
+
+    def _dm(self, **kwargs):
+        return MongoDataManager(self.context.client,
+                                default_database=self.db_name,
+                                transaction_manager=self.tm, **kwargs)
+
+    def _new_objects(self, dm):
+        """The data set as new objects of ``dm`` (inserted, not written)."""
+        addresses = self.dataset.persistent_addresses()
+        people = self.dataset.persistent_people(addresses)
+        for obj in addresses + people:
+            dm.insert(obj)
+        return people
+
+    # -- scenarios ---------------------------------------------------------
+    def insert(self, measure, run):
+        self.tm.abort()
+        self.context.client.drop_database(self.db_name)
+        dm = self._dm()
+        with measure:
+            addresses = self.dataset.persistent_addresses()
+            for person in self.dataset.persistent_people(addresses):
+                dm.insert(person)
+            self.tm.commit()
+
+    def cold_load(self, measure, run):
+        self.tm.abort()
+        with measure:
+            dm = self._dm()
+            for person in query_all(dm, model.Person):
+                person.name
+        self.tm.abort()
+
+    def _modify(self, measure, run, **kwargs):
+        self.tm.abort()
+        dm = self._dm(**kwargs)
+        people = list(query_all(dm, model.Person))
+        with measure:
+            for person in people[::model.MODIFY_STEP]:
+                person.name = model.renamed(person.name, run)
+                person.scores['math'] = run
+            self.tm.commit()
+
+    def modify(self, measure, run):
+        self._modify(measure, run)
+
+    def modify_conflicts(self, measure, run):
+        self._modify(measure, run, detect_conflicts=True)
+
+    def serialize(self, measure, run):
+        self.tm.abort()
+        dm = self._dm()
+        people = self._new_objects(dm)
+        writer = dm._writer
+        with measure:
+            start = time.perf_counter()
+            docs = [writer.get_document(person) for person in people]
+            measure.part('documents', time.perf_counter() - start)
+            encoded = [bson.encode(doc) for doc in docs]
+        self.tm.abort()
+        return encoded
+
+    def deserialize(self, measure, run):
+        # Documents as the writer makes them; the stored data set has
+        # registered the collections' classes (as a query would need).
+        self.tm.abort()
+        dm = self._dm()
+        data = [bson.encode(dm._writer.get_document(person))
+                for person in self._new_objects(dm)]
+        self.tm.abort()
+        dm = self._dm()
+        db_name = self.db_name
+        coll_name = model.PERSON_COLLECTION
+        with measure:
+            docs = [bson.decode(raw) for raw in data]
+            start = time.perf_counter()
+            objects = [object_from_document(dm, db_name, coll_name, doc)
+                       for doc in docs]
+            measure.part('objects', time.perf_counter() - start)
+        return objects

@@ -1,0 +1,96 @@
+"""Smoke test of the benchmarks (``python -m benchmarks``).
+
+It runs every scenario on every system with a tiny data set and checks the
+report: the table, the JSON file, the chart and the round trips counted.
+Nothing here asserts a timing.
+"""
+import io
+import json
+
+import pytest
+
+from benchmarks import __main__ as cli
+
+SCENARIOS = ['insert', 'cold-load', 'modify', 'modify-conflicts',
+             'serialize', 'deserialize']
+SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
+           'zodb-file']
+ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
+N = 20
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """One benchmark run: its results, printed output and JSON path."""
+    out = tmp_path_factory.mktemp('bench') / 'results.json'
+    printed = io.StringIO()
+    results = cli.main(['--n', str(N), '--runs', '1', '--json', str(out),
+                        '--quiet'], out=printed)
+    return results, printed.getvalue(), out
+
+
+def table_rows(text):
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        if line.startswith('| ') and cells[0] in SCENARIOS:
+            rows.append(cells)
+    return rows
+
+
+def test_table_has_a_row_for_every_scenario_and_system(run):
+    results, printed, _ = run
+    rows = table_rows(printed)
+    assert len(rows) == len(ROWS)
+    assert {(row[0], row[1]) for row in rows} == ROWS
+    assert {(r.scenario, r.system) for r in results} == ROWS
+    for row in rows:
+        if row[1] == 'pymongo':
+            assert row[3] == '1.00'     # the baseline's ratio to itself
+
+
+def test_json_and_chart_are_written_side_by_side(run):
+    _, printed, out = run
+    data = json.loads(out.read_text(encoding='utf-8'))
+    assert data['meta']['n'] == N and data['meta']['runs'] == 1
+    assert {(r['scenario'], r['system']) for r in data['results']} == ROWS
+    for result in data['results']:
+        assert result['objects_per_second'] > 0
+        assert len(result['seconds']) == 1
+    png = out.with_suffix('.png')
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert str(png) in printed
+
+
+def by_row(results):
+    return {(r.scenario, r.system): r for r in results}
+
+
+def test_round_trips_are_counted(run):
+    rows = by_row(run[0])
+    # Raw PyMongo: one insert_many per collection, one find, one bulk_write.
+    assert rows['insert', 'pymongo'].writes_per_commit == 2
+    assert rows['cold-load', 'pymongo'].reads_per_commit == 1
+    assert rows['modify', 'pymongo'].writes_per_commit == 1
+    # MongoEngine saves each modified document on its own (10% of N).
+    assert rows['modify', 'mongoengine'].writes_per_commit == N // 10
+    # mongopersist writes a collection's changes in one bulk write.
+    assert rows['modify', 'mongopersist'].writes_per_commit == 1
+    # ZODB does not talk to MongoDB; (de)serializing makes no round trip.
+    assert rows['insert', 'zodb-file'].writes_per_commit is None
+    assert rows['serialize', 'mongopersist'].writes_per_commit == 0
+
+
+def test_every_modify_run_writes(run):
+    # Each run changes the data anew (runs after the first, on the same
+    # objects, would otherwise find nothing to write).
+    rows = by_row(run[0])
+    for scenario in ('modify', 'modify-conflicts'):
+        assert rows[scenario, 'mongopersist'].writes_per_commit == 1
+        assert rows[scenario, 'mongoengine'].writes_per_commit == N // 10
+
+
+def test_unknown_scenario_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['--scenarios', 'insert,teleport'])
+    assert 'teleport' in capsys.readouterr().err
