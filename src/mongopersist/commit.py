@@ -18,6 +18,7 @@ Every write that reached MongoDB is reported to the data manager, which
 keeps what it needs to undo it when the transaction aborts.
 """
 import pymongo
+from bson.dbref import DBRef
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from mongopersist import interfaces, metadata
@@ -41,6 +42,8 @@ def same_value(a, b):
         return (kind_a is kind_b and len(a) == len(b)
                 and all(same_value(x, y) for x, y in zip(a, b)))
     if kind_a is not kind_b:
+        if isinstance(a, DBRef) and isinstance(b, DBRef):
+            return a == b        # an OID and the DBRef read back
         if isinstance(a, bool) or isinstance(b, bool):
             return False
         if not (isinstance(a, int) and isinstance(b, int)):
@@ -253,9 +256,7 @@ class Flush:
         for (db, name), writes in self.by_collection().items():
             coll = jar._raw_collection(db, name)
             try:
-                result = coll.bulk_write(
-                    [w.request for w in writes], ordered=True,
-                    session=jar._session)
+                result = self._send(coll, writes)
             except BulkWriteError as error:
                 details = error.details
                 errors = details.get('writeErrors') or [{}]
@@ -270,6 +271,9 @@ class Flush:
                 raise self._failure(error, pending) from error
             except PyMongoError as error:
                 raise self._failure(error, pending, unsure=writes) from error
+            if result is None:
+                self._record(writes, (), pending)
+                continue
             upserted = set(result.upserted_ids or ())
             self._record(writes, upserted, pending)
             if upserted:
@@ -283,6 +287,16 @@ class Flush:
                     if current is not None:
                         raise self._conflict(write, current)
         return self
+
+    def _send(self, coll, writes):
+        """One round trip: ``insert_many`` when there are only inserts."""
+        session = self.jar._session
+        if all(write.kind == INSERT for write in writes):
+            coll.insert_many([write.doc for write in writes], ordered=True,
+                             session=session)
+            return None
+        return coll.bulk_write([write.request for write in writes],
+                               ordered=True, session=session)
 
     def _record(self, writes, upserted, pending):
         """Report the writes that reached MongoDB to the data manager."""

@@ -184,7 +184,8 @@ class MongoDataManager:
         if obj._p_jar is not None:
             raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
         db_name, coll_name = self._collection_name_of(obj)
-        ref = DBRef(coll_name, ObjectId() if oid is None else oid, db_name)
+        ref = metadata.OID(
+            coll_name, ObjectId() if oid is None else oid, db_name)
         if ref in self._cache:
             raise ValueError('Another object is already stored as %r' % ref)
         obj._p_jar = self
@@ -221,8 +222,11 @@ class MongoDataManager:
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
-        if dbref.database is None:
-            dbref = DBRef(dbref.collection, dbref.id, self.default_database)
+        obj = self._cache.get(dbref)
+        if obj is not None:
+            return obj
+        dbref = metadata.OID(dbref.collection, dbref.id,
+                             dbref.database or self.default_database)
         obj = self._cache.get(dbref)
         if obj is not None:
             return obj
@@ -241,7 +245,7 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        dbref = DBRef(coll_name, doc['_id'], db_name)
+        dbref = metadata.OID(coll_name, doc['_id'], db_name)
         obj = self._cache.get(dbref)
         if obj is None:
             obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)

@@ -9,6 +9,8 @@ indexes, aliases, a loading allow-list) in this module.
 import importlib
 import threading
 
+from bson.dbref import DBRef
+
 from mongopersist import interfaces
 
 # Dotted names of classes this process has stored or loaded.  Classes that
@@ -105,6 +107,34 @@ def database_name(cls, default):
 def always_stores_type(cls):
     """Return true if documents of ``cls`` always name their class."""
     return bool(getattr(cls, '_p_mongo_store_type', False))
+
+
+class OID(DBRef):
+    """The ``_p_oid`` of a stored object: a ``DBRef`` that keeps its hash.
+
+    Oids are dict keys all over the data manager (identity map, pending
+    writes, loaded documents); ``DBRef`` computes its hash anew each time.
+    An ``OID`` equals, hashes like and is stored as the plain ``DBRef``.
+    """
+
+    __slots__ = ('_hash',)
+
+    def __init__(self, collection, id, database=None):
+        super().__init__(collection, id, database)
+        self._hash = DBRef.__hash__(self)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return DBRef.__eq__(self, other)
+
+    def __reduce__(self):
+        # Copies and pickles are plain DBRefs, as MongoDB gives them back.
+        return DBRef, (self.collection, self.id, self.database)
+
+    def __deepcopy__(self, memo):
+        return DBRef(self.collection, self.id, self.database)
 
 
 def document_filter(oid):

@@ -49,7 +49,7 @@ INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 # Values BSON stores and PyMongo reads back unchanged.
 NATIVE_TYPES = frozenset([
-    type(None), bool, float, str, bytes, ObjectId, DBRef,
+    type(None), bool, float, str, bytes, ObjectId, DBRef, metadata.OID,
     bson.Binary, bson.Code, bson.Decimal128, bson.Int64, bson.Regex,
     bson.Timestamp, bson.MinKey, bson.MaxKey,
 ])
