@@ -11,6 +11,7 @@ import transaction
 
 from mongopersist import testing
 from mongopersist.datamanager import MongoDataManager
+from tests.roundtrips import roundtrips  # noqa: F401 (a fixture for all)
 
 
 def pytest_configure(config):

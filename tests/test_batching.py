@@ -5,7 +5,6 @@ import transaction
 from mongopersist import interfaces
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Address, Simple
-from tests.roundtrips import roundtrips  # noqa: F401 (fixture)
 
 N = 1000
 SIMPLE = 'tests.model.Simple'

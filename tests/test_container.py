@@ -12,7 +12,6 @@ from mongopersist import container
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import get_dotted_name
 from tests.model import Address, Car, ExtendedAddress, Person
-from tests.roundtrips import roundtrips  # noqa: F401 (fixture)
 
 
 class Document(persistent.Persistent):

@@ -19,7 +19,6 @@ from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PersistentDict, PersistentList
 from tests.model import (
     Address, Car, Counter, ExtendedAddress, Person, Phone, Simple)
-from tests.roundtrips import roundtrips  # noqa: F401 (fixture)
 
 PERSON = 'tests.model.Person'
 SIMPLE = 'tests.model.Simple'

@@ -9,7 +9,6 @@ import transaction
 from mongopersist import mapping
 from mongopersist.serialize import get_dotted_name
 from tests.model import Address, Person, Simple
-from tests.roundtrips import roundtrips  # noqa: F401 (fixture)
 
 PERSON = get_dotted_name(Person)
 

@@ -13,7 +13,6 @@ from mongopersist.collection import MongoCollection, pipeline_collections
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PY_PERSISTENT_TYPE, get_dotted_name
 from tests.model import Address, Car, ExtendedAddress, Person, Phone
-from tests.roundtrips import roundtrips  # noqa: F401 (fixture)
 
 PERSON = get_dotted_name(Person)
 

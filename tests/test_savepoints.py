@@ -1,5 +1,4 @@
 """Savepoints: roll back part of a transaction, in memory and in MongoDB."""
-import pytest
 import transaction
 from transaction.interfaces import ISavepointDataManager
 from zope.interface.verify import verifyObject

@@ -6,3 +6,6 @@ with ``mongopersist.datamanager.MongoDataManager``.
 """
 from mongopersist.interfaces import (  # noqa: F401
     CircularReferenceError, CommitError, ConflictError, UnstorableObjectError)
+
+__all__ = ['CircularReferenceError', 'CommitError', 'ConflictError',
+           'UnstorableObjectError']

@@ -16,7 +16,6 @@ import weakref
 import persistent
 import transaction
 import zope.interface
-from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
 from mongopersist import (

@@ -15,7 +15,6 @@ in this order:
 """
 import copyreg
 import datetime
-import re
 
 import bson
 import persistent
