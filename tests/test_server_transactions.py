@@ -39,7 +39,8 @@ def transactional(rs):
 
 
 def test_auto_mode_uses_transactions_on_a_replica_set(rs):
-    dm = MongoDataManager(rs.client, default_database='db')
+    dm = MongoDataManager(rs.client, default_database='db',
+                          transactions='auto')
     assert dm.transactions is True
 
 
@@ -52,7 +53,8 @@ def test_auto_mode_falls_back_on_a_standalone(rs):
     try:
         assert standalone.admin.command('hello')['maxWireVersion'] == 21
         assert sessions.deployment_supports_transactions(standalone) is False
-        dm = MongoDataManager(standalone, default_database='db')
+        dm = MongoDataManager(standalone, default_database='db',
+                              transactions='auto')
         assert dm.transactions is False
     finally:
         standalone.close()
@@ -204,3 +206,22 @@ def test_attempts_retry_a_transient_failure(rs, tdm):
             tdm.insert(Simple(x=len(runs)))
     assert len(runs) == 2
     assert rs.names(in_transaction=True).count('commitTransaction') == 2
+
+
+@pytest.mark.requires_real_mongodb(
+    reason='server transactions need a real replica set or sharded cluster')
+def test_real_server_transaction(client, dbname, db):
+    """On a real deployment with transactions: hidden until commit."""
+    if not sessions.deployment_supports_transactions(client):
+        pytest.skip('MONGODB_URI is a standalone server: no transactions')
+    db.create_collection('tests.model.Simple')
+    dm = MongoDataManager(client, default_database=dbname,
+                          transactions='always')
+    dm.insert(Simple(x=1))
+    dm.flush()
+    assert db['tests.model.Simple'].count_documents({}) == 0
+    transaction.abort()
+    assert db['tests.model.Simple'].count_documents({}) == 0
+    dm.insert(Simple(x=2))
+    transaction.commit()
+    assert [d['x'] for d in db['tests.model.Simple'].find()] == [2]

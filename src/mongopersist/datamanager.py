@@ -48,19 +48,23 @@ class MongoDataManager:
     :param serializers: ``ObjectSerializer`` instances consulted before the
         process-wide and built-in ones.
     :param transaction_manager: defaults to ``transaction.manager``.
-    :param transactions: ``'auto'`` (default) runs each transaction in a
-        server transaction when the deployment has them (replica set or
-        sharded cluster) and without otherwise; ``'always'`` refuses to
-        start without them; ``'never'`` writes without them.  See
+    :param transactions: ``'auto'`` runs each transaction in a server
+        transaction when the deployment has them (replica set or sharded
+        cluster) and without otherwise; ``'always'`` refuses to start
+        without them; ``'never'`` writes without them.  The default is the
+        class attribute ``default_transactions`` (``'auto'``).  See
         ``docs/transactions.rst`` for what is atomic in each mode.
     """
 
     name = 'mongopersist'
 
+    #: The ``transactions`` mode of data managers created without one.
+    default_transactions = 'auto'
+
     def __init__(self, client, default_database=None, root_database=None,
                  root_collection='persistence_root', detect_conflicts=False,
                  conflict_handler=None, serializers=None,
-                 transaction_manager=None, transactions='auto'):
+                 transaction_manager=None, transactions=None):
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
@@ -80,7 +84,8 @@ class MongoDataManager:
         self._reader = serialize.ObjectReader(self, serializers or ())
         self._types = CollectionTypeMap(client, self.root_database)
         self.root = Root(self, self.root_database, root_collection)
-        self.transactions = sessions.choose(client, transactions)
+        self.transactions = sessions.choose(
+            client, transactions or self.default_transactions)
         self._server_txn = None
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()

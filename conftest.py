@@ -1,0 +1,21 @@
+"""Settings for every test of the suite, the doctests in docs/ included."""
+import pytest
+
+from mongopersist.datamanager import MongoDataManager
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _writes_visible_at_once():
+    """Data managers made without ``transactions=`` use ``'never'``.
+
+    Tests and doctests look at MongoDB between the steps of a transaction
+    (a root entry is written at once, a query flushes first), which a
+    server transaction would hide until commit when ``MONGODB_URI`` names a
+    replica set.  Server transactions are tested on their own: at the wire
+    level in tests/test_server_transactions.py, and on a real deployment
+    there too.
+    """
+    default = MongoDataManager.default_transactions
+    MongoDataManager.default_transactions = 'never'
+    yield
+    MongoDataManager.default_transactions = default
