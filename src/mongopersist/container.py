@@ -36,9 +36,9 @@ LISTING_BATCH_SIZE = 5000
 
 
 def _state_token(jar):
-    # The data manager replaces this dict at transaction boundaries and when
-    # it rolls back to a savepoint: then what a container learned is stale.
-    return jar._inserted
+    # Changes at transaction boundaries and savepoint rollbacks: then what
+    # a container learned is stale.
+    return jar.state_generation
 
 
 class _ItemCache:
@@ -186,7 +186,7 @@ class MongoContainer(persistent.Persistent):
         txn = jar.transaction_manager.get()
         token = _state_token(jar)
         cache = getattr(self, '_v_m_cache', None)
-        if cache is None or cache.txn is not txn or cache.token is not token:
+        if cache is None or cache.txn is not txn or cache.token != token:
             cache = self._v_m_cache = _ItemCache(txn, token)
         return cache
 

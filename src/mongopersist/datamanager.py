@@ -94,6 +94,9 @@ class MongoDataManager:
         self.transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
+        # Changes whenever what the data manager knows may have gone stale
+        # (a transaction boundary, a savepoint rollback): caches compare it.
+        self.state_generation = getattr(self, 'state_generation', 0) + 1
         self._joined = None
         self._loaded_docs = {}      # oid -> document as loaded or written
         self._prefetched = {}       # oid -> document read before activation

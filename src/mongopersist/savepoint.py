@@ -56,6 +56,7 @@ class Savepoint:
         jar._changed_sub = dict(self._changed_sub)
         jar._removed = dict(self._removed)
         jar._loaded_docs = dict(self._loaded_docs)
+        jar.state_generation += 1
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.
         for obj, state in self._states.values():
