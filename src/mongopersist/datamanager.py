@@ -89,6 +89,7 @@ class MongoDataManager:
         self._server_txn = None
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()
+        self.state_generation = 0
         self._reset_transaction_state()
         self._invalidated = False
         self.transaction_manager.registerSynch(self)
@@ -96,7 +97,7 @@ class MongoDataManager:
     def _reset_transaction_state(self):
         # Changes whenever what the data manager knows may have gone stale
         # (a transaction boundary, a savepoint rollback): caches compare it.
-        self.state_generation = getattr(self, 'state_generation', 0) + 1
+        self.state_generation += 1
         self._joined = None
         self._loaded_docs = {}      # oid -> document as loaded or written
         self._prefetched = {}       # oid -> document read before activation
@@ -421,14 +422,14 @@ class MongoDataManager:
         session = self._session
         for kind, ref, before in reversed(undo):
             if kind == 'root':
-                coll = self._client[self.root_database][ref[0]]
+                coll = self._raw_collection(self.root_database, ref[0])
                 if before is None:
                     coll.delete_one({'name': ref[1]}, session=session)
                 else:
                     coll.replace_one({'name': ref[1]}, before, upsert=True,
                                      session=session)
                 continue
-            coll = self._client[ref.database][ref.collection]
+            coll = self._raw_collection(ref.database, ref.collection)
             if before is None:
                 coll.delete_one(metadata.document_filter(ref),
                                 session=session)
@@ -457,11 +458,8 @@ class MongoDataManager:
         """Write every pending change (inside the server transaction)."""
         try:
             self.flush()
-        except interfaces.ConflictError:
-            raise
         except Exception as error:
-            if self._server_txn is not None and sessions.is_transient(
-                    getattr(error, 'cause', None) or error):
+            if self._server_txn is not None and sessions.is_transient(error):
                 raise interfaces.TransientTransactionError(
                     'Commit failed and can be retried: %s' % error) from error
             raise
@@ -480,7 +478,7 @@ class MongoDataManager:
         if isinstance(error, (interfaces.ConflictError,
                               interfaces.TransientTransactionError)):
             return True
-        return sessions.is_transient(getattr(error, 'cause', None) or error)
+        return sessions.is_transient(error)
 
     def savepoint(self):
         """Return a savepoint to roll this data manager back to."""

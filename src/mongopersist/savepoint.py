@@ -13,6 +13,10 @@ from transaction.interfaces import IDataManagerSavepoint
 
 from mongopersist import metadata
 
+# The data manager's per-transaction bookkeeping a savepoint puts back.
+BOOKKEEPING = ('_new', '_inserted', '_registered', '_changed_sub',
+               '_removed', '_loaded_docs')
+
 
 def _copy_state(state, keep):
     """Copy ``state`` deeply, but keep top-level persistent objects shared."""
@@ -28,15 +32,11 @@ class Savepoint:
         self.jar = jar
         self._keep = keep = [obj for obj in jar._cache.values()
                              if not metadata.is_sub_object(type(obj))]
-        self._new = dict(jar._new)
-        self._inserted = dict(jar._inserted)
-        self._registered = dict(jar._registered)
-        self._changed_sub = dict(jar._changed_sub)
-        self._removed = dict(jar._removed)
-        self._loaded_docs = dict(jar._loaded_docs)
+        self._saved = {name: dict(getattr(jar, name)) for name in BOOKKEEPING}
         self._undo_length = len(jar._undo)
         self._states = {}
-        for obj in list(self._registered.values()) + list(self._new.values()):
+        for obj in (list(jar._registered.values())
+                    + list(jar._new.values())):
             if obj._p_status != 'ghost':
                 self._states[id(obj)] = (obj, _copy_state(
                     obj.__getstate__(), keep))
@@ -45,17 +45,14 @@ class Savepoint:
         """Put the data manager back to the state of this savepoint."""
         jar = self.jar
         jar._undo_writes(since=self._undo_length)
+        saved = self._saved
         inserted_since = [obj for ref, obj in jar._inserted.items()
-                          if ref not in self._inserted]
+                          if ref not in saved['_inserted']]
         changed_since = [obj for key, obj in jar._registered.items()
-                         if key not in self._registered]
+                         if key not in saved['_registered']]
         jar._forget_new(inserted_since)
-        jar._new = dict(self._new)
-        jar._inserted = dict(self._inserted)
-        jar._registered = dict(self._registered)
-        jar._changed_sub = dict(self._changed_sub)
-        jar._removed = dict(self._removed)
-        jar._loaded_docs = dict(self._loaded_docs)
+        for name, value in saved.items():
+            setattr(jar, name, dict(value))
         jar.state_generation += 1
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.

@@ -53,7 +53,11 @@ def choose(client, mode):
 
 
 def is_transient(error):
-    """Return true if ``error`` means: retry the whole transaction."""
+    """Return true if ``error`` means: retry the whole transaction.
+
+    A ``CommitError`` is judged by the PyMongo error that caused it.
+    """
+    error = getattr(error, 'cause', None) or error
     return (isinstance(error, PyMongoError)
             and error.has_error_label(TRANSIENT_LABEL))
 
