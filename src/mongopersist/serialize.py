@@ -174,9 +174,7 @@ class ObjectWriter:
                     'Cannot store %s.%s: attribute names starting with '
                     '"_py_" or "$", containing ".", or named "_id" are '
                     'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
-            kind = type(value)
-            if kind in NATIVE_TYPES or (
-                    kind is int and INT64_MIN <= value <= INT64_MAX):
+            if _is_stored_as_is(value, type(value)):
                 doc[name] = value
                 continue
             try:
@@ -252,9 +250,7 @@ class ObjectWriter:
             if _all_safe_keys(obj):
                 result = {}
                 for key, value in obj.items():
-                    kind = type(value)
-                    if kind in NATIVE_TYPES or (
-                            kind is int and INT64_MIN <= value <= INT64_MAX):
+                    if _is_stored_as_is(value, type(value)):
                         result[key] = value
                     else:
                         result[key] = self._write_item(
