@@ -30,6 +30,15 @@ def stored(db, name='stephan'):
     return db[PERSON].find_one({'name': name})
 
 
+def they_commit_first_and_we_conflict(other, name):
+    """``other`` renames the root object 'p' and commits; our commit fails."""
+    other.root['p'].name = name
+    other.transaction_manager.commit()
+    with pytest.raises(interfaces.ConflictError):
+        transaction.commit()
+    transaction.abort()
+
+
 def test_seed_walk_through(cdm, db):
     cdm.root['stephan'] = Person('Stephan')
     assert cdm.root['stephan']._p_serial == (1).to_bytes(8, 'big')
@@ -74,14 +83,8 @@ def test_no_detection_means_no_serial_and_last_writer_wins(dm, make_dm, db):
 def test_concurrent_data_managers(cdm, other, db):
     cdm.root['p'] = Person('A')
     transaction.commit()
-    mine = cdm.root['p']
-    theirs = other.root['p']
-    mine.name = 'mine'
-    theirs.name = 'theirs'
-    other.transaction_manager.commit()
-    with pytest.raises(interfaces.ConflictError):
-        transaction.commit()
-    transaction.abort()
+    cdm.root['p'].name = 'mine'
+    they_commit_first_and_we_conflict(other, 'theirs')
     assert db[PERSON].find_one()['name'] == 'theirs'
     assert db[PERSON].find_one()['_py_serial'] == 2
 
@@ -102,12 +105,7 @@ def test_editing_inside_a_document_checks_and_bumps_its_serial(
     assert stored(db, 'A')['_py_serial'] == 2
     # Another edit conflicts with a concurrent change.
     change(cdm.root['p'], '2003')
-    theirs = other.root['p']
-    theirs.name = 'B'
-    other.transaction_manager.commit()
-    with pytest.raises(interfaces.ConflictError):
-        transaction.commit()
-    transaction.abort()
+    they_commit_first_and_we_conflict(other, 'B')
     assert stored(db, 'B')['_py_serial'] == 3
 
 
@@ -115,12 +113,7 @@ def test_removing_a_concurrently_changed_object_conflicts(cdm, other, db):
     cdm.root['p'] = Person('A')
     transaction.commit()
     cdm.remove(cdm.root['p'])
-    theirs = other.root['p']
-    theirs.name = 'B'
-    other.transaction_manager.commit()
-    with pytest.raises(interfaces.ConflictError):
-        transaction.commit()
-    transaction.abort()
+    they_commit_first_and_we_conflict(other, 'B')
     assert stored(db, 'B') is not None
 
 
