@@ -373,6 +373,7 @@ def test_type_filter():
 
     class FakeDM:
         default_database = 'db'
+        _collection_name_of = MongoDataManager._collection_name_of
 
     dm = FakeDM()
     address, extended = get_dotted_name(Address), get_dotted_name(

@@ -149,7 +149,7 @@ class MongoContainer(persistent.Persistent):
                         or (cls and metadata.database_name(cls, None))
                         or jar.default_database)
             return database, self._m_collection
-        return query.location(jar, cls)
+        return jar._collection_name_of(cls)
 
     def _m_filter(self, jar, key=None):
         """The filter of this container's items (of the one named ``key``)."""
@@ -316,7 +316,7 @@ class MongoContainer(persistent.Persistent):
                              % (item, item._p_jar))
         oid = item._p_oid
         where = ((oid.database, oid.collection) if oid is not None else
-                 query.location(jar, type(item)))
+                 jar._collection_name_of(type(item)))
         wanted = self._m_location(jar)
         if where != wanted:
             raise ValueError(

@@ -37,12 +37,6 @@ def check_class(cls):
             % cls.__name__)
 
 
-def location(dm, cls):
-    """Return ``(database, collection)`` that stores instances of ``cls``."""
-    return (metadata.database_name(cls, dm.default_database),
-            metadata.collection_name(cls))
-
-
 def subclasses(cls):
     """Return ``cls`` and all its subclasses known to this process."""
     found = [cls]
@@ -69,7 +63,7 @@ def type_filter(dm, cls):
     Returns ``{}`` when every class stored in the collection qualifies (the
     usual case of a collection with one class).
     """
-    database, collection = location(dm, cls)
+    database, collection = dm._collection_name_of(cls)
     types = dm._types.types_of(database, collection)
     matching = [name for name in types if _is_subclass(name, cls)]
     if len(matching) == len(types):
@@ -192,7 +186,7 @@ def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
     ``limit`` (0: no limit) and ``skip`` page through the result.
     """
     check_class(cls)
-    database, collection = location(dm, cls)
+    database, collection = dm._collection_name_of(cls)
     query = combine(check_filter(filter), type_filter(dm, cls))
     return find_in_collection(dm, database, collection, query, sort=sort,
                               limit=limit, skip=skip, batch_size=batch_size)
@@ -201,7 +195,7 @@ def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
 def find_one_object(dm, cls, filter=None, sort=None):
     """Return an instance of ``cls`` whose document matches, or ``None``."""
     check_class(cls)
-    database, collection = location(dm, cls)
+    database, collection = dm._collection_name_of(cls)
     query = combine(check_filter(filter), type_filter(dm, cls))
     return find_one_in_collection(dm, database, collection, query, sort=sort)
 
@@ -209,6 +203,6 @@ def find_one_object(dm, cls, filter=None, sort=None):
 def count(dm, cls, filter=None):
     """Return how many instances of ``cls`` have a document matching."""
     check_class(cls)
-    database, collection = location(dm, cls)
+    database, collection = dm._collection_name_of(cls)
     query = combine(check_filter(filter), type_filter(dm, cls))
     return dm.get_collection(database, collection).count_documents(query)
