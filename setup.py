@@ -14,6 +14,8 @@ TESTS_REQUIRE = [
     'pytest',
     'mongomock >= 4.3',
     'mockupdb >= 1.8',
+    # Model-based (stateful) tests of the data manager.
+    'hypothesis >= 6.0',
 ]
 
 setup(

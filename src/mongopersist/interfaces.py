@@ -42,6 +42,13 @@ class UnstorableObjectError(MongoPersistError, TypeError):
         self.path = path
 
 
+class DocumentLimitError(UnstorableObjectError):
+    """A document would break one of MongoDB's limits (16 MB of BSON, 100
+    levels of nesting).  Checked before anything is written, on every
+    backend; the message names the object and the attribute path, never
+    the document's content."""
+
+
 class DocumentNotFoundError(MongoPersistError, KeyError):
     """A referenced document does not exist (any more)."""
 
@@ -49,8 +56,72 @@ class DocumentNotFoundError(MongoPersistError, KeyError):
         return str(self.args[0])
 
 
-class UnknownTypeError(MongoPersistError, LookupError):
-    """A stored type name cannot be turned back into a Python object."""
+class StoredDataError(MongoPersistError):
+    """Stored data that cannot be loaded: malformed, or refused.
+
+    ``database``, ``collection`` and ``id`` name the document (``None``
+    until the data manager knows which document was being read); ``path``
+    is the field path inside it, when known.  The message names them and
+    never holds the document itself.
+    """
+
+    def __init__(self, message, database=None, collection=None, id=None,
+                 path=None):
+        super().__init__(message)
+        self.message = message
+        self.database = database
+        self.collection = collection
+        self.id = id
+        self.path = path
+
+    def locate(self, database, collection, id):
+        """Name the document the error was found in (if not named yet)."""
+        if self.database is None and self.collection is None:
+            self.database, self.collection, self.id = database, collection, id
+        return self
+
+    def at(self, *names):
+        """Prefix ``names`` to the field path (from the inside out)."""
+        parts = [str(name) for name in names]
+        if self.path:
+            parts.append(self.path)
+        self.path = '.'.join(parts) or None
+        return self
+
+    def __str__(self):
+        where = []
+        if self.database is not None or self.collection is not None:
+            where.append('document %s.%s _id=%r' % (
+                self.database, self.collection, self.id))
+        if self.path:
+            where.append('field %s' % self.path)
+        if not where:
+            return self.message
+        return '%s (%s)' % (self.message, ', '.join(where))
+
+
+class UnknownTypeError(StoredDataError, LookupError):
+    """A stored name is unknown, or names something loading may not use.
+
+    ``name`` is the stored name.  Loading resolves names only to what the
+    application allowed (see ``docs/security.rst``); anything else raises
+    this error, and nothing named by the document is imported or called.
+    """
+
+    def __init__(self, message, name=None, **location):
+        super().__init__(message, **location)
+        self.name = name
+
+
+class RefusedReferenceError(StoredDataError):
+    """A stored reference points into a database this data manager may
+    not read (see ``allowed_databases``)."""
+
+
+class WrongThreadError(MongoPersistError):
+    """A data manager bound to one thread's transactions was used from
+    another thread (where it would not hear that thread's transaction
+    boundaries and would serve stale state)."""
 
 
 class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
@@ -197,8 +268,10 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
 
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConflictError',
-    'DocumentNotFoundError', 'IDataManager', 'IMongoDataManager',
-    'IObjectReader', 'IObjectSerializer', 'IObjectWriter',
-    'MongoPersistError', 'TransactionsNotSupportedError',
+    'DocumentLimitError', 'DocumentNotFoundError', 'IDataManager',
+    'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
+    'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
+    'StoredDataError', 'TransactionsNotSupportedError',
     'TransientTransactionError', 'UnknownTypeError', 'UnstorableObjectError',
+    'WrongThreadError',
 ]
