@@ -17,11 +17,13 @@ One ``Flush`` writes a set of objects:
 Every write that reached MongoDB is reported to the data manager, which
 keeps what it needs to undo it when the transaction aborts.
 """
+import math
+
 import pymongo
 from bson.dbref import DBRef
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, limits, metadata
 from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
 
 INSERT = 'insert'
@@ -32,7 +34,9 @@ DELETE = 'delete'
 def same_value(a, b):
     """Return true if BSON values ``a`` and ``b`` would be stored the same.
 
-    Stricter than ``==``: ``True`` and ``1``, or ``1`` and ``1.0``, differ.
+    Stricter than ``==``: ``True`` and ``1``, ``1`` and ``1.0``, or ``0.0``
+    and ``-0.0`` differ; NaN is the same as NaN (so an unchanged NaN is not
+    written again).
     """
     kind_a, kind_b = type(a), type(b)
     if kind_a is dict or kind_b is dict:
@@ -41,6 +45,10 @@ def same_value(a, b):
     if kind_a is list or kind_b is list:
         return (kind_a is kind_b and len(a) == len(b)
                 and all(same_value(x, y) for x, y in zip(a, b)))
+    if kind_a is float and kind_b is float:
+        if a != a:
+            return b != b
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
     if kind_a is not kind_b:
         if isinstance(a, DBRef) and isinstance(b, DBRef):
             return a == b        # an OID and the DBRef read back
@@ -86,6 +94,8 @@ class Flush:
         self.jar = jar
         self.handler = jar.conflict_handler
         self.writes = []
+        # Every object serialized, written or found unchanged.
+        self.serialized = []
 
     # 1. serialize -------------------------------------------------------
     def serialize(self, objects):
@@ -114,12 +124,17 @@ class Flush:
             raise
         finally:
             jar._discovered = None
+        self.serialized = list(self.writes)
         return self
 
     def _document(self, obj):
         # The class is named later (``_name_type``), once every document
-        # was made: recording it in the type map is a write.
-        return self.jar._writer.get_document(obj)
+        # was made: recording it in the type map is a write.  MongoDB's
+        # limits are checked before anything is written.
+        writer = self.jar._writer
+        doc = writer.get_document(obj)
+        limits.check_document(doc, obj, writer.deepest)
+        return doc
 
     def _name_type(self, write):
         """Name the class in the document if its collection needs that."""

@@ -7,14 +7,32 @@ and what happens when that condition fails.  The data manager asks it:
 * ``stamp(doc, loaded)``: add the serial to a document about to be written;
 * ``write_filter(oid, loaded)``: the filter the write is conditional on;
 * ``resolve(obj, orig, current, new)``: what to write after a lost race
-  (a new document) or ``None`` to give up with a ``ConflictError``.
+  (a new document) or ``None`` to give up with a ``ConflictError``;
+* ``undo_filter(oid, written)``: what taking back a write on abort is
+  conditional on (the stored document must still be the one written).
 
 The check and the write are one operation: the filter of the update holds
 ``_id`` and the serial that was loaded, so a concurrent write makes the
 update match nothing instead of overwriting it.
 """
+from bson.int64 import Int64
+
 from mongopersist import interfaces, metadata
 from mongopersist.serialize import PY_SERIAL
+
+
+def stored_serial(doc):
+    """Return the ``_py_serial`` of a stored document (0 if it has none).
+
+    Raises ``StoredDataError`` if the stored serial is not an integer.
+    """
+    serial = doc.get(PY_SERIAL, 0)
+    if type(serial) is int or type(serial) is Int64:
+        if serial >= 0:
+            return serial
+    raise interfaces.StoredDataError(
+        'The stored %s must be a non-negative integer, not %s %r' % (
+            PY_SERIAL, type(serial).__name__, serial)[:200], path=PY_SERIAL)
 
 
 class NoCheckConflictHandler:
@@ -37,6 +55,18 @@ class NoCheckConflictHandler:
     def write_filter(self, oid, loaded):
         return metadata.document_filter(oid)
 
+    def undo_filter(self, oid, written):
+        """The stored document still holds every field as ``written``.
+
+        Without serials, the content is the only way to tell that nobody
+        wrote the document since.
+        """
+        query = metadata.document_filter(oid)
+        for key, value in written.items():
+            if key != '_id':
+                query[key] = value
+        return query
+
     def resolve(self, obj, orig, current, new):
         return None
 
@@ -56,6 +86,12 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
         query[PY_SERIAL] = (loaded or {}).get(PY_SERIAL)
         return query
 
+    def undo_filter(self, oid, written):
+        """The stored document still carries the serial written."""
+        query = metadata.document_filter(oid)
+        query[PY_SERIAL] = written.get(PY_SERIAL)
+        return query
+
 
 class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
     """Like the simple handler, but lets objects merge concurrent changes.
@@ -70,10 +106,14 @@ class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
         if resolver is None or current is None:
             return None
         reader = self._jar._reader
+        # The current document is somebody else's: read it as safely as
+        # any load, and name it in errors about its stored data.
+        with self._jar._reading(obj._p_oid):
+            states = (reader.get_state(orig or {}, None),
+                      reader.get_state(current, None),
+                      reader.get_state(new, None))
         try:
-            merged = resolver(reader.get_state(orig or {}, None),
-                              reader.get_state(current, None),
-                              reader.get_state(new, None))
+            merged = resolver(*states)
         except interfaces.ConflictError:
             return None
         obj.__setstate__(merged)

@@ -11,19 +11,30 @@ about their changes).  The work is shared out:
 * ``mongopersist.typemap``: which classes live in which collection;
 * ``mongopersist.root``: the named entry points.
 """
+import logging
+import threading
 import weakref
 
 import persistent
 import transaction
 import zope.interface
+from bson.dbref import DBRef
 from bson.objectid import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from mongopersist import (
-    commit, conflict, interfaces, metadata, query, serialize, sessions)
+    broken, commit, conflict, interfaces, metadata, query, serialize,
+    sessions)
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
+
+LOG = logging.getLogger('mongopersist')
+
+# Errors a reader raises on stored data of the wrong shape; the data
+# manager reports them as ``StoredDataError`` naming the document.
+MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError)
 
 
 def p64(number):
@@ -54,6 +65,17 @@ class MongoDataManager:
         without them; ``'never'`` writes without them.  The default is the
         class attribute ``default_transactions`` (``'auto'``).  See
         ``docs/transactions.rst`` for what is atomic in each mode.
+    :param trusted_modules: module name prefixes whose classes loading may
+        use (besides the process-wide ones, ``metadata.trust_modules``).
+    :param allowed_databases: databases that stored references may point
+        into, besides this data manager's own (``default_database``,
+        ``root_database`` and those of classes known to the process).
+    :param broken_objects: load documents of unknown or refused classes as
+        read-only ``mongopersist.broken.Broken`` placeholders instead of
+        raising ``UnknownTypeError``.
+
+    Loading resolves stored names only to what the application allowed:
+    see ``docs/security.rst``.
     """
 
     name = 'mongopersist'
@@ -64,13 +86,20 @@ class MongoDataManager:
     def __init__(self, client, default_database=None, root_database=None,
                  root_collection='persistence_root', detect_conflicts=False,
                  conflict_handler=None, serializers=None,
-                 transaction_manager=None, transactions=None):
+                 transaction_manager=None, transactions=None,
+                 trusted_modules=(), allowed_databases=(),
+                 broken_objects=False):
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
         self.default_database = default_database
         self.root_database = root_database or default_database
         self.transaction_manager = transaction_manager or transaction.manager
+        # A thread-local manager tells this data manager about the
+        # transaction boundaries of the creating thread only.
+        self._thread = (threading.get_ident() if isinstance(
+            self.transaction_manager, transaction.ThreadTransactionManager)
+            else None)
         if conflict_handler is None:
             conflict_handler = (conflict.SimpleSerialConflictHandler
                                 if detect_conflicts
@@ -80,6 +109,12 @@ class MongoDataManager:
         conflict_handler._jar = self
         self.conflict_handler = conflict_handler
         self.detect_conflicts = conflict_handler.detects_conflicts
+        self.type_registry = metadata.TypeRegistry(
+            trusted_modules=trusted_modules, parent=metadata.REGISTRY)
+        self.allowed_databases = frozenset(allowed_databases)
+        self.broken_objects = broken_objects
+        self._databases = {self.default_database, self.root_database}
+        self._databases.update(self.allowed_databases)
         self._writer = serialize.ObjectWriter(self, serializers or ())
         self._reader = serialize.ObjectReader(self, serializers or ())
         self._types = CollectionTypeMap(client, self.root_database)
@@ -92,6 +127,9 @@ class MongoDataManager:
         self.state_generation = 0
         self._reset_transaction_state()
         self._invalidated = False
+        #: Oids whose writes the last abort or savepoint rollback could not
+        #: take back, because somebody else changed the document since.
+        self.unrestored = []
         self.transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
@@ -167,7 +205,18 @@ class MongoDataManager:
         server_txn = self._server_txn
         return server_txn.session if server_txn is not None else None
 
+    def _check_thread(self):
+        """Refuse use from a thread whose transactions this cannot hear."""
+        if self._thread is not None and threading.get_ident() != self._thread:
+            raise interfaces.WrongThreadError(
+                '%r belongs to the thread that created it: it follows that '
+                'thread\'s transactions (transaction.manager is '
+                'thread-local).  Open one data manager per thread, or give '
+                'it its own transaction_manager to use it from any thread, '
+                'one at a time' % (self,))
+
     def _join_txn(self):
+        self._check_thread()
         txn = self.transaction_manager.get()
         if self._joined is not txn:
             txn.join(self)
@@ -215,8 +264,7 @@ class MongoDataManager:
                 self._new.pop(ref, None)
                 self._cache.pop(ref, None)
                 self._registered.pop(id(obj), None)
-                obj._p_jar = None
-                obj._p_oid = None
+                _detach(obj)
 
     def dump(self, obj):
         """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
@@ -230,6 +278,7 @@ class MongoDataManager:
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
+        self._check_thread()
         obj = self._cache.get(dbref)
         if obj is not None:
             return obj
@@ -238,13 +287,37 @@ class MongoDataManager:
         obj = self._cache.get(dbref)
         if obj is not None:
             return obj
-        cls = self._types.class_for(dbref.database, dbref.collection)
+        self._check_reference(dbref)
+        with self._reading(dbref):
+            cls = self._or_broken(self._types.class_for, dbref.database,
+                                  dbref.collection)
         if cls is None:
             # Shared collection: the document names the class.
             doc = self._find_document(dbref)
-            self._prefetched[dbref] = doc
             cls = self._class_of_document(dbref, doc)
+            self._prefetched[dbref] = doc
         return self._new_ghost(cls, dbref)
+
+    def _check_reference(self, dbref):
+        """Refuse a stored reference into a database not allowed.
+
+        Allowed are this data manager's own databases, ``allowed_databases``
+        and the databases of classes known to the process
+        (``_p_mongo_database``); a reference elsewhere would read (and at
+        commit write) a database the application never chose.
+        """
+        database = dbref.database
+        if database in self._databases:
+            return
+        known = {metadata.database_name(cls, None)
+                 for cls in metadata.known_classes()}
+        if database in known:
+            self._databases.add(database)
+            return
+        raise interfaces.RefusedReferenceError(
+            'A stored reference points into database %s, which this data '
+            'manager may not read (allow it with allowed_databases=)'
+            % repr(database)[:100])
 
     def _object_from_document(self, db_name, coll_name, doc):
         """Return the object stored as ``doc``, filled from it if needed.
@@ -253,6 +326,7 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
+        self._check_thread()
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
         obj = self._cache.get(dbref)
         if obj is None:
@@ -273,10 +347,27 @@ class MongoDataManager:
         return obj
 
     def _class_of_document(self, dbref, doc):
-        name = doc.get(serialize.PY_PERSISTENT_TYPE)
-        if name is not None:
-            return metadata.resolve(name)
-        return self._types.default_class(dbref.database, dbref.collection)
+        with self._reading(dbref):
+            name = doc.get(serialize.PY_PERSISTENT_TYPE)
+            if name is not None:
+                return self._or_broken(self.type_registry.resolve, name,
+                                       'persistent')
+            return self._or_broken(self._types.default_class,
+                                   dbref.database, dbref.collection)
+
+    def _or_broken(self, find_class, *args):
+        """``find_class(*args)``, or with ``broken_objects`` the broken
+        placeholder class of a name that is unknown or refused."""
+        try:
+            return find_class(*args)
+        except interfaces.UnknownTypeError as error:
+            if not self.broken_objects or not isinstance(error.name, str):
+                raise
+            return broken.persistent_broken_class(error.name)
+
+    def _reading(self, dbref):
+        """Name the document ``dbref`` in errors about its stored data."""
+        return _Reading(dbref)
 
     def _find_document(self, dbref):
         coll = self._raw_collection(dbref.database, dbref.collection)
@@ -305,6 +396,7 @@ class MongoDataManager:
     # -- IPersistentDataManager ---------------------------------------------
     def setstate(self, obj):
         """Load the state of the ghost ``obj`` from its document."""
+        self._check_thread()
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
         if doc is None:
@@ -313,19 +405,28 @@ class MongoDataManager:
 
     def _activate(self, obj, doc):
         ref = obj._p_oid
-        name = doc.get(serialize.PY_PERSISTENT_TYPE)
-        if name is not None and name != metadata.get_dotted_name(type(obj)):
-            # The ghost was made before the collection was shared.
-            obj.__class__ = metadata.resolve(name)
+        with self._reading(ref):
+            serial = conflict.stored_serial(doc)
+            name = doc.get(serialize.PY_PERSISTENT_TYPE)
+            if name is not None and name != metadata.get_dotted_name(
+                    type(obj)):
+                # The ghost was made before the collection was shared.
+                obj.__class__ = self._class_of_document(ref, doc)
+            self._reader.set_ghost_state(obj, doc)
         self._loaded_docs[ref] = doc
         self._invalidated = False
-        self._reader.set_ghost_state(obj, doc)
-        obj._p_serial = p64(self.conflict_handler.serial_of(doc))
+        obj._p_serial = p64(serial)
 
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
         owner = getattr(obj, '_p_mongo_doc_object', None)
         if owner is not None and owner is not obj:
+            if owner._p_jar is not self:
+                # The owner was taken back (or stored elsewhere since): the
+                # change is part of its in-memory state, written with it.
+                if owner._p_jar is not None:
+                    owner._p_jar.register(owner)
+                return
             if owner._p_status == 'ghost':
                 raise interfaces.MongoPersistError(
                     'This %s belongs to a %s that was reloaded since it was '
@@ -352,12 +453,11 @@ class MongoDataManager:
         self._join_txn()
         if obj._p_oid in self._new or id(obj) in self._registered:
             try:
-                commit.Flush(self).serialize([obj]).plan().check().execute()
+                self._write_now([obj], ())
             except BaseException:
                 if obj._p_oid in self._new:
                     self._forget_new([obj])
                 raise
-            self._registered.pop(id(obj), None)
         return obj._p_oid
 
     def flush(self, collections=None):
@@ -377,22 +477,43 @@ class MongoDataManager:
         removed = [obj for obj in self._removed.values() if wanted(obj)]
         if not objects and not removed:
             return
-        flush = commit.Flush(self).serialize(objects).remove(removed)
-        flush.plan().check().execute()
-        for obj in objects:
-            self._registered.pop(id(obj), None)
+        self._write_now(objects, removed)
         for obj in removed:
             self._removed.pop(obj._p_oid, None)
 
+    def _write_now(self, objects, removed):
+        """Run the commit pipeline for ``objects`` and ``removed`` now.
+
+        Written objects are *saved* again (``_p_changed`` false, their
+        changed sub-objects too): a change made after this write makes
+        persistent call ``register`` anew, so it is written as well.
+        """
+        flush = commit.Flush(self).serialize(objects).remove(removed)
+        flush.plan().check().execute()
+        saved = set()
+        for write in flush.serialized:
+            obj = write.obj
+            self._registered.pop(id(obj), None)
+            saved.add(id(obj))
+            if obj._p_changed:
+                obj._p_changed = False
+        for key, sub in list(self._changed_sub.items()):
+            if id(sub._p_mongo_doc_object) in saved:
+                del self._changed_sub[key]
+                sub._p_changed = False
+
     def _written(self, write):
-        """Record a write that reached MongoDB (called by the pipeline)."""
+        """Record a write that reached MongoDB (called by the pipeline).
+
+        The undo entry keeps the version to put back and the document as
+        written: taking the write back is conditional on the stored
+        document still being that one (see ``_undo_writes``).
+        """
         ref = write.oid
         self._written_oids.append(ref)
         if write.kind == commit.INSERT:
             self._new.pop(ref, None)
-            self._undo.append((commit.DELETE, ref, None))
-        else:
-            self._undo.append((commit.UPDATE, ref, write.loaded))
+        self._undo.append((write.kind, ref, write.loaded, write.doc))
         if write.kind == commit.DELETE:
             self._loaded_docs.pop(ref, None)
             self._cache.pop(ref, None)
@@ -407,42 +528,96 @@ class MongoDataManager:
     def _written_this_transaction(self):
         return list(self._written_oids)
 
-    def _remember_root_change(self, collection, name, previous):
-        self._undo.append(('root', (collection, name), previous))
+    def _remember_root_change(self, collection, name, previous, written):
+        """Record a root entry change: ``written`` is the entry now stored
+        (``None`` if deleted), ``previous`` the one it replaced."""
+        self._undo.append(('root', (collection, name), previous, written))
         self._join_txn()
 
     def _undo_writes(self, since=0):
         """Take back this transaction's writes after the ``since``-th.
 
         Used on abort without a server transaction, and to roll back to a
-        savepoint in either mode (inside the server transaction).
+        savepoint in either mode (inside the server transaction).  Each
+        write is taken back only where the stored document is still the
+        one this transaction wrote (the conflict handler's ``undo_filter``:
+        the serial written, or the content without conflict detection);
+        a document somebody changed since is left as it is, logged, and
+        listed in ``unrestored``.  An undo never destroys a write it did
+        not make.
         """
         undo = self._undo[since:]
         del self._undo[since:]
+        self.unrestored = []
         session = self._session
-        for kind, ref, before in reversed(undo):
+        undo_filter = self.conflict_handler.undo_filter
+        for kind, ref, before, written in reversed(undo):
             if kind == 'root':
-                coll = self._raw_collection(self.root_database, ref[0])
-                if before is None:
-                    coll.delete_one({'name': ref[1]}, session=session)
-                else:
-                    coll.replace_one({'name': ref[1]}, before, upsert=True,
-                                     session=session)
-                continue
-            coll = self._raw_collection(ref.database, ref.collection)
-            if before is None:
-                coll.delete_one(metadata.document_filter(ref),
-                                session=session)
+                restored = self._undo_root_change(ref, before, written,
+                                                  session)
+                ref = DBRef(ref[0], ref[1], self.root_database)
+            elif kind == commit.DELETE:
+                restored = self._put_back(ref, before, session)
             else:
-                coll.replace_one(metadata.document_filter(ref), before,
-                                 upsert=True, session=session)
+                coll = self._raw_collection(ref.database, ref.collection)
+                condition = undo_filter(ref, written)
+                if before is None and kind == commit.INSERT:
+                    result = coll.delete_one(condition, session=session)
+                    restored = result.deleted_count == 1
+                elif before is None:
+                    # Written over a version this transaction never read.
+                    restored = False
+                else:
+                    result = coll.replace_one(condition, before,
+                                              session=session)
+                    restored = result.matched_count == 1
+            if not restored:
+                self.unrestored.append(ref)
+                LOG.warning(
+                    'Abort: the write of %s.%s _id=%r was not taken back: '
+                    'the stored document changed since this transaction '
+                    'wrote it (another writer); it is left as it is',
+                    getattr(ref, 'database', self.root_database),
+                    ref.collection, ref.id)
+
+    def _put_back(self, ref, before, session):
+        """Restore a deleted document unless another was stored since."""
+        if before is None:
+            return False
+        coll = self._raw_collection(ref.database, ref.collection)
+        try:
+            coll.insert_one(before, session=session)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def _undo_root_change(self, key, before, written, session):
+        collection, name = key
+        coll = self._raw_collection(self.root_database, collection)
+        if written is None:
+            # Deleted: restore it unless the name was set again since.
+            entry = dict(before)
+            entry.pop('name', None)
+            result = coll.update_one({'name': name}, {'$setOnInsert': entry},
+                                     upsert=True, session=session)
+            return result.upserted_id is not None
+        condition = {'name': name, 'ref': written}
+        if before is None:
+            return coll.delete_one(condition, session=session).deleted_count
+        return coll.replace_one(condition, before,
+                                session=session).matched_count == 1
 
     # -- IDataManager ---------------------------------------------------
     def sortKey(self):
         return 'mongopersist:%s:%s' % (self.root_database, id(self))
 
     def abort(self, txn):
-        """Forget this transaction's changes and take back its writes."""
+        """Forget this transaction's changes and take back its writes.
+
+        Writes that cannot be taken back safely (the document changed
+        since) are left alone and listed in ``unrestored``.
+        """
+        self.unrestored = []
         try:
             if self._server_txn is not None:
                 self._server_txn.abort()
@@ -498,7 +673,7 @@ class MongoDataManager:
         else:
             for obj in self._deleted.values():
                 # Removed for good: the object may be inserted again.
-                obj._p_jar = obj._p_oid = None
+                _detach(obj)
         for obj in self._changed_sub.values():
             obj._p_changed = False
         self._reset_transaction_state()
@@ -525,3 +700,42 @@ class MongoDataManager:
 
     def newTransaction(self, txn):
         self.afterCompletion(txn)
+
+
+def _detach(obj):
+    """Make ``obj`` a new object again, as ZODB does: no jar, no oid.
+
+    Deleting (rather than setting ``None``) is what persistent takes as
+    "no data manager": changes are then kept in memory only, and the
+    object can be stored again, by any data manager.
+    """
+    del obj._p_jar
+    del obj._p_oid
+
+
+class _Reading:
+    """Context of reading one document: stored-data errors name it."""
+
+    __slots__ = ('ref',)
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None:
+            return False
+        ref = self.ref
+        if isinstance(error, interfaces.StoredDataError):
+            error.locate(ref.database, ref.collection, ref.id)
+            return False
+        if isinstance(error, MALFORMED) and not isinstance(
+                error, interfaces.MongoPersistError):
+            raise interfaces.StoredDataError(
+                'Cannot load the stored document (%s: %s)' % (
+                    type(error).__name__, error),
+                database=ref.database, collection=ref.collection,
+                id=ref.id) from error
+        return False

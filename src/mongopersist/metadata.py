@@ -5,76 +5,438 @@ database and collection store its instances, whether it is stored inside its
 parent's document (a *sub-object*), and how a dotted name read from MongoDB
 becomes a Python object again.  Keep new per-class settings (shard keys,
 indexes, aliases, a loading allow-list) in this module.
+
+Turning stored names into objects is *default-deny* (``docs/security.rst``):
+a name resolves only through a ``TypeRegistry`` to
+
+* a class this process stored or registered (``register_type``, aliases
+  included), or a registered factory (``register_factory``);
+* a class defined in the module of such a class, when that module is already
+  imported;
+* a class under a trusted module prefix (``trust_modules``, or
+  ``MongoDataManager(trusted_modules=...)``): only these modules may be
+  imported by loading;
+* for ``_py_factory``, a small built-in set of safe standard library
+  constructors (``SAFE_FACTORIES``).
+
+Resolving never calls what it finds, never runs a module's ``__getattr__``
+(it looks names up in ``__dict__``), and never returns anything but a class
+(or, for factories, a registered callable).
 """
+import collections
+import enum
 import importlib
+import sys
 import threading
 
+import persistent
 from bson.dbref import DBRef
 
 from mongopersist import interfaces
 
-# Dotted names of classes this process has stored or loaded.  Classes that
-# cannot be imported by name (defined in a doctest or inside a function) are
-# still found by the process that defined them.
+#: The kinds of names ``TypeRegistry.resolve`` knows.
+KINDS = ('persistent', 'sub_object', 'value', 'enum', 'factory')
+
+# Dotted names of classes this process has stored or registered.  Classes
+# that cannot be imported by name (defined in a doctest or inside a
+# function) are still found by the process that defined them.  It is the
+# type table of the process-wide ``REGISTRY``.
 _known_types = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 # Class or function -> dotted name, filled on first use.
 _names = {}
 
+# Names of the standard library constructors ``_py_factory`` may name
+# without registration: each only builds a value from plain arguments
+# (no file system, process or import side effects).  These are the
+# factories ``__reduce_ex__(2)`` of common standard library values gives
+# (``collections.deque``/``OrderedDict``/``Counter``, ``Fraction``, ...),
+# and ``datetime`` constructors of documents written by the original
+# mongopersist (``{'_py_factory': 'datetime.date', ...}``).
+SAFE_FACTORIES = frozenset([
+    'collections.OrderedDict', 'collections.deque', 'collections.Counter',
+    'fractions.Fraction', 'decimal.Decimal',
+    'datetime.date', 'datetime.datetime', 'datetime.time',
+    'datetime.timedelta', 'datetime.timezone',
+    'builtins.range', 'builtins.slice', 'builtins.complex',
+    'builtins.set', 'builtins.frozenset', 'builtins.bytearray',
+    'builtins.bytes', 'builtins.str', 'builtins.int', 'builtins.float',
+    'builtins.bool', 'builtins.tuple', 'builtins.list', 'builtins.dict',
+    'uuid.UUID',
+    'ipaddress.IPv4Address', 'ipaddress.IPv6Address',
+    'ipaddress.IPv4Network', 'ipaddress.IPv6Network',
+    'ipaddress.IPv4Interface', 'ipaddress.IPv6Interface',
+    'pathlib.PurePath', 'pathlib.PurePosixPath', 'pathlib.PureWindowsPath',
+])
+
+
+def _own_name(obj):
+    return '%s.%s' % (obj.__module__, obj.__qualname__)
+
 
 def get_dotted_name(obj):
     """Return the ``module.QualifiedName`` of a class or function.
 
-    Classes named here are remembered, so that this process can turn the
-    name back into the class even when it cannot be imported by name.
+    Classes named here are remembered (the process stores them), so that
+    this process can turn the name back into the class even when it cannot
+    be imported by name, and so that loading allows them.  A function named
+    here is one the writer stores as a ``_py_factory``: it is remembered as
+    a factory this process wrote (see ``factory_name``).
     """
     try:
         return _names[obj]
     except (KeyError, TypeError):
         pass
-    name = '%s.%s' % (obj.__module__, obj.__qualname__)
+    broken_name = getattr(obj, '__Broken_name__', None)
+    if isinstance(broken_name, str) and isinstance(obj, type):
+        # A placeholder for an unknown stored class keeps its stored name.
+        return broken_name
+    name = _own_name(obj)
     if isinstance(obj, type):
         with _lock:
             _known_types[name] = obj
             _names[obj] = name
+            REGISTRY._modules_changed()
+    elif callable(obj):
+        with _lock:
+            REGISTRY._factories.setdefault(name, obj)
+            _names[obj] = name
     return name
 
 
-def register_type(obj, name=None):
-    """Make ``obj`` resolvable under ``name`` (default: its dotted name)."""
-    with _lock:
-        _known_types[name or '%s.%s' % (obj.__module__, obj.__qualname__)] = obj
+def factory_name(factory):
+    """Return the dotted name of ``factory``, which the writer stores as a
+    ``_py_factory``, and allow this process to load it again.
 
-
-def resolve(name):
-    """Return the class or function stored under the dotted ``name``.
-
-    Raises ``UnknownTypeError`` naming what could not be found.
+    A process may always load the factories it writes itself (its own
+    objects reduce to them).  Another process must ``register_factory``
+    them, unless they are in ``SAFE_FACTORIES``.
     """
+    name = _names.get(factory) if _hashable(factory) else None
+    if name is None:
+        name = _own_name(factory)
+    with _lock:
+        REGISTRY._factories.setdefault(name, factory)
+    return name
+
+
+def _hashable(obj):
     try:
-        return _known_types[name]
-    except KeyError:
-        pass
-    parts = name.split('.')
-    # Try the longest importable module prefix, then walk attributes.
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = '.'.join(parts[:split])
-        try:
-            obj = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _module_allowed(module, prefixes):
+    for prefix in prefixes:
+        if module == prefix or module.startswith(prefix + '.'):
+            return True
+    return False
+
+
+def _is_application_module(module):
+    """True if knowing one class of ``module`` allows its other classes.
+
+    Standard library modules never are: their classes must be known one by
+    one (stored, registered) or their module trusted.
+    """
+    if not isinstance(module, str):
+        return False
+    top = module.partition('.')[0]
+    return top not in _STDLIB
+
+
+_STDLIB = frozenset(getattr(sys, 'stdlib_module_names', ())) | frozenset(
+    sys.builtin_module_names) | {'builtins', 'persistent', 'bson', 'pymongo'}
+
+
+def _unknown(message, name):
+    return interfaces.UnknownTypeError(message, name=name)
+
+
+class TypeRegistry:
+    """What stored names may resolve to, for loading.
+
+    ``trusted_modules`` are module name prefixes (``'myapp'`` trusts
+    ``myapp`` and ``myapp.*``) whose classes may be loaded, importing the
+    module if needed.  ``parent`` is consulted too: whatever the parent
+    allows, this registry allows (a data manager's registry has the
+    process-wide ``REGISTRY`` as parent).
+
+    Resolution never imports a module outside the trusted prefixes, never
+    calls anything, and only ever returns classes (or registered factories).
+    """
+
+    def __init__(self, trusted_modules=(), parent=None):
+        if isinstance(trusted_modules, str):
+            trusted_modules = (trusted_modules,)
+        self.parent = parent
+        self._trusted = tuple(self._checked_prefix(p) for p in trusted_modules)
+        self._types = {}
+        self._factories = {}
+        self._modules = None      # modules of allowed classes, computed
+        self._cache = {}          # name -> object found by walking
+
+    # -- configuration ------------------------------------------------------
+    @staticmethod
+    def _checked_prefix(prefix):
+        if not isinstance(prefix, str) or not prefix or not all(
+                part.isidentifier() for part in prefix.split('.')):
+            raise ValueError('Not a module name prefix: %r' % (prefix,))
+        return prefix
+
+    def register_type(self, cls, name=None):
+        """Allow loading ``cls``; with ``name``, the stored ``name`` (an
+        alias, for example the class's name before a rename) loads as
+        ``cls``.  Documents written later use ``cls``'s own name."""
+        if not isinstance(cls, type):
+            raise TypeError('register_type() takes a class, not %r' % (cls,))
         with _lock:
-            _known_types[name] = obj
-        return obj
-    raise interfaces.UnknownTypeError(
-        'Cannot find the Python type %r named in a stored document' % name)
+            self._types[name or _own_name(cls)] = cls
+            self._types.setdefault(_own_name(cls), cls)
+            self._modules_changed()
+        return cls
+
+    def register_factory(self, func, name=None):
+        """Allow ``_py_factory`` to name ``func`` (under ``name``, default
+        its dotted name).  It will be called with stored arguments."""
+        if not callable(func):
+            raise TypeError('register_factory() takes a callable, not %r'
+                            % (func,))
+        with _lock:
+            self._factories[name or _own_name(func)] = func
+        return func
+
+    def trust_modules(self, *prefixes):
+        """Allow every class under the module name ``prefixes`` (the module
+        and its submodules), importing such modules when a stored name
+        needs them."""
+        checked = tuple(self._checked_prefix(p) for p in prefixes)
+        with _lock:
+            self._trusted = self._trusted + tuple(
+                p for p in checked if p not in self._trusted)
+
+    @property
+    def trusted_modules(self):
+        """The trusted module prefixes of this registry and its parents."""
+        found = []
+        registry = self
+        while registry is not None:
+            found.extend(p for p in registry._trusted if p not in found)
+            registry = registry.parent
+        return tuple(found)
+
+    def _modules_changed(self):
+        self._modules = None
+
+    def _allowed_modules(self):
+        modules = self._modules
+        if modules is None:
+            with _lock:
+                modules = {cls.__module__ for cls in self._types.values()
+                           if _is_application_module(
+                               getattr(cls, '__module__', None))}
+                self._modules = modules
+        return modules
+
+    # -- lookups --------------------------------------------------------------
+    def _chain(self):
+        registry = self
+        while registry is not None:
+            yield registry
+            registry = registry.parent
+
+    def _exact_type(self, name):
+        for registry in self._chain():
+            found = registry._types.get(name)
+            if found is not None:
+                return found
+        return None
+
+    def _module_is_allowed(self, module):
+        for registry in self._chain():
+            if module in registry._allowed_modules():
+                return True
+        return _module_allowed(module, self.trusted_modules)
+
+    def resolve(self, name, kind=None):
+        """Return the class (or factory) the stored ``name`` may load as.
+
+        ``kind`` says what the name is used for:
+
+        ``'persistent'``
+            a top-level persistent class (a ``persistent.Persistent``
+            subclass that is not a sub-object class);
+        ``'sub_object'``
+            a persistent class stored inside its owner
+            (``_p_mongo_sub_object``);
+        ``'value'``
+            any other allowed class, to be created with ``__new__`` and
+            filled with the stored state;
+        ``'enum'``
+            an ``enum.Enum`` subclass;
+        ``'factory'``
+            a registered factory, one this process wrote, or one of
+            ``SAFE_FACTORIES``.
+
+        Without ``kind``, any allowed class (not a factory) is returned:
+        that is for code that only asks which class a name means, not for
+        loading.
+
+        Raises ``interfaces.UnknownTypeError`` (with ``name``) for a name
+        that is unknown or not allowed, or names something of another kind.
+        Nothing named is called; only trusted modules are imported.
+        """
+        if kind is not None and kind not in KINDS:
+            raise ValueError('Unknown kind of stored name: %r' % (kind,))
+        if not isinstance(name, str):
+            raise interfaces.StoredDataError(
+                'A stored type name must be a string, not %s'
+                % type(name).__name__)
+        if kind == 'factory':
+            return self._resolve_factory(name)
+        found = self._exact_type(name)
+        if found is None:
+            found = self._find(name)
+        return _check_kind(found, name, kind)
+
+    def _resolve_factory(self, name):
+        for registry in self._chain():
+            found = registry._factories.get(name)
+            if found is not None:
+                return found
+        if name in SAFE_FACTORIES:
+            module, _, attr = name.rpartition('.')
+            return getattr(importlib.import_module(module), attr)
+        raise _unknown(
+            'Stored data names the factory %r, which is not registered; '
+            'loading calls only registered factories (see '
+            'mongopersist.metadata.register_factory)' % name, name)
+
+    def _find(self, name):
+        """Find a class in an allowed module by walking ``__dict__``s."""
+        for registry in self._chain():
+            found = registry._cache.get(name)
+            if found is not None:
+                return found
+        parts = name.split('.')
+        if len(parts) < 2 or not all(
+                part.isidentifier() and not part.startswith('__')
+                for part in parts):
+            raise _unknown('Stored data names %r, which is not a known '
+                           'class' % name, name)
+        trusted = self.trusted_modules
+        for split in range(len(parts) - 1, 0, -1):
+            module_name = '.'.join(parts[:split])
+            module = sys.modules.get(module_name)
+            if module is None:
+                if not _module_allowed(module_name, trusted):
+                    continue
+                try:
+                    module = importlib.import_module(module_name)
+                except ModuleNotFoundError as error:
+                    if error.name and module_name.startswith(error.name):
+                        continue
+                    raise
+            if not self._module_is_allowed(module_name):
+                break
+            found = module
+            for attr in parts[split:]:
+                namespace = getattr(found, '__dict__', None)
+                found = namespace.get(attr) if namespace is not None else None
+                if not isinstance(found, type):
+                    found = None
+                    break
+            if found is None:
+                break
+            if not self._module_is_allowed(getattr(found, '__module__', '')):
+                break
+            with _lock:
+                self._cache[name] = found
+            return found
+        raise _unknown(
+            'Stored data names %r, which is not a class this application '
+            'allows loading (register it with '
+            'mongopersist.metadata.register_type, or trust its module)'
+            % name, name)
+
+    def __repr__(self):
+        return '<TypeRegistry trusted=%r>' % (self.trusted_modules,)
+
+
+def _check_kind(found, name, kind):
+    if kind is None:
+        if isinstance(found, type):
+            return found
+        what = 'a class'
+    elif kind == 'value':
+        if isinstance(found, type) and not issubclass(
+                found, (persistent.Persistent, enum.Enum)):
+            return found
+        what = 'a value class'
+    elif kind == 'enum':
+        if isinstance(found, type) and issubclass(found, enum.Enum):
+            return found
+        what = 'an enum.Enum subclass'
+    elif kind == 'sub_object':
+        if (isinstance(found, type)
+                and issubclass(found, persistent.Persistent)
+                and is_sub_object(found)):
+            return found
+        what = 'a persistent sub-object class (_p_mongo_sub_object)'
+    else:
+        if (isinstance(found, type)
+                and issubclass(found, persistent.Persistent)
+                and not is_sub_object(found)):
+            return found
+        what = 'a persistent class stored in a document of its own'
+    raise _unknown('Stored data names %r where %s is expected' % (name, what),
+                   name)
+
+
+#: The process-wide registry; data managers' registries have it as parent.
+REGISTRY = TypeRegistry()
+REGISTRY._types = _known_types
+
+
+def register_type(cls, name=None):
+    """Allow loading ``cls`` in this process (see ``TypeRegistry``).
+
+    With ``name``, an alias: documents that name ``name`` (for example
+    ``'old.module.OldName'`` after a rename, or ``'__main__.Thing'`` for a
+    class first stored by a script) load as ``cls``; documents written from
+    then on use ``cls``'s own name.
+    """
+    return REGISTRY.register_type(cls, name)
+
+
+def register_factory(func, name=None):
+    """Allow ``_py_factory`` to name ``func`` in this process."""
+    return REGISTRY.register_factory(func, name)
+
+
+def trust_modules(*prefixes):
+    """Allow loading every class under the module ``prefixes`` (and
+    importing those modules when needed), in this process."""
+    REGISTRY.trust_modules(*prefixes)
+
+
+def resolve(name, kind=None):
+    """Resolve ``name`` through the process-wide ``REGISTRY``.
+
+    Kept for callers of the old API; loading code passes a ``kind`` (see
+    ``TypeRegistry.resolve``) and uses the data manager's registry.
+    """
+    return REGISTRY.resolve(name, kind)
+
+
+def known_classes():
+    """Return the classes this process stored or registered."""
+    with _lock:
+        return list(_known_types.values())
 
 
 def is_importable(obj):

@@ -3,6 +3,8 @@ from collections.abc import MutableMapping
 
 from bson.dbref import DBRef
 
+from mongopersist import interfaces
+
 
 class Root(MutableMapping):
     """A mapping of names to persistent objects.
@@ -31,7 +33,19 @@ class Root(MutableMapping):
         doc = self._coll.find_one({'name': name}, session=self._jar._session)
         if doc is None:
             raise KeyError(name)
-        return self._jar.load(doc['ref'])
+        return self._jar.load(self._ref(doc))
+
+    def _ref(self, doc):
+        """The reference of a stored entry; ``StoredDataError`` if it has
+        none (a hand-edited or damaged entry)."""
+        ref = doc.get('ref')
+        if not isinstance(ref, DBRef):
+            raise interfaces.StoredDataError(
+                'The root entry %r holds no reference (ref is %s)' % (
+                    str(doc.get('name'))[:100], type(ref).__name__),
+                database=self.database, collection=self.collection,
+                id=doc.get('_id'), path='ref')
+        return ref
 
     def __setitem__(self, name, obj):
         self._ensure_index()
@@ -39,14 +53,14 @@ class Root(MutableMapping):
         previous = self._coll.find_one_and_update(
             {'name': name}, {'$set': {'ref': ref}}, upsert=True,
             session=self._jar._session)
-        self._jar._remember_root_change(self.collection, name, previous)
+        self._jar._remember_root_change(self.collection, name, previous, ref)
 
     def __delitem__(self, name):
         previous = self._coll.find_one_and_delete(
             {'name': name}, session=self._jar._session)
         if previous is None:
             raise KeyError(name)
-        self._jar._remember_root_change(self.collection, name, previous)
+        self._jar._remember_root_change(self.collection, name, previous, None)
 
     def __contains__(self, name):
         return self._coll.count_documents(
@@ -65,8 +79,8 @@ class Root(MutableMapping):
 
     def refs(self):
         """Return a dict of entry names to the stored ``DBRef``."""
-        return {doc['name']: doc['ref'] for doc in self._coll.find(
-            {}, session=self._jar._session) if isinstance(doc['ref'], DBRef)}
+        return {doc['name']: self._ref(doc) for doc in self._coll.find(
+            {}, session=self._jar._session)}
 
     def __repr__(self):
         return '<Root %s.%s>' % (self.database, self.collection)

@@ -24,7 +24,7 @@ import zope.interface
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist import interfaces, metadata, serializers
+from mongopersist import broken, interfaces, limits, metadata, serializers
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
 
 # Process-wide user serializers, consulted before the built-in ones.
@@ -146,6 +146,10 @@ class ObjectWriter:
     def __init__(self, jar, serializers=()):
         self._jar = jar
         self._serializers = list(serializers)
+        #: How many objects deep the last ``get_document`` went (containers
+        #: and values entered, the object itself being 1); each stores as
+        #: at most ``limits.LEVELS_PER_VALUE`` levels of BSON nesting.
+        self.deepest = 1
 
     def _custom_serializers(self):
         return self._serializers + SERIALIZERS
@@ -168,6 +172,7 @@ class ObjectWriter:
             doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(type(obj))
         custom = self._custom_serializers()
         stack = {id(obj)}
+        self.deepest = 1
         for name, value in state.items():
             if not _is_known_safe_key(name) or name in DOCUMENT_META_FIELDS:
                 raise interfaces.UnstorableObjectError(
@@ -187,9 +192,13 @@ class ObjectWriter:
         return doc
 
     def _located(self, failure, cls_name, name):
-        path = '.'.join([cls_name, name] + list(reversed(failure.path)))
+        path = limits.short_path(
+            [cls_name, name] + list(reversed(failure.path)))
         error = failure.error
-        return interfaces.UnstorableObjectError(
+        if isinstance(error, interfaces.DocumentLimitError):
+            return type(error)('Cannot store %s at %s: %s' % (
+                cls_name, path, error), error.obj, path)
+        return type(error)(
             'Cannot store %r at %s: %s' % (error.obj, path, error),
             error.obj, path)
 
@@ -222,8 +231,13 @@ class ObjectWriter:
             if serializers.is_native_datetime(obj):
                 return obj
             return serializers.write_datetime(obj, None)
+        if kind is broken.Broken:
+            # Written back exactly as it was read.
+            return obj.__mongopersist_state__()
         for serializer in custom:
             if serializer.can_write(obj):
+                # Its value may nest to any depth: have commit measure it.
+                self.deepest = limits.MAX_NESTING
                 return serializer.write(obj)
         if kind is dict:
             return self._write_dict(obj, pobj, stack, custom)
@@ -231,8 +245,12 @@ class ObjectWriter:
             return self._write_list(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
-            return builtin(obj, lambda value: self._write(
-                value, pobj, stack, custom))
+            self._enter(obj, stack)
+            try:
+                return builtin(obj, lambda value: self._write(
+                    value, pobj, stack, custom))
+            finally:
+                stack.discard(id(obj))
         if isinstance(obj, persistent.Persistent):
             if not metadata.is_sub_object(kind):
                 return self._jar.dump(obj)
@@ -242,6 +260,15 @@ class ObjectWriter:
     def _enter(self, obj, stack):
         if id(obj) in stack:
             raise interfaces.CircularReferenceError(obj)
+        depth = len(stack)
+        if depth >= self.deepest:
+            if depth >= limits.MAX_NESTING:
+                # Each container entered is at least one level of the
+                # document: stop before Python's recursion limit.
+                raise _Unstorable(interfaces.DocumentLimitError(
+                    'it is nested deeper than MongoDB\'s %d levels'
+                    % limits.MAX_NESTING, obj))
+            self.deepest = depth + 1
         stack.add(id(obj))
 
     def _write_dict(self, obj, pobj, stack, custom):
@@ -287,7 +314,7 @@ class ObjectWriter:
 
     def _write_sub_object(self, obj, pobj, stack, custom):
         # Attach the sub-object to its owner so its changes register there.
-        if pobj is not None and obj._p_jar is None:
+        if pobj is not None and obj._p_jar is not self._jar:
             obj._p_jar = self._jar
         if pobj is not None:
             obj._p_mongo_doc_object = pobj
@@ -377,6 +404,10 @@ class _ReadCallback:
     def key(self, state):
         return self._reader.get_key(state, self._pobj)
 
+    def resolve(self, name, kind):
+        """Resolve a stored class name (see ``metadata.TypeRegistry``)."""
+        return self._reader.resolve(name, kind)
+
 
 def _set_default_state(value, data):
     """Apply a state the way pickle does without ``__setstate__``.
@@ -393,8 +424,27 @@ def _set_default_state(value, data):
 
 
 # Stored values the reader turns into something else; without custom
-# serializers, every other stored value is read as it is.
-_CONVERTED_STATES = frozenset([dict, list, DBRef])
+# serializers, every other stored value is read as it is.  References
+# written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
+_CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
+_REFERENCES = (DBRef, metadata.OID)
+
+# What a malformed stored value makes readers and constructors raise; the
+# reader turns these into ``StoredDataError``.
+_MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError,
+              ArithmeticError)
+
+
+def _malformed(message):
+    return interfaces.StoredDataError(message)
+
+
+def _describe(error):
+    """A short reason for a malformed value, without the stored content."""
+    if isinstance(error, KeyError) and error.args and isinstance(
+            error.args[0], str) and len(error.args[0]) <= 64:
+        return 'missing field %r' % error.args[0]
+    return type(error).__name__
 
 
 def _hashable(value):
@@ -410,15 +460,30 @@ class ObjectReader:
 
     ``jar`` is the data manager; ``DBRef`` values are handed to
     ``jar.load`` and come back as (possibly ghost) persistent objects.
+
+    Stored names (``_py_type``, ``_py_persistent_type``, ``_py_factory``,
+    an enum's ``class``) resolve only through the data manager's
+    ``type_registry`` (default: ``metadata.REGISTRY``), each checked for
+    its kind; see ``docs/security.rst``.  A malformed stored value raises
+    ``interfaces.StoredDataError`` with the field path, a refused name
+    ``interfaces.UnknownTypeError``, unless the data manager has
+    ``broken_objects`` set: then the value loads as a read-only
+    ``mongopersist.broken.Broken`` placeholder.
     """
 
     def __init__(self, jar, serializers=()):
         self._jar = jar
         self._serializers = list(serializers)
 
-    def resolve(self, name):
-        """Return the class or function stored under the dotted ``name``."""
-        return metadata.resolve(name)
+    @property
+    def registry(self):
+        """The ``metadata.TypeRegistry`` stored names resolve through."""
+        registry = getattr(self._jar, 'type_registry', None)
+        return registry if registry is not None else metadata.REGISTRY
+
+    def resolve(self, name, kind='value'):
+        """Return the class (or factory) the stored ``name`` may load as."""
+        return self.registry.resolve(name, kind)
 
     def _reads_all_as_is(self):
         """True if no custom serializer may claim a stored scalar."""
@@ -426,12 +491,23 @@ class ObjectReader:
 
     def get_state(self, doc, obj):
         """Return the instance state stored in the top-level ``doc``."""
+        if isinstance(obj, broken.PersistentBroken):
+            # Kept as stored: nothing named in it is loaded.
+            return {key: value for key, value in doc.items()
+                    if key not in DOCUMENT_META_FIELDS}
         get = self.get_object
         as_is = self._reads_all_as_is()
-        return {key: value if as_is and type(value) not in _CONVERTED_STATES
-                else get(value, obj)
-                for key, value in doc.items()
-                if key not in DOCUMENT_META_FIELDS}
+        state = {}
+        key = None
+        try:
+            for key, value in doc.items():
+                if key in DOCUMENT_META_FIELDS:
+                    continue
+                state[key] = (value if as_is and type(value)
+                              not in _CONVERTED_STATES else get(value, obj))
+        except interfaces.StoredDataError as error:
+            raise error.at(key)
+        return state
 
     def set_ghost_state(self, obj, doc):
         """Fill the ghost ``obj`` from its document ``doc``."""
@@ -447,19 +523,28 @@ class ObjectReader:
         if kind is dict:
             return self._read_dict(state, obj)
         if kind is list:
-            get = self.get_object
-            as_is = self._reads_all_as_is()
             return self._new_sub_object(
-                PersistentList,
-                [v if as_is and type(v) not in _CONVERTED_STATES
-                 else get(v, obj) for v in state], obj)
-        if kind is DBRef:
+                PersistentList, self._read_list(state, obj), obj)
+        if kind is DBRef or kind is metadata.OID:
             return self._jar.load(state)
         if self._serializers or SERIALIZERS:
             for serializer in self._serializers + SERIALIZERS:
                 if serializer.can_read(state):
                     return serializer.read(state)
         return state
+
+    def _read_list(self, state, obj):
+        get = self.get_object
+        as_is = self._reads_all_as_is()
+        items = []
+        index = 0
+        try:
+            for index, value in enumerate(state):
+                items.append(value if as_is and type(value)
+                             not in _CONVERTED_STATES else get(value, obj))
+        except interfaces.StoredDataError as error:
+            raise error.at(index)
+        return items
 
     def _read_dict(self, state, obj):
         as_is = self._reads_all_as_is()
@@ -468,56 +553,137 @@ class ObjectReader:
                 if serializer.can_read(state):
                     return serializer.read(state)
         if PY_TYPE in state:
-            type_name = state[PY_TYPE]
-            if type_name == DICT_TYPE:
-                return self._new_sub_object(
-                    PersistentDict, self._read_items(state['items'], obj), obj)
-            builtin = serializers.READERS.get(type_name)
-            if builtin is not None:
-                return builtin(state, _ReadCallback(self, obj))
-            cls = self.resolve(type_name)
-            args = [self.get_object(a, obj) for a in state.get(PY_NEW_ARGS, ())]
-            value = cls.__new__(cls, *args)
-            return self._fill(value, state, obj, (PY_TYPE, PY_NEW_ARGS))
+            return self._read_special(state, obj, PY_TYPE)
         if PY_PERSISTENT_TYPE in state:
-            cls = self.resolve(state[PY_PERSISTENT_TYPE])
-            value = cls.__new__(cls)
-            self._fill(value, state, obj, (PY_PERSISTENT_TYPE,))
-            return self._attach(value, obj)
+            return self._read_special(state, obj, PY_PERSISTENT_TYPE)
         if PY_FACTORY in state:
-            factory = self.resolve(state[PY_FACTORY])
-            args = [self.get_object(a, obj) for a in state[PY_FACTORY_ARGS]]
+            return self._read_special(state, obj, PY_FACTORY)
+        get = self.get_object
+        data = {}
+        key = None
+        try:
+            for key, value in state.items():
+                data[key] = (value if as_is and type(value)
+                             not in _CONVERTED_STATES else get(value, obj))
+        except interfaces.StoredDataError as error:
+            raise error.at(key)
+        return self._new_sub_object(PersistentDict, data, obj)
+
+    def _read_special(self, state, obj, field):
+        """Read a value that names its type in ``field``.
+
+        Malformed values raise ``StoredDataError``; with broken objects on,
+        a refused name loads as a ``Broken`` placeholder.
+        """
+        name = state[field]
+        try:
+            if field == PY_TYPE:
+                return self._read_typed(state, obj, name)
+            if field == PY_PERSISTENT_TYPE:
+                cls = self.resolve(name, 'sub_object')
+                value = cls.__new__(cls)
+                self._fill(value, state, obj, (PY_PERSISTENT_TYPE,))
+                return self._attach(value, obj)
+            factory = self.resolve(name, 'factory')
+            if PY_FACTORY_ARGS not in state:
+                raise _malformed('The stored value of factory %r has no %s'
+                                 % (name, PY_FACTORY_ARGS))
+            args = self._read_array(state, PY_FACTORY_ARGS, obj)
             value = factory(*args)
             return self._fill(value, state, obj, (PY_FACTORY, PY_FACTORY_ARGS))
-        get = self.get_object
-        return self._new_sub_object(
-            PersistentDict,
-            {k: v if as_is and type(v) not in _CONVERTED_STATES
-             else get(v, obj) for k, v in state.items()}, obj)
+        except interfaces.UnknownTypeError as error:
+            if (error.path is None and getattr(self._jar, 'broken_objects',
+                                               False)
+                    and error.name in (name, state.get('class'))):
+                return broken.Broken(error.name, state)
+            raise
+        except interfaces.MongoPersistError:
+            raise
+        except _MALFORMED as error:
+            raise _malformed('Malformed stored value of %s %r: %s' % (
+                field, name if isinstance(name, str) else type(name).__name__,
+                _describe(error))) from error
 
-    def _read_items(self, items, obj):
-        return {self.get_key(key, obj): self.get_object(value, obj)
-                for key, value in items}
+    def _read_typed(self, state, obj, type_name):
+        if type_name == DICT_TYPE:
+            if 'items' not in state:
+                raise _malformed('A stored %s has no items' % DICT_TYPE)
+            return self._new_sub_object(
+                PersistentDict, self._read_items(state['items'], obj), obj)
+        builtin = serializers.READERS.get(type_name)
+        if builtin is not None:
+            return builtin(state, _ReadCallback(self, obj))
+        cls = self.resolve(type_name, 'value')
+        args = self._read_array(state, PY_NEW_ARGS, obj)
+        value = cls.__new__(cls, *args)
+        return self._fill(value, state, obj, (PY_TYPE, PY_NEW_ARGS))
+
+    def _read_array(self, state, field, obj):
+        """Read the stored array ``field`` (absent: empty) as a list."""
+        stored = state.get(field, ())
+        if type(stored) is not list and stored != ():
+            raise _malformed('%s must be an array' % field).at(field)
+        get = self.get_object
+        values = []
+        index = 0
+        try:
+            for index, value in enumerate(stored):
+                values.append(get(value, obj))
+        except interfaces.StoredDataError as error:
+            raise error.at(field, index)
+        return values
+
+    def _read_items(self, items, obj, field='items'):
+        if type(items) is not list:
+            raise _malformed('%s must be an array of [key, value] pairs'
+                             % field).at(field)
+        result = {}
+        for index, pair in enumerate(items):
+            if type(pair) is not list or len(pair) != 2:
+                raise _malformed('%s must be an array of [key, value] pairs'
+                                 % field).at(field, index)
+            try:
+                key = self.get_key(pair[0], obj)
+            except interfaces.StoredDataError as error:
+                raise error.at(field, index, 0)
+            try:
+                result[key] = self.get_object(pair[1], obj)
+            except interfaces.StoredDataError as error:
+                raise error.at(field, index, 1)
+        return result
 
     def _fill(self, value, state, obj, meta):
         if PY_STATE in state:
-            data = self._plain(self.get_object(state[PY_STATE], obj))
+            try:
+                data = self._plain(self.get_object(state[PY_STATE], obj))
+            except interfaces.StoredDataError as error:
+                raise error.at(PY_STATE)
         else:
             get = self.get_object
             as_is = self._reads_all_as_is()
-            data = {k: v if as_is and type(v) not in _CONVERTED_STATES
-                    else get(v, obj) for k, v in state.items()
-                    if k not in meta and k not in (PY_LIST_ITEMS, PY_DICT_ITEMS)}
+            data = {}
+            key = None
+            try:
+                for key, item in state.items():
+                    if key in meta or key in (PY_LIST_ITEMS, PY_DICT_ITEMS):
+                        continue
+                    data[key] = (item if as_is and type(item)
+                                 not in _CONVERTED_STATES else get(item, obj))
+            except interfaces.StoredDataError as error:
+                raise error.at(key)
         if data:
             setstate = getattr(value, '__setstate__', None)
             if setstate is not None:
                 setstate(data)
             else:
                 _set_default_state(value, data)
-        for item in state.get(PY_LIST_ITEMS, ()):
-            value.append(self.get_object(item, obj))
-        for key, item in state.get(PY_DICT_ITEMS, ()):
-            value[self.get_key(key, obj)] = self.get_object(item, obj)
+        if PY_LIST_ITEMS in state:
+            for item in self._read_array(state, PY_LIST_ITEMS, obj):
+                value.append(item)
+        if PY_DICT_ITEMS in state:
+            items = self._read_items(state[PY_DICT_ITEMS], obj, PY_DICT_ITEMS)
+            for key, item in items.items():
+                value[key] = item
         return value
 
     def _plain(self, value, outer=True):

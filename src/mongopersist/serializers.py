@@ -8,6 +8,12 @@ Writers take the object and a ``write`` callback (to store nested values) and
 return the stored value; readers take the stored sub-document and a ``read``
 callback and return the object.  User serializers registered through
 ``mongopersist.serialize`` are consulted before these.
+
+Readers may raise ``KeyError``, ``ValueError`` or ``TypeError`` on a
+malformed stored value: ``ObjectReader`` turns them into
+``interfaces.StoredDataError`` naming the field.  Readers resolve stored
+class names only through ``read.resolve(name, kind)`` (the data manager's
+``TypeRegistry``), never by importing.
 """
 import datetime
 import decimal
@@ -132,7 +138,10 @@ def write_set(value, write):
 
 
 def read_set(state, read):
-    items = [read.key(item) for item in state['items']]
+    stored = state['items']
+    if not isinstance(stored, list):
+        raise TypeError('set items must be an array')
+    items = [read.key(item) for item in stored]
     if state[TYPE] == 'builtins.frozenset':
         return frozenset(items)
     return set(items)
@@ -181,10 +190,22 @@ def write_enum(value, write):
 
 
 def read_enum(state, read):
-    cls = metadata.resolve(state['class'])
+    """Return the enum member stored as ``{class, name[, value]}``.
+
+    ``class`` must resolve to an ``enum.Enum`` subclass (kind ``'enum'``);
+    the member is looked up by value (flags) or by name, never called.
+    """
+    name = state.get('class')
+    if not isinstance(name, str):
+        raise ValueError('an enum entry needs the name of its class')
+    resolve = getattr(read, 'resolve', None) or metadata.REGISTRY.resolve
+    cls = resolve(name, 'enum')
     if 'value' in state:
         return cls(read(state['value']))
-    return cls[state['name']]
+    member = state.get('name')
+    if not isinstance(member, str):
+        raise ValueError('an enum entry needs a member name or value')
+    return cls[member]
 
 
 WRITERS = {

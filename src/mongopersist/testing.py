@@ -9,6 +9,8 @@ import functools
 import os
 import threading
 
+import bson
+
 URI_VARIABLE = 'MONGODB_URI'
 
 
@@ -65,6 +67,42 @@ def _atomic(method, materialize=False):
     return wrapper
 
 
+def _server_limits(method, update=False):
+    # A server refuses documents over 16 MB (PyMongo already, before
+    # sending: DocumentTooLarge) and documents nested deeper than 100
+    # levels (a write error, code 15); mongomock stores both.
+    from collections.abc import Mapping
+
+    from pymongo.errors import DocumentTooLarge, WriteError
+
+    from mongopersist import limits
+
+    def check(doc, is_update):
+        size = len(bson.encode(doc))
+        if size > limits.MAX_DOCUMENT_SIZE:
+            raise DocumentTooLarge(
+                'BSON document too large (%d bytes) - the connected server '
+                'supports BSON document sizes up to %d bytes.'
+                % (size, limits.MAX_DOCUMENT_SIZE))
+        depth = limits.nesting_depth(doc, stop=limits.MAX_NESTING + 1)
+        if is_update and any(key.startswith('$') for key in doc):
+            depth -= 1      # {'$set': {...}}: the operator is no level
+        if depth > limits.MAX_NESTING:
+            raise WriteError(
+                'cannot insert document because it exceeds %d levels of '
+                'nesting' % limits.MAX_NESTING, 15)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if update:
+            check(args[1] if len(args) > 1 else kwargs['document'], True)
+        elif isinstance(args[0], Mapping):
+            check(args[0], False)
+        return method(self, *args, **kwargs)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 def _patch(cls, name, make):
     method = getattr(cls, name)
     if not getattr(method, '_mongopersist_shim', False):
@@ -76,7 +114,9 @@ def patch_mongomock():
 
     * ``bulk_write`` accepts the ``sort=None`` PyMongo 4.11+ passes;
     * single-document writes are atomic, and reads see whole documents,
-      when several threads share one client.
+      when several threads share one client;
+    * documents over 16 MB or nested deeper than 100 levels are refused,
+      as a server refuses them.
     """
     from mongomock.collection import BulkOperationBuilder, Collection
     for name in ('add_update', 'add_replace', 'add_delete'):
@@ -86,3 +126,10 @@ def patch_mongomock():
         _patch(Collection, name, _atomic)
     _patch(Collection, '_get_dataset',
            lambda method: _atomic(method, materialize=True))
+    # Inside the atomic wrappers (patched after them, so they run first).
+    for name, update in (('_insert', False), ('_update', True)):
+        method = getattr(Collection, name)
+        if not getattr(method, '_mongopersist_limits', False):
+            wrapped = _server_limits(method, update)
+            wrapped._mongopersist_limits = True
+            setattr(Collection, name, wrapped)

@@ -21,12 +21,35 @@ TYPE_MAP_COLLECTION = 'persistence_type_map'
 class CollectionTypeMap:
     """The stored map of collections to the classes stored in them.
 
-    One instance per data manager; it caches what it has read.
+    One instance per data manager; it caches what it has read.  Stored class
+    names resolve through ``registry`` (a ``metadata.TypeRegistry``, default
+    ``metadata.REGISTRY``) as top-level persistent classes (kind
+    ``'persistent'``).  A malformed entry raises
+    ``interfaces.StoredDataError`` naming the type-map document.
     """
 
-    def __init__(self, client, database, collection=TYPE_MAP_COLLECTION):
+    def __init__(self, client, database, collection=TYPE_MAP_COLLECTION,
+                 registry=None):
         self._coll = client[database][collection]
+        self._database = database
+        self._collection = collection
         self._types = {}
+        self.registry = registry if registry is not None else metadata.REGISTRY
+
+    def _resolve(self, name):
+        return self.registry.resolve(name, 'persistent')
+
+    def _checked_types(self, doc):
+        """Return the ``types`` of the type-map document ``doc``."""
+        types = doc.get('types') if isinstance(doc, dict) else None
+        if not isinstance(types, list) or not all(
+                isinstance(name, str) for name in types):
+            raise interfaces.StoredDataError(
+                'A type map entry needs "types", an array of class names',
+                database=self._database, collection=self._collection,
+                id=doc.get('_id') if isinstance(doc, dict) else None,
+                path='types')
+        return list(types)
 
     def types_of(self, database, collection):
         """Return the dotted names of the classes stored in a collection."""
@@ -34,7 +57,7 @@ class CollectionTypeMap:
         types = self._types.get(key)
         if types is None:
             doc = self._coll.find_one({'_id': '%s.%s' % key})
-            types = list(doc['types']) if doc else []
+            types = self._checked_types(doc) if doc is not None else []
             if types:
                 self._types[key] = types
         return types
@@ -51,13 +74,18 @@ class CollectionTypeMap:
             {'$addToSet': {'types': name},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
-        types = self._types[key] = list(doc['types'])
+        types = self._types[key] = self._checked_types(doc)
         return types
 
     def stores_type(self, database, collection, cls):
-        """Return true if documents of ``cls`` must name their class."""
-        return (metadata.always_stores_type(cls)
-                or len(self.register(database, collection, cls)) > 1)
+        """Return true if documents of ``cls`` must name their class.
+
+        Records ``cls`` in the type map in any case (also for classes with
+        ``_p_mongo_store_type``), so that queries of another class sharing
+        the collection know to filter.
+        """
+        types = self.register(database, collection, cls)
+        return metadata.always_stores_type(cls) or len(types) > 1
 
     def class_for(self, database, collection):
         """Return the only class stored in a collection.
@@ -67,21 +95,21 @@ class CollectionTypeMap:
         """
         types = self.types_of(database, collection)
         if len(types) == 1:
-            return metadata.resolve(types[0])
+            return self._resolve(types[0])
         if types:
             return None
         # Nothing registered: the default collection name is the class's
         # dotted name.
         try:
-            return metadata.resolve(collection)
-        except interfaces.UnknownTypeError:
+            return self._resolve(collection)
+        except interfaces.StoredDataError:
             return None
 
     def default_class(self, database, collection):
         """Return the class of documents that do not name their class."""
         types = self.types_of(database, collection)
         if types:
-            return metadata.resolve(types[0])
+            return self._resolve(types[0])
         cls = self.class_for(database, collection)
         if cls is None:
             raise interfaces.UnknownTypeError(
