@@ -8,7 +8,7 @@ import pytest
 import transaction
 from bson.dbref import DBRef
 
-from mongopersist import query, sessions
+from mongopersist import metadata, query, sessions
 from mongopersist.collection import MongoCollection, pipeline_collections
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PY_PERSISTENT_TYPE, get_dotted_name
@@ -374,6 +374,7 @@ def test_type_filter():
     class FakeDM:
         default_database = 'db'
         _collection_name_of = MongoDataManager._collection_name_of
+        type_registry = metadata.REGISTRY
 
     dm = FakeDM()
     address, extended = get_dotted_name(Address), get_dotted_name(

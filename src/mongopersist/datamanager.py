@@ -114,10 +114,12 @@ class MongoDataManager:
         self.allowed_databases = frozenset(allowed_databases)
         self.broken_objects = broken_objects
         self._databases = {self.default_database, self.root_database}
+        self._documents_read = 0    # documents being read (nested)
         self._databases.update(self.allowed_databases)
         self._writer = serialize.ObjectWriter(self, serializers or ())
         self._reader = serialize.ObjectReader(self, serializers or ())
-        self._types = CollectionTypeMap(client, self.root_database)
+        self._types = CollectionTypeMap(client, self.root_database,
+                                        registry=self.type_registry)
         self.root = Root(self, self.root_database, root_collection)
         self.transactions = sessions.choose(
             client, transactions or self.default_transactions)
@@ -314,10 +316,14 @@ class MongoDataManager:
         if database in known:
             self._databases.add(database)
             return
-        raise interfaces.RefusedReferenceError(
+        error = interfaces.RefusedReferenceError(
             'A stored reference points into database %s, which this data '
             'manager may not read (allow it with allowed_databases=)'
             % repr(database)[:100])
+        if not self._documents_read:
+            # Loaded directly, not found in a document: name the target.
+            error.locate(database, dbref.collection, dbref.id)
+        raise error
 
     def _object_from_document(self, db_name, coll_name, doc):
         """Return the object stored as ``doc``, filled from it if needed.
@@ -367,7 +373,7 @@ class MongoDataManager:
 
     def _reading(self, dbref):
         """Name the document ``dbref`` in errors about its stored data."""
-        return _Reading(dbref)
+        return _Reading(self, dbref)
 
     def _find_document(self, dbref):
         coll = self._raw_collection(dbref.database, dbref.collection)
@@ -716,15 +722,18 @@ def _detach(obj):
 class _Reading:
     """Context of reading one document: stored-data errors name it."""
 
-    __slots__ = ('ref',)
+    __slots__ = ('jar', 'ref')
 
-    def __init__(self, ref):
+    def __init__(self, jar, ref):
+        self.jar = jar
         self.ref = ref
 
     def __enter__(self):
+        self.jar._documents_read += 1
         return self
 
     def __exit__(self, kind, error, tb):
+        self.jar._documents_read -= 1
         if error is None:
             return False
         ref = self.ref

@@ -49,12 +49,12 @@ def subclasses(cls):
     return found
 
 
-def _is_subclass(name, cls):
+def _is_subclass(dm, name, cls):
     try:
-        found = metadata.resolve(name)
+        found = dm.type_registry.resolve(name, 'persistent')
     except interfaces.UnknownTypeError:
         return False
-    return isinstance(found, type) and issubclass(found, cls)
+    return issubclass(found, cls)
 
 
 def type_filter(dm, cls):
@@ -65,7 +65,7 @@ def type_filter(dm, cls):
     """
     database, collection = dm._collection_name_of(cls)
     types = dm._types.types_of(database, collection)
-    matching = [name for name in types if _is_subclass(name, cls)]
+    matching = [name for name in types if _is_subclass(dm, name, cls)]
     if len(matching) == len(types):
         return {}
     # Classes of this process are named too: another process may have

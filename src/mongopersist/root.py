@@ -33,7 +33,10 @@ class Root(MutableMapping):
         doc = self._coll.find_one({'name': name}, session=self._jar._session)
         if doc is None:
             raise KeyError(name)
-        return self._jar.load(self._ref(doc))
+        # Errors about what the entry points to name the entry.
+        with self._jar._reading(DBRef(self.collection, doc.get('_id'),
+                                      self.database)):
+            return self._jar.load(self._ref(doc))
 
     def _ref(self, doc):
         """The reference of a stored entry; ``StoredDataError`` if it has

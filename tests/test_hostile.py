@@ -1,0 +1,1079 @@
+"""Hostile documents: loading never runs code it was not allowed to run.
+
+Threat model
+------------
+Somebody can write to the database (another application sharing it, a
+compromised service, an operator's script, a restored backup), but cannot
+change this process's code.  Every stored name (``_py_type``,
+``_py_persistent_type``, ``_py_factory``, an enum's ``class``, the
+``types`` of a type-map entry, a collection name used as a class name) and
+every stored reference (a ``DBRef``, possibly into another database) is
+therefore data chosen by that writer.  Loading must turn such names only
+into what the application allowed (classes it stored or registered, and the
+classes of their modules; registered factories; trusted module prefixes),
+never import a module that is not imported yet (outside trusted prefixes),
+never call or instantiate anything else, and never read a database it was
+not given.  A refused name raises ``UnknownTypeError`` and a refused
+reference ``RefusedReferenceError`` (both ``StoredDataError``), naming the
+stored name and the document (database, collection, ``_id``).
+
+The matrix
+----------
+Each hostile *vector* (a stored shape) is driven through each *load path*
+(``dm.root``, ``dm.load``, ``find_objects``, ``find_one_object``, a
+``MongoContainer``'s listing and lookup, an ``EmbeddedMongoContainer``,
+a ``MongoCollectionMapping``'s lookup and listing, and conflict resolution
+with ``ResolvingSerialConflictHandler``).  A legitimate application first
+stores its objects through a data manager; the attacker then edits the
+stored documents with the raw collection; a *fresh* data manager (another
+process) loads them.  Every case asserts:
+
+1. nothing ran: no canary of ``tests/canary.py`` fired, the payload file
+   ``/tmp/mp_canary_<uuid>`` (what the shell payloads would ``touch``) does
+   not exist, and no module named by the document was even looked for
+   (a ``sys.meta_path`` finder records import attempts and blocks
+   ``this``, ``antigravity`` and ``webbrowser`` outright, so a failing run
+   never prints the Zen of Python or opens a browser);
+2. the error type, and that its message names the stored name and the
+   document;
+3. stored data is unchanged (every collection of the test's databases,
+   compared before and after the load, and again after ``abort``).
+
+Payloads are harmless by construction: shell commands only ``touch`` the
+canary file, Python payloads only call ``tests.canary.fire``.
+
+Positive controls at the end load the same shapes with allowed classes
+(stored by the test first, or registered), so the paths demonstrably read
+the planted fields and the refusals cannot pass vacuously.
+"""
+import collections
+import collections.abc
+import enum
+import importlib.abc
+import os
+import subprocess  # noqa: F401 (reachable as tests.test_hostile.subprocess)
+import sys
+import tempfile
+import traceback
+import uuid
+
+import persistent
+import pytest
+import transaction
+from bson.dbref import DBRef
+
+from mongopersist import conflict, container, interfaces, mapping, metadata
+from mongopersist.datamanager import MongoDataManager
+from tests import canary
+from tests.model import Car, Person, Phone
+
+PERSON = 'tests.model.Person'
+ROOT_COLLECTION = 'persistence_root'
+TYPE_MAP = 'persistence_type_map'
+FIELD = 'value'
+PLACEHOLDER = 'placeholder'
+
+#: Modules a load must never import, whatever the document says; the
+#: import guard refuses them.
+BLOCKED_MODULES = ('this', 'antigravity', 'webbrowser', 'legacy_models',
+                   'tests.no_such_module')
+
+
+# -- the application's own classes (allowed: the tests store them) ----------
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+class Registered:
+    """Allowed only through ``register_type`` under an old name."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return type(other) is Registered and other.x == self.x
+
+
+ALIAS = 'legacy_models.OldRegistered'
+metadata.register_type(Registered, ALIAS)
+
+
+class Special(Person):
+    """Shares Person's collection: documents name their class."""
+    _p_mongo_collection = PERSON
+
+
+class Item(persistent.Persistent):
+    _p_mongo_collection = 'hostile_items'
+
+
+class Folder(container.MongoContainer):
+    _p_mongo_collection = 'hostile_folders'
+    _m_collection = 'hostile_items'
+
+
+class Garage(container.EmbeddedMongoContainer):
+    _p_mongo_collection = 'hostile_garages'
+
+
+class People(mapping.MongoCollectionMapping):
+    __mongo_collection__ = PERSON
+    __mongo_mapping_key__ = 'short_name'
+
+
+class Merging(persistent.Persistent):
+    """Merges concurrent changes of ``count``; keeps the rest as stored."""
+    _p_mongo_collection = 'hostile_merging'
+
+    def _p_resolveConflict(self, old, committed, new):
+        merged = dict(committed)
+        merged['count'] = committed['count'] + new['count'] - old['count']
+        return merged
+
+
+def application_values(obj, value):
+    """Give ``obj`` the attributes of an ordinary application object.
+
+    Storing it makes the classes it uses known to the process, as an
+    application that uses them would; the planted shapes name them.
+    """
+    obj.phone = Phone('+1', '978', '394-5124')
+    obj.car = Car(2005, 'Ford', 'Explorer')
+    obj.color = Color.RED
+    obj.extras = [collections.OrderedDict([('a', 1)]),
+                  collections.deque([1, 2])]
+    setattr(obj, FIELD, value)
+    return obj
+
+
+def holder_person(value):
+    person = application_values(Person('holder'), value)
+    person.short_name = 'p'
+    return person
+
+
+# -- the import guard and the client spy -------------------------------------
+class ImportGuard(importlib.abc.MetaPathFinder):
+    """Records import attempts (while ``recording``); blocks dangerous ones.
+
+    Only imports of modules not in ``sys.modules`` reach a finder, so every
+    recorded name is a module loading tried to import.
+    """
+
+    def __init__(self):
+        self.attempts = []
+        self.recording = False
+
+    @staticmethod
+    def blocked(fullname):
+        return any(fullname == name or fullname.startswith(name + '.')
+                   for name in BLOCKED_MODULES)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if self.recording or self.blocked(fullname):
+            self.attempts.append(fullname)
+        if self.blocked(fullname):
+            raise ModuleNotFoundError(
+                'import of %r blocked by tests/test_hostile.py' % fullname,
+                name=fullname)
+        return None
+
+
+class ClientSpy:
+    """A client that records the databases a data manager asks for."""
+
+    def __init__(self, client):
+        self._client = client
+        self.databases = []
+
+    def __getitem__(self, name):
+        self.databases.append(name)
+        return self._client[name]
+
+    def get_database(self, name=None, *args, **kwargs):
+        self.databases.append(name)
+        return self._client.get_database(name, *args, **kwargs)
+
+    def __getattr__(self, name):
+        value = getattr(self._client, name)
+        if type(value).__name__ == 'Database':
+            self.databases.append(name)
+        return value
+
+
+@pytest.fixture
+def guard():
+    canary.reset()
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules)
+             if ImportGuard.blocked(name)}
+    finder = ImportGuard()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield finder
+    finally:
+        sys.meta_path.remove(finder)
+        canary.reset()
+        for name in list(sys.modules):
+            if ImportGuard.blocked(name):
+                del sys.modules[name]
+        sys.modules.update(saved)
+
+
+class Scene:
+    """One test's databases, data managers and canary file."""
+
+    def __init__(self, client, dbname, dm, guard):
+        self.client = client
+        self.dbname = dbname
+        self.db = client[dbname]
+        self.other_dbname = dbname + '_other'
+        self.other_db = client[self.other_dbname]
+        self.dm = dm
+        self.guard = guard
+        self.marker = os.path.join(
+            tempfile.gettempdir(), 'mp_canary_%s' % uuid.uuid4().hex)
+        self.spies = []
+        self.options = {}           # for the data managers that load
+        self.state = {}             # per-path bookkeeping
+        self.holder_id = None
+
+    def fresh(self, **options):
+        """A data manager of another process (records its databases)."""
+        spy = ClientSpy(self.client)
+        self.spies.append(spy)
+        options = dict(self.options, **options)
+        options.setdefault('default_database', self.dbname)
+        return MongoDataManager(spy, **options)
+
+    def databases_asked_for(self):
+        return {name for spy in self.spies for name in spy.databases}
+
+    def snapshot(self):
+        """Every non-empty collection's documents, of both databases."""
+        result = {}
+        for name in (self.dbname, self.other_dbname):
+            db = self.client[name]
+            colls = {}
+            for coll in db.list_collection_names():
+                if coll.startswith('system.'):
+                    continue
+                docs = sorted(db[coll].find(),
+                              key=lambda doc: repr(doc.get('_id')))
+                if docs:
+                    colls[coll] = docs
+            result[name] = colls
+        return result
+
+
+@pytest.fixture
+def s(client, dbname, dm, guard):
+    scene = Scene(client, dbname, dm, guard)
+    yield scene
+    transaction.abort()
+    client.drop_database(scene.other_dbname)
+    if os.path.exists(scene.marker):
+        os.remove(scene.marker)
+
+
+# -- load paths ---------------------------------------------------------------
+class Path:
+    """Stores a holder document, then loads it back through one path.
+
+    ``collection`` is the holder's collection and ``field`` the (dotted)
+    field of the holder document where a planted value goes.
+    """
+
+    name = None
+    collection = PERSON
+    field = FIELD
+    extra_update = {}
+    reads_document_class = True     # loading reads _py_persistent_type
+
+    def __repr__(self):
+        return self.name
+
+    def install(self, s, value=PLACEHOLDER):
+        s.dm.root['app'] = application_values(Person('app'), 'app')
+        holder = s.dm.root['holder'] = holder_person(value)
+        transaction.commit()
+        s.holder_id = holder._p_oid.id
+
+    def location(self, s):
+        return (s.dbname, self.collection, s.holder_id)
+
+    def prepare(self, s):
+        """Called after install and before the attacker's edit."""
+
+    def plant(self, s, update):
+        update = dict(update, **self.extra_update)
+        result = s.db[self.collection].update_one(
+            {'_id': s.holder_id}, update)
+        assert result.matched_count == 1
+
+    def obtain(self, s):
+        """Return the holder object, loaded through this path."""
+        raise NotImplementedError
+
+    def run(self, s):
+        """Load the holder through this path; return the planted value."""
+        return self.value_of(self.obtain(s))
+
+    def value_of(self, holder):
+        return getattr(holder, FIELD)
+
+
+def _only(objects):
+    objects = list(objects)
+    assert len(objects) == 1, 'expected one object, got %r' % (objects,)
+    return objects[0]
+
+
+def _activated(obj):
+    obj._p_activate()
+    return obj
+
+
+class RootPath(Path):
+    name = 'root'
+
+    def obtain(self, s):
+        return _activated(s.fresh().root['holder'])
+
+
+class LoadPath(Path):
+    name = 'load'
+
+    def obtain(self, s):
+        return _activated(s.fresh().load(
+            DBRef(PERSON, s.holder_id, s.dbname)))
+
+
+class FindObjectsPath(Path):
+    name = 'find_objects'
+
+    def obtain(self, s):
+        return _only(s.fresh().find_objects(Person, {'name': 'holder'}))
+
+
+class FindOnePath(Path):
+    name = 'find_one_object'
+
+    def obtain(self, s):
+        obj = s.fresh().find_one_object(Person, {'name': 'holder'})
+        assert obj is not None, 'find_one_object found nothing'
+        return obj
+
+
+class ContainerPath(Path):
+    collection = 'hostile_items'
+
+    def install(self, s, value=PLACEHOLDER):
+        s.dm.root['app'] = application_values(Person('app'), 'app')
+        s.dm.root['folder'] = Folder()
+        item = application_values(Item(), value)
+        s.dm.root['folder']['k'] = item
+        transaction.commit()
+        s.holder_id = item._p_oid.id
+
+
+class ContainerListingPath(ContainerPath):
+    name = 'container-values'
+
+    def obtain(self, s):
+        return _only(s.fresh().root['folder'].values())
+
+
+class ContainerLookupPath(ContainerPath):
+    name = 'container-getitem'
+
+    def obtain(self, s):
+        return s.fresh().root['folder']['k']
+
+
+class EmbeddedPath(Path):
+    name = 'embedded-container'
+    collection = 'hostile_garages'
+    field = 'data.k'
+
+    def install(self, s, value=PLACEHOLDER):
+        s.dm.root['app'] = application_values(Person('app'), 'app')
+        garage = Garage()
+        garage['k'] = value
+        s.dm.root['garage'] = garage
+        transaction.commit()
+        s.holder_id = garage._p_oid.id
+
+    def obtain(self, s):
+        return _activated(s.fresh().root['garage'])
+
+    def value_of(self, holder):
+        return holder['k']
+
+
+class MappingLookupPath(Path):
+    name = 'mapping-getitem'
+
+    def obtain(self, s):
+        return People(s.fresh())['p']
+
+
+class MappingListingPath(Path):
+    name = 'mapping-values'
+
+    def obtain(self, s):
+        return _only(People(s.fresh()).values())
+
+
+class ConflictPath(Path):
+    """Another writer replaced the document before our commit.
+
+    Our data manager resolves the conflict through ``_p_resolveConflict``,
+    reading the other writer's (hostile) document to make the states.
+    """
+    name = 'conflict-resolution'
+    collection = 'hostile_merging'
+    extra_update = {'$inc': {'_py_serial': 1, 'count': 10}}
+    reads_document_class = False
+
+    def _dm(self, s):
+        return s.fresh(
+            conflict_handler=conflict.ResolvingSerialConflictHandler)
+
+    def install(self, s, value=PLACEHOLDER):
+        s.dm.root['app'] = application_values(Person('app'), 'app')
+        transaction.commit()
+        merging = application_values(Merging(), value)
+        merging.count = 1
+        self._dm(s).root['merging'] = merging
+        transaction.commit()
+        s.holder_id = merging._p_oid.id
+
+    def prepare(self, s):
+        ours = self._dm(s).root['merging']
+        ours.count += 1
+        s.state['ours'] = ours
+
+    def obtain(self, s):
+        transaction.commit()
+        stored = s.db[self.collection].find_one({'_id': s.holder_id})
+        # 1 loaded, 2 ours, 11 theirs: the resolver merged them.
+        assert stored['count'] == 12, 'the conflict was not resolved'
+        return s.state['ours']
+
+
+VALUE_PATHS = [RootPath(), LoadPath(), FindObjectsPath(), FindOnePath(),
+               ContainerListingPath(), ContainerLookupPath(), EmbeddedPath(),
+               MappingLookupPath(), MappingListingPath(), ConflictPath()]
+DOCUMENT_PATHS = [path for path in VALUE_PATHS if path.reads_document_class]
+
+
+# -- vectors ------------------------------------------------------------------
+class Vector:
+    """A hostile stored shape.
+
+    ``stored(s)`` returns it; ``name`` is the stored name the error must
+    name (``None`` for references); ``names`` are all the dotted names in
+    it (no module they name may be imported); ``prepare(s)`` stores what
+    it needs around it; ``where(s)`` lists further documents the error may
+    name (besides the document holding the shape).
+    """
+
+    def __init__(self, id, stored, name=None, names=(),
+                 error=interfaces.UnknownTypeError, prepare=None,
+                 where=None, foreign=False, exact_name=True):
+        self.id = id
+        self.exact_name = exact_name
+        self._stored = stored
+        self.name = name
+        self.names = tuple(names) + ((name,) if name else ())
+        self.error = error
+        self.prepare = prepare or (lambda s: None)
+        self.where = where or (lambda s: [])
+        self.foreign = foreign
+
+    def stored(self, s):
+        return self._stored(s) if callable(self._stored) else self._stored
+
+    def __repr__(self):
+        return self.id
+
+
+def factory(name, *args, extra=None):
+    def stored(s):
+        doc = {'_py_factory': name, '_py_factory_args': [
+            arg(s) if callable(arg) else arg for arg in args]}
+        doc.update(extra or {})
+        return doc
+    return Vector('_py_factory=%s' % name, stored, name)
+
+
+def touch(s):
+    return 'touch %s' % s.marker
+
+
+def touch_argv(s):
+    return ['touch', s.marker]
+
+
+def marker(s):
+    return s.marker
+
+
+def py_type(stored_name, **state):
+    return Vector('_py_type=%s' % stored_name,
+                  dict(state, _py_type=stored_name), stored_name)
+
+
+def enum_entry(cls_name, label, **state):
+    return Vector('enum:%s(%s)' % (cls_name, label),
+                  lambda s: {'_py_type': 'enum.Enum', 'class': cls_name,
+                             **{k: v(s) if callable(v) else v
+                                for k, v in state.items()}},
+                  cls_name)
+
+
+def inner_persistent(stored_name, **state):
+    return Vector('inner _py_persistent_type=%s' % stored_name,
+                  dict(state, _py_persistent_type=stored_name), stored_name)
+
+
+def collection_reference(name):
+    def prepare(s):
+        s.db[name].insert_one({'_id': 1, 'x': 1})
+    # No stored class name here: the error need only name the collection
+    # (``error.name`` may be None).
+    return Vector('DBRef into collection %r' % name,
+                  lambda s: DBRef(name, 1, s.dbname), name,
+                  prepare=prepare, where=lambda s: [(s.dbname, name, 1)],
+                  exact_name=False)
+
+
+FOREIGN_ID = 'foreign-person'
+
+
+def foreign_reference(dbname=None):
+    """A reference into the test's other database (which holds the
+    document referenced), or into ``dbname`` (not written to)."""
+    def database(s):
+        return dbname or s.other_dbname
+
+    def prepare(s):
+        if dbname is None:
+            s.other_db[PERSON].insert_one(
+                {'_id': FOREIGN_ID, 'name': 'foreign'})
+    return Vector(
+        'DBRef into database %s' % (dbname or '<other>'),
+        lambda s: DBRef(PERSON, FOREIGN_ID, database(s)),
+        error=interfaces.RefusedReferenceError, prepare=prepare,
+        where=lambda s: [(database(s), PERSON, FOREIGN_ID)], foreign=True)
+
+
+VALUE_VECTORS = [
+    # _py_factory: only registered factories may be called.
+    factory('os.system', touch),
+    factory('subprocess.getoutput', touch),
+    factory('subprocess.run', touch_argv),
+    factory('subprocess.Popen', touch_argv),
+    factory('builtins.exec', canary.EXEC_PAYLOAD),
+    factory('builtins.eval', canary.EVAL_PAYLOAD),
+    factory('builtins.open', marker, 'w'),
+    factory('pickle.loads', canary.PICKLE_PAYLOAD),
+    Vector('_py_factory=builtins.__import__(antigravity)',
+           {'_py_factory': 'builtins.__import__',
+            '_py_factory_args': ['antigravity']},
+           'builtins.__import__', names=['antigravity']),
+    Vector('_py_factory=importlib.import_module(this)',
+           {'_py_factory': 'importlib.import_module',
+            '_py_factory_args': ['this']},
+           'importlib.import_module', names=['this']),
+    factory('tests.canary.canary_function'),
+    factory('tests.canary.InitCanary'),
+    factory('antigravity.geohash', 37.4, -122.1, b'2005-05-26-10458.68'),
+    # Attribute walks: to non-classes, through allowed modules, dunders.
+    factory('os.environ.get', 'PATH'),
+    factory('os.path.join', 'a', 'b'),
+    Vector('_py_factory=mongopersist.metadata.importlib.import_module',
+           {'_py_factory': 'mongopersist.metadata.importlib.import_module',
+            '_py_factory_args': ['this']},
+           'mongopersist.metadata.importlib.import_module', names=['this']),
+    factory('tests.model.Phone.__init__.__globals__.get', '__builtins__'),
+    # _py_type: only allowed (value) classes may be instantiated.
+    Vector('_py_type=subprocess.Popen',
+           lambda s: {'_py_type': 'subprocess.Popen',
+                      '_child_created': False, 'args': touch_argv(s)},
+           'subprocess.Popen'),
+    Vector('_py_type=subprocess.Popen+_py_new_args',
+           lambda s: {'_py_type': 'subprocess.Popen',
+                      '_py_new_args': [touch_argv(s)],
+                      '_child_created': False},
+           'subprocess.Popen'),
+    Vector('_py_type=tests.test_hostile.subprocess.Popen',
+           {'_py_type': 'tests.test_hostile.subprocess.Popen',
+            '_child_created': False},
+           'tests.test_hostile.subprocess.Popen'),
+    py_type('tests.canary.NewCanary'),
+    py_type('tests.canary.SetstateCanary', x=1),
+    py_type('os.environ'),
+    py_type('os.path.join'),
+    py_type('tests.model.Phone.__class__'),
+    py_type('tests.model.Car'),
+    py_type('this.x'),
+    py_type('antigravity.x'),
+    py_type('tests.no_such_module.X'),
+    # Enum entries: only enum.Enum subclasses, looked up, never called.
+    enum_entry('os.environ', 'PATH', name='PATH'),
+    enum_entry('tests.model.Phone', 'non-enum class', name='x'),
+    enum_entry('builtins.eval', 'value', value=canary.EVAL_PAYLOAD),
+    enum_entry('os.system', 'value', value=touch),
+    enum_entry('tests.canary.CanaryEnum', 'name', name='A'),
+    enum_entry('tests.canary.CanaryEnum', 'value', value=1),
+    enum_entry('this.x', 'name', name='A'),
+    # _py_persistent_type inside a document: only sub-object classes.
+    inner_persistent('subprocess.Popen', _child_created=False),
+    inner_persistent('tests.canary.SubObjectCanary', x=1),
+    inner_persistent('tests.canary.PersistentCanary', x=1),
+    inner_persistent('tests.model.Person', name='inner'),
+    inner_persistent('tests.model.Phone', area='978'),
+    inner_persistent('antigravity.x'),
+    # References: the collection name is not a class name to resolve, and
+    # other databases are not read.
+    collection_reference('tests.canary.PersistentCanary'),
+    collection_reference('subprocess.Popen'),
+    collection_reference('tests.model.Phone'),
+    collection_reference('this.x'),
+    collection_reference('antigravity.x'),
+    foreign_reference(),
+]
+
+#: Names of a document's own class (top-level ``_py_persistent_type``,
+#: type-map entries, collection names used as class names).
+CLASS_NAMES = [
+    'subprocess.Popen',
+    'tests.canary.PersistentCanary',
+    'tests.canary.SubObjectCanary',
+    'tests.model.Car',              # allowed, but a sub-object class
+    'tests.model.Phone',            # allowed, but not persistent
+    'os.environ',
+    'os.path.join',
+    'tests.test_hostile.subprocess.Popen',
+    'this.x',
+    'antigravity.x',
+    'tests.no_such_module.X',
+]
+
+
+# -- checks -------------------------------------------------------------------
+def module_prefixes(names):
+    found = set()
+    for name in names:
+        parts = name.split('.')
+        found.update('.'.join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def attempt(s, action):
+    """Run ``action`` with imports recorded; return ``(result, error)``."""
+    s.guard.recording = True
+    try:
+        return action(), None
+    except Exception as error:
+        return None, error
+    finally:
+        s.guard.recording = False
+
+
+def describe(error):
+    if error is None:
+        return 'no error'
+    return ''.join(traceback.format_exception(
+        type(error), error, error.__traceback__))[-3000:]
+
+
+def assert_nothing_ran(s, names=(), foreign=False):
+    assert canary.FIRED == [], 'canary code ran: %r' % canary.FIRED
+    assert not os.path.exists(s.marker), 'a shell payload ran'
+    forbidden = module_prefixes(names) | set(BLOCKED_MODULES)
+    tried = [name for name in s.guard.attempts
+             if name in forbidden or ImportGuard.blocked(name)]
+    assert not tried, 'loading tried to import %r (all attempts: %r)' % (
+        tried, s.guard.attempts)
+    assert 'this' not in sys.modules and 'antigravity' not in sys.modules
+    if foreign:
+        assert s.other_dbname not in s.databases_asked_for(), (
+            'the data manager opened the foreign database')
+
+
+def assert_error(error, expected, name, locations, foreign_db=None,
+                 exact_name=True):
+    assert error is not None, 'loaded without complaint'
+    assert isinstance(error, expected), (
+        'expected %s, got:\n%s' % (expected.__name__, describe(error)))
+    assert isinstance(error, interfaces.StoredDataError)
+    text = str(error)
+    if name is not None:
+        if exact_name:
+            assert error.name == name, describe(error)
+        else:
+            assert getattr(error, 'name', None) in (None, name), text
+        assert name in text, text
+    if foreign_db is not None:
+        assert foreign_db in text, text
+    where = (error.database, error.collection, error.id)
+    assert where in locations, 'error locates %r, expected one of %r: %s' % (
+        where, locations, text)
+    database, collection, id = where
+    assert '%s.%s' % (database, collection) in text, text
+    assert repr(id) in text, text
+
+
+def check_refused(s, path, plant, locations, name, names,
+                  error_type, foreign=False, may_load=False, exact_name=True):
+    """Install, plant, load through ``path``; assert the three promises.
+
+    ``locations()`` lists the documents the error may name (called once
+    the documents are stored).
+    """
+    path.install(s)
+    path.prepare(s)
+    plant()
+    before = s.snapshot()
+    result, error = attempt(s, lambda: path.run(s))
+    after = s.snapshot()
+    transaction.abort()
+    after_abort = s.snapshot()
+    assert_nothing_ran(s, names, foreign)
+    if not (may_load and error is None):
+        assert_error(error, error_type, name, locations(),
+                     s.other_dbname if foreign else None, exact_name)
+    assert after == before, 'loading changed stored data'
+    assert after_abort == before, 'abort changed stored data'
+    return result
+
+
+# -- the matrix ---------------------------------------------------------------
+@pytest.mark.parametrize('path', VALUE_PATHS, ids=repr)
+@pytest.mark.parametrize('vector', VALUE_VECTORS, ids=repr)
+def test_hostile_value(s, vector, path):
+    """A hostile value inside an application document."""
+    def plant():
+        vector.prepare(s)
+        path.plant(s, {'$set': {path.field: vector.stored(s)}})
+    check_refused(
+        s, path, plant,
+        lambda: [path.location(s)] + vector.where(s), vector.name,
+        vector.names, vector.error, vector.foreign,
+        exact_name=vector.exact_name)
+
+
+@pytest.mark.parametrize('path', DOCUMENT_PATHS, ids=repr)
+@pytest.mark.parametrize('name', CLASS_NAMES)
+def test_hostile_class_of_document(s, name, path):
+    """A document's top-level ``_py_persistent_type`` names its class."""
+    def plant():
+        path.plant(s, {'$set': {'_py_persistent_type': name}})
+    check_refused(s, path, plant, lambda: [path.location(s)], name, [name],
+                  interfaces.UnknownTypeError)
+
+
+QUERY_PATHS = {FindObjectsPath.name, FindOnePath.name}
+
+
+@pytest.mark.parametrize('path', DOCUMENT_PATHS, ids=repr)
+@pytest.mark.parametrize('name', CLASS_NAMES)
+def test_hostile_type_map_entry(s, name, path):
+    """The type map says the holder's collection holds only ``name``.
+
+    Queries by class may instead just find no instance of that class
+    there; either way nothing named runs or is imported.
+    """
+    type_map_id = '%s.%s' % (s.dbname, path.collection)
+
+    def plant():
+        s.db[TYPE_MAP].replace_one(
+            {'_id': type_map_id},
+            {'_id': type_map_id, 'database': s.dbname,
+             'collection': path.collection, 'types': [name]}, upsert=True)
+    may_load = path.name in QUERY_PATHS
+    if may_load:
+        # Finding nothing is fine; finding the holder means loading it.
+        path = _Lenient(path)
+    check_refused(
+        s, path, plant,
+        lambda: [(s.dbname, TYPE_MAP, type_map_id), path.location(s)],
+        name, [name], interfaces.UnknownTypeError, may_load=may_load)
+
+
+class _Lenient(Path):
+    """A query path where finding nothing is an acceptable outcome."""
+
+    def __init__(self, path):
+        self._path = path
+        self.name = path.name
+        self.collection = path.collection
+
+    def install(self, s, value=PLACEHOLDER):
+        self._path.install(s, value)
+
+    def run(self, s):
+        try:
+            return self._path.run(s)
+        except AssertionError:
+            return None     # found nothing
+
+
+@pytest.mark.parametrize('query', ['find_objects', 'find_one_object',
+                                   'count'])
+@pytest.mark.parametrize('name', CLASS_NAMES)
+def test_shared_type_map_names_are_not_resolved(s, name, query):
+    """Queries filter by class using the type map's names of a shared
+    collection; an unknown name there is not a subclass, and is neither
+    imported nor called."""
+    path = RootPath()
+    path.install(s)
+    s.db[PERSON].update_many({}, {'$set': {'_py_persistent_type': PERSON}})
+    s.db[TYPE_MAP].update_one({'_id': '%s.%s' % (s.dbname, PERSON)},
+                              {'$push': {'types': name}})
+    before = s.snapshot()
+
+    def run():
+        dm = s.fresh()
+        if query == 'find_objects':
+            return sorted(p.name for p in dm.find_objects(Person))
+        if query == 'count':
+            return dm.count(Person)
+        return dm.find_one_object(Person, {'name': 'holder'}).name
+    result, error = attempt(s, run)
+    assert_nothing_ran(s, [name])
+    assert error is None, describe(error)
+    assert result == {'find_objects': ['app', 'holder'], 'count': 2,
+                      'find_one_object': 'holder'}[query]
+    transaction.abort()
+    assert s.snapshot() == before
+
+
+REFERENCE_VECTORS = [collection_reference(name) for name in (
+    'tests.canary.PersistentCanary', 'subprocess.Popen', 'tests.model.Phone',
+    'os.environ', 'this.x', 'antigravity.x')] + [
+    foreign_reference(), foreign_reference('admin')]
+
+
+@pytest.mark.parametrize('how', ['root', 'load'])
+@pytest.mark.parametrize('vector', REFERENCE_VECTORS, ids=repr)
+def test_hostile_reference(s, vector, how):
+    """A root entry (or a ``DBRef`` given to ``load``) that is the hostile
+    part itself."""
+    RootPath().install(s)
+    vector.prepare(s)
+    ref = vector.stored(s)
+    entry_id = s.db[ROOT_COLLECTION].insert_one(
+        {'name': 'evil', 'ref': ref}).inserted_id
+    foreign_db = ref.database if vector.foreign else None
+    before = s.snapshot()
+
+    def run():
+        dm = s.fresh()
+        obj = dm.root['evil'] if how == 'root' else dm.load(ref)
+        return _activated(obj)
+    result, error = attempt(s, run)
+    after = s.snapshot()
+    transaction.abort()
+    assert_nothing_ran(s, vector.names)
+    if foreign_db is not None:
+        assert foreign_db not in s.databases_asked_for(), (
+            'the data manager opened database %r' % foreign_db)
+    assert_error(error, vector.error, vector.name,
+                 vector.where(s) + [(s.dbname, ROOT_COLLECTION, entry_id)],
+                 foreign_db, vector.exact_name)
+    assert after == before
+    assert s.snapshot() == before
+
+
+NESTED = [
+    VALUE_VECTORS[[v.id for v in VALUE_VECTORS].index(id)] for id in (
+        '_py_factory=tests.canary.canary_function',
+        '_py_type=this.x',
+        'inner _py_persistent_type=tests.canary.SubObjectCanary',
+        'enum:os.environ(PATH)',
+        'DBRef into database <other>',
+    )]
+
+#: Ways to nest a value inside allowed shapes; ``True`` if the loaded
+#: result still holds the nested value (for the positive control).
+WRAPPERS = {
+    'list': (lambda v: [1, [v]], True),
+    'dict-value': (lambda v: {'a': {'b': v}}, True),
+    'dict-key': (lambda v: {'_py_type': 'builtins.dict',
+                            'items': [[v, 1]]}, True),
+    'set-member': (lambda v: {'_py_type': 'builtins.set', 'items': [v]},
+                   True),
+    'new-args': (lambda v: {'_py_type': 'tests.model.Phone',
+                            '_py_new_args': [v]}, False),
+    'state': (lambda v: {'_py_type': 'tests.model.Phone',
+                         '_py_state': {'area': v}}, True),
+    'attribute': (lambda v: {'_py_type': 'tests.model.Phone', 'area': v},
+                  True),
+    'listitems': (lambda v: {'_py_factory': 'collections.deque',
+                             '_py_factory_args': [],
+                             '_py_listitems': [v]}, True),
+    'dictitems': (lambda v: {'_py_factory': 'collections.OrderedDict',
+                             '_py_factory_args': [],
+                             '_py_dictitems': [['k', v]]}, True),
+    'sub-object': (lambda v: {'_py_persistent_type': 'tests.model.Car',
+                              'year': v}, True),
+}
+
+
+@pytest.mark.parametrize('wrapper', sorted(WRAPPERS))
+@pytest.mark.parametrize('vector', NESTED, ids=repr)
+def test_hostile_value_nested(s, vector, wrapper):
+    """The hostile part is nested inside allowed shapes."""
+    path = LoadPath()
+    wrap = WRAPPERS[wrapper][0]
+
+    def plant():
+        vector.prepare(s)
+        path.plant(s, {'$set': {path.field: wrap(vector.stored(s))}})
+    check_refused(
+        s, path, plant,
+        lambda: [path.location(s)] + vector.where(s), vector.name,
+        vector.names, vector.error, vector.foreign,
+        exact_name=vector.exact_name)
+
+
+# -- what is allowed still loads (positive controls) --------------------------
+def _friend_refs(s):
+    friend = s.dm.root['friend'] = Person('friend')
+    transaction.commit()
+    return [DBRef(PERSON, friend._p_oid.id, s.dbname)]
+
+
+#: Allowed shapes: (python value stored by the application, or None to
+#: plant ``raw(s)`` instead; check of the loaded value).
+ALLOWED = {
+    'value class': (lambda s: Phone('+1', '978', '1'), None,
+                    lambda v: v == Phone('+1', '978', '1')),
+    'sub-object': (lambda s: Car(2005, 'Ford', 'Explorer'), None,
+                   lambda v: type(v) is Car and v.year == 2005),
+    'enum': (lambda s: Color.GREEN, None, lambda v: v is Color.GREEN),
+    'factory': (lambda s: collections.OrderedDict([('b', 2), ('a', 1)]),
+                None, lambda v: v == collections.OrderedDict(
+                    [('b', 2), ('a', 1)])),
+    'reference': (lambda s: PLACEHOLDER, _friend_refs,
+                  lambda v: [p.name for p in v] == ['friend']),
+    'registered alias': (lambda s: PLACEHOLDER,
+                         lambda s: {'_py_type': ALIAS, 'x': 1},
+                         lambda v: v == Registered(1)),
+    'non-string keys': (lambda s: {(1, 2): Color.GREEN}, None,
+                        lambda v: dict(v) == {(1, 2): Color.GREEN}),
+}
+
+
+@pytest.mark.parametrize('path', VALUE_PATHS, ids=repr)
+@pytest.mark.parametrize('shape', sorted(ALLOWED))
+def test_allowed_value_loads(s, shape, path):
+    make, raw, check = ALLOWED[shape]
+    path.install(s, make(s))
+    path.prepare(s)
+    # The other writer's edit (for conflict resolution it is what makes
+    # the conflict): the allowed shape itself, or an unrelated field.
+    path.plant(s, {'$set': {path.field: raw(s)} if raw is not None
+                   else {'edited': True}})
+    result, error = attempt(s, lambda: path.run(s))
+    assert_nothing_ran(s, [ALIAS])
+    assert error is None, describe(error)
+    assert check(result), result
+
+
+@pytest.mark.parametrize('wrapper', sorted(WRAPPERS))
+def test_allowed_value_nested_loads(s, wrapper):
+    path = LoadPath()
+    wrap, keeps = WRAPPERS[wrapper]
+    path.install(s)
+    path.plant(s, {'$set': {path.field: wrap(
+        {'_py_type': 'enum.Enum', 'class': 'tests.test_hostile.Color',
+         'name': 'GREEN'})}})
+    result, error = attempt(s, lambda: path.run(s))
+    assert_nothing_ran(s)
+    assert error is None, describe(error)
+    if keeps:
+        assert _holds(result, Color.GREEN), result
+
+
+def _holds(value, target, depth=0):
+    if value is target:
+        return True
+    if depth > 5:
+        return False
+    if isinstance(value, collections.abc.Mapping):
+        items = list(value.keys()) + list(value.values())
+    elif isinstance(value, (list, tuple, set, frozenset,
+                            collections.deque)) or hasattr(value, 'data'):
+        items = list(getattr(value, 'data', value))
+    elif hasattr(value, '__dict__'):
+        items = list(vars(value).values())
+    else:
+        return False
+    return any(_holds(item, target, depth + 1) for item in items)
+
+
+@pytest.mark.parametrize('path', DOCUMENT_PATHS, ids=repr)
+def test_allowed_class_of_document_loads(s, path):
+    path.install(s)
+    s.dm.root['special'] = Special('special')   # the collection is shared
+    transaction.commit()
+    path.plant(s, {'$set': {
+        '_py_persistent_type': 'tests.test_hostile.Special'}})
+    result, error = attempt(s, lambda: path.obtain(s))
+    assert_nothing_ran(s)
+    assert error is None, describe(error)
+    assert type(result) is Special
+
+
+@pytest.mark.parametrize('how', ['root', 'load', 'value'])
+def test_allowed_database_loads(s, how):
+    """A database the data manager was given is read."""
+    vector = foreign_reference()
+    RootPath().install(s)
+    vector.prepare(s)
+    ref = vector.stored(s)
+    s.db[ROOT_COLLECTION].insert_one({'name': 'friend', 'ref': ref})
+    s.db[PERSON].update_one({'_id': s.holder_id}, {'$set': {FIELD: ref}})
+    s.options['allowed_databases'] = (s.other_dbname,)
+
+    def run():
+        dm = s.fresh()
+        if how == 'root':
+            return dm.root['friend']
+        if how == 'load':
+            return dm.load(ref)
+        return getattr(dm.root['holder'], FIELD)
+    result, error = attempt(s, run)
+    assert_nothing_ran(s)
+    assert error is None, describe(error)
+    assert result.name == 'foreign'
+
+
+def test_broken_objects_keep_state_and_run_nothing(s):
+    """With ``broken_objects=True`` unknown classes load as placeholders;
+    still nothing named runs."""
+    from mongopersist import broken
+    path = RootPath()
+    path.install(s)
+    path.plant(s, {'$set': {
+        '_py_persistent_type': 'tests.canary.PersistentCanary',
+        FIELD: {'_py_type': 'tests.canary.NewCanary', 'x': 1}}})
+    before = s.snapshot()
+    s.options['broken_objects'] = True
+    result, error = attempt(s, lambda: path.obtain(s))
+    assert_nothing_ran(s, ['tests.canary.PersistentCanary'])
+    assert error is None, describe(error)
+    assert not isinstance(result, canary.PersistentCanary)
+    assert 'tests.canary.PersistentCanary' in repr(type(result)) + repr(
+        getattr(type(result), '__Broken_name__', ''))
+    state = broken.stored_state(result)
+    assert state['name'] == 'holder'
+    assert state[FIELD] == {'_py_type': 'tests.canary.NewCanary', 'x': 1}
+    transaction.commit()
+    assert s.snapshot() == before
+    assert canary.FIRED == []
