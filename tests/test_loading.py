@@ -77,14 +77,6 @@ class Color(enum.Enum):
     RED = 1
 
 
-class Sub(persistent.Persistent):
-    _p_mongo_sub_object = True
-
-
-class Plain:
-    pass
-
-
 # -- the registry -----------------------------------------------------------
 def refused(registry, name, kind='value'):
     with pytest.raises(interfaces.UnknownTypeError) as info:
@@ -429,8 +421,8 @@ def test_oid_in_written_document_loads_as_object(dm, make_dm):
     target = Simple(name='target')
     holder = Simple(target=target)
     dm.root['holder'] = holder
-    dm.flush() if hasattr(dm, 'flush') else None
-    # The document just written holds OIDs; reading it gives objects.
+    # The document written in this transaction holds OIDs; reading it
+    # gives the objects.
     state = dm._reader.get_state(dm._writer.get_document(holder), None)
     assert state['target'] is target
     transaction.commit()
@@ -569,3 +561,38 @@ def test_reader_resolve_uses_the_jar_registry(dm):
     assert dm._reader.registry is dm.type_registry
     reader = serialize.ObjectReader(object())
     assert reader.registry is metadata.REGISTRY
+
+
+# -- top-level broken objects and factories written by this process ----------
+class ReducesToItself:
+    """Reduces to its own class as the factory: ``(cls, args)``."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __reduce__(self):
+        return (ReducesToItself, (self.a,))
+
+
+def test_class_factory_written_by_this_process_loads(dm, make_dm):
+    dm.root['obj'] = Simple(value=ReducesToItself(3))
+    transaction.commit()
+    loaded = make_dm().root['obj'].value
+    assert type(loaded) is ReducesToItself and loaded.a == 3
+
+
+def test_unknown_top_level_class(dm, db, make_dm, dbname):
+    ref = dm.insert(Simple(name='x'))
+    transaction.commit()
+    db[TYPE_MAP_COLLECTION].update_one(
+        {'_id': '%s.%s' % (dbname, ref.collection)},
+        {'$set': {'types': ['gone.module.Top']}})
+    with pytest.raises(interfaces.UnknownTypeError) as info:
+        make_dm().load(ref)
+    assert info.value.name == 'gone.module.Top'
+    obj = make_dm(broken_objects=True).load(ref)
+    assert isinstance(obj, broken.PersistentBroken)
+    assert broken.stored_state(obj) == {'name': 'x'}
+    with pytest.raises(broken.BrokenModified):
+        obj.name = 'y'
+    assert 'gone' not in sys.modules

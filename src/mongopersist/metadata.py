@@ -23,7 +23,6 @@ Resolving never calls what it finds, never runs a module's ``__getattr__``
 (it looks names up in ``__dict__``), and never returns anything but a class
 (or, for factories, a registered callable).
 """
-import collections
 import enum
 import importlib
 import sys
@@ -99,9 +98,9 @@ def get_dotted_name(obj):
             _known_types[name] = obj
             _names[obj] = name
             REGISTRY._modules_changed()
-    elif callable(obj):
+    elif callable(obj) and _hashable(obj):
         with _lock:
-            REGISTRY._factories.setdefault(name, obj)
+            REGISTRY._factories[name] = obj
             _names[obj] = name
     return name
 
@@ -118,7 +117,7 @@ def factory_name(factory):
     if name is None:
         name = _own_name(factory)
     with _lock:
-        REGISTRY._factories.setdefault(name, factory)
+        REGISTRY._factories[name] = factory
     return name
 
 

@@ -52,7 +52,7 @@ def subclasses(cls):
 def _is_subclass(dm, name, cls):
     try:
         found = dm.type_registry.resolve(name, 'persistent')
-    except interfaces.UnknownTypeError:
+    except interfaces.StoredDataError:
         return False
     return issubclass(found, cls)
 

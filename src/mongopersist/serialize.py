@@ -160,6 +160,10 @@ class ObjectWriter:
         Raises ``UnstorableObjectError`` or ``CircularReferenceError``
         naming the class and the attribute path at fault.
         """
+        if isinstance(obj, broken.PersistentBroken):
+            raise interfaces.UnstorableObjectError(
+                'Cannot store %r: a read-only placeholder for a stored object '
+                'of an unknown class' % (obj,), obj)
         state = obj.__getstate__()
         cls_name = obj.__class__.__name__
         if not isinstance(state, dict):
@@ -371,7 +375,7 @@ class ObjectWriter:
                     raise self._unstorable(
                         obj, 'its factory %r cannot be found again by name'
                         % (factory,))
-                doc = {PY_FACTORY: metadata.get_dotted_name(factory),
+                doc = {PY_FACTORY: metadata.factory_name(factory),
                        PY_FACTORY_ARGS: self._write_list(
                            list(args or ()), pobj, stack, custom)}
             self._add_state(doc, state, pobj, stack, custom)
