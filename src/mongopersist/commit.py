@@ -72,7 +72,8 @@ def changed_fields(doc, loaded):
 class DocumentWrite:
     """One planned write: what, to which document, and on what condition."""
 
-    __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request')
+    __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request',
+                 'size')
 
     def __init__(self, kind, obj, oid, doc=None, loaded=None):
         self.kind = kind
@@ -82,6 +83,7 @@ class DocumentWrite:
         self.loaded = loaded
         self.filter = None
         self.request = None
+        self.size = 0           # of ``doc`` in bytes of BSON
 
     def __repr__(self):
         return '<%s %s/%s>' % (self.kind, self.oid.collection, self.oid.id)
@@ -113,11 +115,12 @@ class Flush:
                 if id(obj) in seen or oid in jar._removed:
                     continue
                 seen.add(id(obj))
-                doc = self._document(obj)
                 loaded = jar._loaded_docs.get(oid)
                 kind = UPDATE if loaded is not None or oid not in jar._new \
                     else INSERT
-                self.writes.append(DocumentWrite(kind, obj, oid, doc, loaded))
+                write = DocumentWrite(kind, obj, oid, None, loaded)
+                self._document(write)
+                self.writes.append(write)
         except BaseException:
             # Forget the new objects this failed attempt found.
             jar._forget_new(queue[len(objects):])
@@ -127,14 +130,17 @@ class Flush:
         self.serialized = list(self.writes)
         return self
 
-    def _document(self, obj):
-        # The class is named later (``_name_type``), once every document
-        # was made: recording it in the type map is a write.  MongoDB's
-        # limits are checked before anything is written.
+    def _document(self, write):
+        """Make ``write.doc`` (and its size) from ``write.obj``.
+
+        The class is named later (``_name_type``), once every document was
+        made: recording it in the type map is a write.  MongoDB's limits
+        are checked before anything is written.
+        """
         writer = self.jar._writer
-        doc = writer.get_document(obj)
-        limits.check_document(doc, obj, writer.deepest)
-        return doc
+        write.doc = writer.get_document(write.obj)
+        write.size = limits.check_document(write.doc, write.obj,
+                                           writer.deepest)
 
     def _name_type(self, write):
         """Name the class in the document if its collection needs that."""
@@ -243,7 +249,7 @@ class Flush:
         # Write the merged state on top of the current document.
         write.loaded = current
         self.jar._loaded_docs[write.oid] = current
-        write.doc = self._document(write.obj)
+        self._document(write)
         self._name_type(write)
         self._plan_one(write)
 
@@ -268,7 +274,9 @@ class Flush:
         jar = self.jar
         # Writes not (yet) known to have reached MongoDB, by identity.
         pending = {id(write): write for write in self.writes}
-        for (db, name), writes in self.by_collection().items():
+        groups = self.by_collection()
+        jar._journal.before_writes(groups)
+        for (db, name), writes in groups.items():
             coll = jar._raw_collection(db, name)
             try:
                 result = self._send(coll, writes)

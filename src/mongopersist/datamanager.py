@@ -23,8 +23,8 @@ from bson.objectid import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from mongopersist import (
-    broken, commit, conflict, interfaces, metadata, query, serialize,
-    sessions)
+    broken, commit, conflict, interfaces, journal, metadata, query,
+    serialize, sessions)
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
@@ -124,6 +124,7 @@ class MongoDataManager:
         self.transactions = sessions.choose(
             client, transactions or self.default_transactions)
         self._server_txn = None
+        self._journal = journal.Journal(self)
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()
         self.state_generation = 0
@@ -553,6 +554,8 @@ class MongoDataManager:
         not make.
         """
         undo = self._undo[since:]
+        if undo:
+            self._journal.before_undo()
         del self._undo[since:]
         self.unrestored = []
         session = self._session
@@ -629,6 +632,9 @@ class MongoDataManager:
                 self._server_txn.abort()
             else:
                 self._undo_writes()
+                if not self.unrestored:
+                    # Everything was taken back: nothing left to find.
+                    self._journal.finished()
         finally:
             self._end_transaction(committed=False)
 
@@ -638,6 +644,7 @@ class MongoDataManager:
     def commit(self, txn):
         """Write every pending change (inside the server transaction)."""
         try:
+            self._journal.committing()
             self.flush()
         except Exception as error:
             if self._server_txn is not None and sessions.is_transient(error):
@@ -652,6 +659,7 @@ class MongoDataManager:
 
     def tpc_finish(self, txn):
         """Forget the transaction's bookkeeping; never fails."""
+        self._journal.finished()
         self._end_transaction(committed=True)
 
     def should_retry(self, error):
@@ -669,6 +677,7 @@ class MongoDataManager:
         self.abort(txn)
 
     def _end_transaction(self, committed):
+        self._journal.forget()
         server_txn, self._server_txn = self._server_txn, None
         if server_txn is not None:
             server_txn.end()

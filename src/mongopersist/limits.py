@@ -109,6 +109,7 @@ def check_document(doc, obj, deepest=None):
     it and the attribute path, never the content.  ``deepest`` is the
     writer's count of nested values (``ObjectWriter.deepest``): when it
     bounds the document below the limit, the nesting is not measured.
+    Returns the document's size in bytes of BSON.
     """
     if (deepest is None
             or 1 + (deepest - 1) * LEVELS_PER_VALUE > MAX_NESTING) and \
@@ -128,6 +129,7 @@ def check_document(doc, obj, deepest=None):
             'Cannot store %s: its document would be %d bytes, over '
             'MongoDB\'s limit of %d bytes (16 MB)%s' % (
                 _where(obj), size, MAX_DOCUMENT_SIZE, _largest(doc)), obj)
+    return size
 
 
 def _largest(doc):

@@ -53,12 +53,14 @@ class Root(MutableMapping):
     def __setitem__(self, name, obj):
         self._ensure_index()
         ref = self._jar._store_now(obj)
+        self._jar._journal.before_root_write(self.collection, name)
         previous = self._coll.find_one_and_update(
             {'name': name}, {'$set': {'ref': ref}}, upsert=True,
             session=self._jar._session)
         self._jar._remember_root_change(self.collection, name, previous, ref)
 
     def __delitem__(self, name):
+        self._jar._journal.before_root_write(self.collection, name)
         previous = self._coll.find_one_and_delete(
             {'name': name}, session=self._jar._session)
         if previous is None:
