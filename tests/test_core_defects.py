@@ -494,3 +494,159 @@ def test_unknown_top_level_class_loads_broken_when_asked(make_dm, db,
     transaction.commit()
     assert db['gone'].find_one() == {'_id': ref_id, 'name': 'kept', 'n': 1}
     assert list(dm.root.keys()) == ['x']
+
+
+# -- found by the model-based test (tests/test_stateful.py) ------------------------
+def test_abort_puts_back_the_version_before_the_write_without_detection(
+        dm, make_dm, db):
+    """Last writer wins, but an aborted writer must not win."""
+    dm.root['p'] = Person('a')
+    transaction.commit()
+    tm = transaction.TransactionManager()
+    theirs = make_dm(transaction_manager=tm)
+    mine = dm.root['p']
+    mine.friends['k'] = 0           # loaded {}, changed
+    theirs.root['p'].friends['k'] = 0
+    tm.commit()                      # they commit {'k': 0}
+    dm.count(Person)                 # our flush writes the same content
+    transaction.abort()
+    assert db[PERSON].find_one()['friends'] == {'k': 0}
+
+
+def test_removed_object_is_not_written_after_its_removal_was_flushed(cdm,
+                                                                     db):
+    cdm.root['p'] = Person('a')
+    transaction.commit()
+    obj = cdm.root['p']
+    obj.name = 'changed'
+    cdm.remove(obj)
+    cdm.count(Person)                # flushes the removal
+    transaction.commit()             # no ConflictError
+    assert db[PERSON].count_documents({}) == 0
+
+
+def test_savepoint_rollback_restores_a_flushed_removal(dm, db):
+    dm.root['p'] = Person('a')
+    transaction.commit()
+    obj = dm.root['p']
+    savepoint = transaction.savepoint()
+    dm.remove(obj)
+    list(dm.find_objects(Person))    # flushes the removal
+    savepoint.rollback()
+    assert db[PERSON].find_one()['name'] == 'a'
+    assert dm.root['p'] is obj
+    obj.name = 'b'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'b'
+    assert obj._p_jar is dm and obj._p_oid is not None
+    assert dm.root['p'] is obj
+    obj.name = 'c'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'c'
+
+
+def test_undo_gives_a_new_serial_so_a_reader_of_the_undone_write_conflicts(
+        cdm, other, db):
+    cdm.root['p'] = Person('v1')
+    transaction.commit()
+    cdm.root['p'].name = 'v2'
+    cdm.flush()                      # serial 2, visible
+    seen = other.root['p']
+    assert seen.name == 'v2'         # they load serial 2
+    transaction.abort()              # v1 is back, serial 3
+    cdm.root['p'].name = 'v2 again'
+    transaction.commit()             # serial 4
+    seen.name = 'based on the undone v2'
+    with pytest.raises(interfaces.ConflictError):
+        other.transaction_manager.commit()
+    other.transaction_manager.abort()
+    assert db[PERSON].find_one()['name'] == 'v2 again'
+
+
+def test_rollback_keeps_objects_loaded_since_the_savepoint_writable(cdm, db):
+    cdm.root['a'] = Person('a')
+    cdm.root['b'] = Person('b')
+    transaction.commit()
+    cdm.root['a'].name = 'a2'
+    savepoint = transaction.savepoint()
+    b = cdm.root['b']                # loaded after the savepoint
+    b.name
+    savepoint.rollback()
+    b.name = 'b2'
+    transaction.commit()             # no spurious ConflictError
+    assert sorted(d['name'] for d in db[PERSON].find()) == ['a2', 'b2']
+
+
+def test_savepoint_rollback_after_a_flush_commits_without_conflict(cdm, db):
+    cdm.root['a'] = Person('a')
+    transaction.commit()
+    a = cdm.root['a']
+    a.name = 'a1'
+    savepoint = transaction.savepoint()
+    a.name = 'a2'
+    cdm.flush()                      # serial 2 written, taken back below
+    savepoint.rollback()
+    assert a.name == 'a1'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'a1'
+
+
+def test_rollback_of_a_flushed_removal_of_an_object_new_in_the_transaction(
+        dm, db):
+    obj = Person('a')
+    dm.root['p'] = obj               # inserted and written at once
+    savepoint = transaction.savepoint()
+    dm.remove(obj)
+    list(dm.find_objects(Person))    # flushes the removal
+    savepoint.rollback()
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'a'
+    assert obj._p_jar is dm
+    obj.name = 'b'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'b'
+
+
+def test_rollback_keeps_a_new_object_changed_since_the_savepoint(dm, db):
+    obj = Person('a')
+    dm.insert(obj)
+    savepoint = transaction.savepoint()
+    obj.name = 'b'
+    savepoint.rollback()
+    assert obj._p_status != 'ghost' and obj.name == 'a'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'a'
+
+
+def test_plain_containers_of_a_flushed_object_are_written_at_commit(dm, db):
+    """A new object's plain dict tells nobody about changes; after a flush
+    it must still be compared and written at commit."""
+    obj = Person('a')
+    dm.insert(obj)
+    dm.count(Person)                 # flushes the insert
+    obj.friends['k'] = 0             # a plain dict: no register call
+    dm.count(Person)
+    obj.friends['k2'] = 1
+    transaction.commit()
+    assert db[PERSON].find_one()['friends'] == {'k': 0, 'k2': 1}
+
+
+def test_abort_does_not_chain_through_a_version_another_wrote(dm, make_dm,
+                                                              db):
+    """Found by the model-based test: our update, their update over it,
+    our removal, our abort: their version must stay."""
+    dm.root['p'] = Person('a')
+    transaction.commit()
+    tm = transaction.TransactionManager()
+    theirs = make_dm(transaction_manager=tm)
+    mine = dm.root['p']
+    mine.name = 'mine'
+    dm.flush()                          # our update
+    theirs.root['p'].friends['k'] = 1   # they load our version, change it
+    theirs.flush()                      # and write over it
+    dm.remove(mine)
+    dm.flush()                          # our removal
+    transaction.abort()                 # puts back *their* version only
+    tm.commit()
+    doc = db[PERSON].find_one()
+    assert (doc['name'], doc['friends']) == ('mine', {'k': 1})

@@ -30,6 +30,9 @@ INSERT = 'insert'
 UPDATE = 'update'
 DELETE = 'delete'
 
+#: ``DocumentWrite.before`` of a write to a document that did not exist.
+ABSENT = 'absent'
+
 
 def same_value(a, b):
     """Return true if BSON values ``a`` and ``b`` would be stored the same.
@@ -59,6 +62,13 @@ def same_value(a, b):
     return a == b
 
 
+def same_document(a, b):
+    """Return true if documents ``a`` and ``b`` differ in their serial only."""
+    return (a is not None and b is not None
+            and same_value({k: v for k, v in a.items() if k != PY_SERIAL},
+                           {k: v for k, v in b.items() if k != PY_SERIAL}))
+
+
 def changed_fields(doc, loaded):
     """Return the ``$set`` and ``$unset`` parts that turn loaded into doc."""
     to_set = {key: value for key, value in doc.items()
@@ -73,7 +83,7 @@ class DocumentWrite:
     """One planned write: what, to which document, and on what condition."""
 
     __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request',
-                 'size')
+                 'size', 'before', 'untracked')
 
     def __init__(self, kind, obj, oid, doc=None, loaded=None):
         self.kind = kind
@@ -84,6 +94,11 @@ class DocumentWrite:
         self.filter = None
         self.request = None
         self.size = 0           # of ``doc`` in bytes of BSON
+        # The object holds values whose changes it does not hear about.
+        self.untracked = False
+        # What an abort puts back: the version stored before this write
+        # (``ABSENT``: there was none, so there is nothing to take back).
+        self.before = loaded
 
     def __repr__(self):
         return '<%s %s/%s>' % (self.kind, self.oid.collection, self.oid.id)
@@ -139,6 +154,7 @@ class Flush:
         """
         writer = self.jar._writer
         write.doc = writer.get_document(write.obj)
+        write.untracked = writer.untracked
         write.size = limits.check_document(write.doc, write.obj,
                                            writer.deepest)
 
@@ -218,7 +234,7 @@ class Flush:
         conditional writes themselves are what guarantee no lost update.
         """
         if not self.handler.detects_conflicts:
-            return self
+            return self._read_versions_before()
         for (db, name), writes in self.by_collection().items():
             checked = {w.oid.id: w for w in writes if w.kind != INSERT}
             if not checked:
@@ -231,6 +247,24 @@ class Flush:
             for doc_id, write in checked.items():
                 if not self._matches(write, current.get(doc_id)):
                     self._resolve(write, self._current(coll, write))
+        return self
+
+    def _read_versions_before(self):
+        """Without serials, read what updates and deletes will replace.
+
+        An abort must put back the version stored right before the write,
+        which is not the version loaded if somebody wrote in between (last
+        writer wins): one read per collection, of the documents changed.
+        """
+        for (db, name), writes in self.by_collection().items():
+            changed = {w.oid.id: w for w in writes if w.kind != INSERT}
+            if not changed:
+                continue
+            coll = self.jar._raw_collection(db, name)
+            current = {doc['_id']: doc for doc in coll.find(
+                {'_id': {'$in': list(changed)}}, session=self.jar._session)}
+            for doc_id, write in changed.items():
+                write.before = current.get(doc_id, ABSENT)
         return self
 
     def _matches(self, write, current):
@@ -247,7 +281,7 @@ class Flush:
         if merged is None:
             raise self._conflict(write, current)
         # Write the merged state on top of the current document.
-        write.loaded = current
+        write.loaded = write.before = current
         self.jar._loaded_docs[write.oid] = current
         self._document(write)
         self._name_type(write)
@@ -326,7 +360,7 @@ class Flush:
         for index, write in enumerate(writes):
             if index in upserted:
                 # Ours is the only version now: taking it back removes it.
-                write.kind, write.loaded = INSERT, None
+                write.kind, write.loaded, write.before = INSERT, None, None
             self.jar._written(write)
             del pending[id(write)]
 

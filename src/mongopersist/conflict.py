@@ -9,7 +9,8 @@ and what happens when that condition fails.  The data manager asks it:
 * ``resolve(obj, orig, current, new)``: what to write after a lost race
   (a new document) or ``None`` to give up with a ``ConflictError``;
 * ``undo_filter(oid, written)``: what taking back a write on abort is
-  conditional on (the stored document must still be the one written).
+  conditional on (the stored document must still be the one written);
+* ``undo_document(before, written)``: the document an abort puts back.
 
 The check and the write are one operation: the filter of the update holds
 ``_id`` and the serial that was loaded, so a concurrent write makes the
@@ -67,6 +68,10 @@ class NoCheckConflictHandler:
                 query[key] = value
         return query
 
+    def undo_document(self, before, written):
+        """The version stored before the write, as it was."""
+        return before
+
     def resolve(self, obj, orig, current, new):
         return None
 
@@ -91,6 +96,17 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
         query = metadata.document_filter(oid)
         query[PY_SERIAL] = written.get(PY_SERIAL)
         return query
+
+    def undo_document(self, before, written):
+        """The version before the write, under a serial never used yet.
+
+        Putting back the old serial would let a writer that loaded the
+        taken-back version overwrite a later write that reuses its serial
+        (A-B-A); one more than the serial written is new.
+        """
+        doc = dict(before)
+        doc[PY_SERIAL] = self.serial_of(written) + 1
+        return doc
 
 
 class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):

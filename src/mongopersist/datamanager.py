@@ -441,6 +441,9 @@ class MongoDataManager:
                     % (type(obj).__name__, type(owner).__name__))
             self._changed_sub[id(obj)] = obj
             obj = owner
+        if obj._p_oid in self._deleted:
+            # Removed (and its removal written): nothing to write.
+            return
         self._registered[id(obj)] = obj
         self._join_txn()
 
@@ -494,12 +497,22 @@ class MongoDataManager:
         Written objects are *saved* again (``_p_changed`` false, their
         changed sub-objects too): a change made after this write makes
         persistent call ``register`` anew, so it is written as well.
+        Objects holding values that do not report changes (a plain
+        ``dict`` or ``list`` of a new object, a value object) stay
+        registered instead: they are serialized again at the next flush
+        and at commit, and written if they differ from what was written.
         """
         flush = commit.Flush(self).serialize(objects).remove(removed)
         flush.plan().check().execute()
+        for obj in removed:
+            # Its document is gone: later changes are not written.
+            self._registered.pop(id(obj), None)
         saved = set()
         for write in flush.serialized:
             obj = write.obj
+            if write.untracked:
+                self._registered[id(obj)] = obj
+                continue
             self._registered.pop(id(obj), None)
             saved.add(id(obj))
             if obj._p_changed:
@@ -520,7 +533,8 @@ class MongoDataManager:
         self._written_oids.append(ref)
         if write.kind == commit.INSERT:
             self._new.pop(ref, None)
-        self._undo.append((write.kind, ref, write.loaded, write.doc))
+        if write.before is not commit.ABSENT:
+            self._undo.append((write.kind, ref, write.before, write.doc))
         if write.kind == commit.DELETE:
             self._loaded_docs.pop(ref, None)
             self._cache.pop(ref, None)
@@ -552,6 +566,9 @@ class MongoDataManager:
         a document somebody changed since is left as it is, logged, and
         listed in ``unrestored``.  An undo never destroys a write it did
         not make.
+
+        Returns the documents put back by updates, by oid (with conflict
+        detection they carry a new serial).
         """
         undo = self._undo[since:]
         if undo:
@@ -559,27 +576,22 @@ class MongoDataManager:
         del self._undo[since:]
         self.unrestored = []
         session = self._session
-        undo_filter = self.conflict_handler.undo_filter
+        put_back = {}
         for kind, ref, before, written in reversed(undo):
             if kind == 'root':
                 restored = self._undo_root_change(ref, before, written,
                                                   session)
                 ref = DBRef(ref[0], ref[1], self.root_database)
-            elif kind == commit.DELETE:
-                restored = self._put_back(ref, before, session)
             else:
-                coll = self._raw_collection(ref.database, ref.collection)
-                condition = undo_filter(ref, written)
-                if before is None and kind == commit.INSERT:
-                    result = coll.delete_one(condition, session=session)
-                    restored = result.deleted_count == 1
-                elif before is None:
-                    # Written over a version this transaction never read.
-                    restored = False
-                else:
-                    result = coll.replace_one(condition, before,
-                                              session=session)
-                    restored = result.matched_count == 1
+                restored = False
+                stored = put_back.get(ref, written)
+                # What a later write's undo put back is this write's
+                # document (under another serial) if nobody wrote in
+                # between; then this undo is conditional on it.
+                if stored is written or commit.same_document(stored,
+                                                             written):
+                    restored = self._undo_write(kind, ref, before, stored,
+                                                session, put_back)
             if not restored:
                 self.unrestored.append(ref)
                 LOG.warning(
@@ -588,6 +600,35 @@ class MongoDataManager:
                     'wrote it (another writer); it is left as it is',
                     getattr(ref, 'database', self.root_database),
                     ref.collection, ref.id)
+        return put_back
+
+    def _undo_write(self, kind, ref, before, written, session, put_back):
+        """Take back one document write if it is still what is stored.
+
+        ``written`` is what the write stored; ``before`` what to put back
+        (``None``: nothing, the write created the document).  Records in
+        ``put_back`` what is stored afterwards; returns false if the
+        document changed since and was left alone.
+        """
+        if kind == commit.DELETE:
+            if self._put_back(ref, before, session):
+                put_back[ref] = before
+                return True
+            return False
+        handler = self.conflict_handler
+        coll = self._raw_collection(ref.database, ref.collection)
+        condition = handler.undo_filter(ref, written)
+        if before is None:
+            if kind != commit.INSERT:
+                # Written over a version this transaction never read.
+                return False
+            put_back.pop(ref, None)
+            return coll.delete_one(condition, session=session).deleted_count
+        doc = handler.undo_document(before, written)
+        if not coll.replace_one(condition, doc, session=session).matched_count:
+            return False
+        put_back[ref] = doc
+        return True
 
     def _put_back(self, ref, before, session):
         """Restore a deleted document unless another was stored since."""

@@ -15,7 +15,7 @@ from mongopersist import metadata
 
 # The data manager's per-transaction bookkeeping a savepoint puts back.
 BOOKKEEPING = ('_new', '_inserted', '_registered', '_changed_sub',
-               '_removed', '_loaded_docs')
+               '_removed', '_deleted', '_loaded_docs')
 
 
 def _copy_state(state, keep):
@@ -44,15 +44,30 @@ class Savepoint:
     def rollback(self):
         """Put the data manager back to the state of this savepoint."""
         jar = self.jar
-        jar._undo_writes(since=self._undo_length)
+        written_since = {entry[1] for entry in jar._undo[self._undo_length:]}
+        put_back = jar._undo_writes(since=self._undo_length)
         saved = self._saved
         inserted_since = [obj for ref, obj in jar._inserted.items()
                           if ref not in saved['_inserted']]
         changed_since = [obj for key, obj in jar._registered.items()
                          if key not in saved['_registered']]
+        # Objects first loaded since stay loaded: keep what they were
+        # loaded from (unless this transaction wrote them since).
+        loaded_since = {ref: doc for ref, doc in jar._loaded_docs.items()
+                        if ref not in saved['_loaded_docs']
+                        and ref not in written_since}
+        deleted_since = {ref: obj for ref, obj in jar._deleted.items()
+                         if ref not in saved['_deleted']}
         jar._forget_new(inserted_since)
         for name, value in saved.items():
             setattr(jar, name, dict(value))
+        jar._loaded_docs.update(loaded_since)
+        for ref, doc in put_back.items():
+            # Put back under a new serial: that is what is stored now.
+            if ref in jar._loaded_docs:
+                jar._loaded_docs[ref] = doc
+        for ref, obj in deleted_since.items():
+            jar._cache[ref] = obj       # removed since: its document is back
         jar.state_generation += 1
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.
@@ -60,5 +75,7 @@ class Savepoint:
             obj.__setstate__(_copy_state(state, self._keep))
             obj._p_changed = True
         for obj in changed_since:
-            if obj._p_jar is jar:
+            # Objects new or changed at the savepoint got their state back
+            # above; the others reload what is stored.
+            if obj._p_jar is jar and id(obj) not in self._states:
                 obj._p_invalidate()

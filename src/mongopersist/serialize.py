@@ -150,6 +150,10 @@ class ObjectWriter:
         #: and values entered, the object itself being 1); each stores as
         #: at most ``limits.LEVELS_PER_VALUE`` levels of BSON nesting.
         self.deepest = 1
+        #: True if the last ``get_document`` stored a mutable value that
+        #: does not tell its owner about changes (a plain ``dict``,
+        #: ``list``, ``set``, ``bytearray`` or other non-persistent object).
+        self.untracked = False
 
     def _custom_serializers(self):
         return self._serializers + SERIALIZERS
@@ -177,6 +181,7 @@ class ObjectWriter:
         custom = self._custom_serializers()
         stack = {id(obj)}
         self.deepest = 1
+        self.untracked = False
         for name, value in state.items():
             if not _is_known_safe_key(name) or name in DOCUMENT_META_FIELDS:
                 raise interfaces.UnstorableObjectError(
@@ -242,13 +247,19 @@ class ObjectWriter:
             if serializer.can_write(obj):
                 # Its value may nest to any depth: have commit measure it.
                 self.deepest = limits.MAX_NESTING
+                self.untracked = True
                 return serializer.write(obj)
         if kind is dict:
+            self.untracked = True
             return self._write_dict(obj, pobj, stack, custom)
         if kind is list or kind is tuple:
+            if kind is list:
+                self.untracked = True
             return self._write_list(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
+            if kind is set or kind is bytearray:
+                self.untracked = True
             self._enter(obj, stack)
             try:
                 return builtin(obj, lambda value: self._write(
@@ -259,6 +270,7 @@ class ObjectWriter:
             if not metadata.is_sub_object(kind):
                 return self._jar.dump(obj)
             return self._write_sub_object(obj, pobj, stack, custom)
+        self.untracked = True
         return self._write_reduced(obj, pobj, stack, custom)
 
     def _enter(self, obj, stack):

@@ -1,0 +1,714 @@
+"""Model-based stateful test: two data managers against a model of the store.
+
+A hypothesis ``RuleBasedStateMachine`` runs random sequences of: insert an
+object, set one as a root entry (written at once), change a scalar, a list
+(``PersistentList`` inside the document), a dict (``PersistentDict``) or a
+sub-object (``_p_mongo_sub_object``), query (``count``, ``find_objects``:
+an implicit flush), ``flush()``, savepoint and rollback, commit, abort,
+``remove``, and re-insert an object that was taken back (aborted insert,
+rolled back insert, removed and committed), also into the other data
+manager.  Two data managers share one database, each with its own
+``transaction.TransactionManager``; both use ``transactions='never'``.  The
+machine runs twice: conflict detection on (``SimpleSerialConflictHandler``)
+and off (last writer wins, field by field, as updates ``$set`` only the
+fields that changed).
+
+The model
+---------
+``stored`` is what the database holds *now*: in ``'never'`` mode a flush
+writes at once and others see it before commit, so the model writes too
+when (and exactly when) the data manager flushes: before a query, on
+``flush()``, on ``root[...] = obj`` (that object only) and at commit.  Every
+stored version has a model-internal *token*, unique per write.
+
+Per data manager and transaction the model keeps the state of every object
+it loaded (``view``), the version each was loaded as or last written as
+(``base``), the new, changed, removed objects, and the list of its writes
+(each with the version before and the version written).  A flush writes
+every new object, every loaded object whose state differs from its base
+(an unchanged document is not written), and every removal.
+
+Conflicts (detection on): a flush raises ``ConflictError``, writing
+nothing, exactly when it updates or removes a document whose stored token
+is not the base token of the writer (another data manager wrote it since
+this one loaded or last wrote it, or removed it).  Detection off: never;
+an update ``$set`` s the changed fields over what is stored now, an update
+of a removed document writes nothing.
+
+Abort (and rollback) takes back the transaction's writes, newest first,
+each only where the document is still the version this data manager
+wrote (``docs/transactions.rst``, "Abort undo"): a write the other data
+manager made since is never overwritten.  With detection on that is exact
+(the serial).  With detection off the library can only compare contents:
+where the stored document is not exactly the document this data manager
+wrote (the other wrote it in between, or this update was merged with
+fields the other had committed before), each field this data manager
+changed may either stay or go back (when the stored value still equals
+the value written), and every other field must stay; the model adopts
+what is stored when it is within that.  Otherwise it must go back
+exactly.  A removal is put back when the document is still absent.
+
+Savepoint rollback: objects new or changed at the savepoint get their
+state back; objects first changed since become ghosts (reload what is
+stored); objects inserted since are taken back; objects loaded since
+stay loaded as they are; writes since are taken back as on abort.  A
+rollback to a savepoint taken before the data manager joined aborts it.
+
+Invariant checked after every step: the stored documents (and root
+entries) equal ``stored``; every object a data manager has loaded in its
+open transaction has the model's state and is not a ghost; objects taken
+back have no jar and keep their state.  After each commit/abort: every
+object of that data manager is a ghost, and loading every stored document
+(a fresh transaction) gives exactly the stored fields; root entries load
+as the data manager's identical object.
+
+Every example starts from 0-2 committed documents and uses a fresh
+database, dropped in ``teardown``.
+
+Restricted to keep the model exact: a data manager changes or removes only
+documents that were committed, or that it inserted itself (it can still
+load another's flushed but uncommitted documents through queries).
+
+Runtime: about 30-40 s for the file when it passes (200 examples of up to
+30 steps per machine, mongomock, one core); examples are derandomized
+(``derandomize=True``, no example database) so CI runs the same sequences
+every time.  A failure costs more: shrinking can take a few minutes.
+"""
+import uuid
+
+import pytest
+import transaction
+from bson.dbref import DBRef
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine, initialize, invariant, precondition, rule)
+
+from mongopersist import interfaces, testing
+from mongopersist.datamanager import MongoDataManager
+from tests.model import Person
+from tests.stateful_model import (
+    COLLECTION, FIELDS, Item, apply_to_fields, apply_to_object,
+    document_fields, new_fields, object_fields)
+
+CLIENT = testing.client()
+
+NAMES = st.sampled_from(['a', 'b', 'c'])
+ROOT_NAMES = st.sampled_from(['r1', 'r2'])
+DMS = st.integers(0, 1)
+PICK = st.integers(0, 7)
+SMALL = st.integers(0, 2)
+NAME_OPS = st.tuples(st.just('name'), NAMES)
+LIST_OPS = st.tuples(st.sampled_from(['append', 'del_tag']), SMALL)
+DICT_OPS = st.tuples(st.sampled_from(['set_key', 'del_key']), SMALL)
+SUB_OPS = st.tuples(st.sampled_from(['sub', 'new_sub']), SMALL)
+OPS = st.one_of(NAME_OPS, LIST_OPS, DICT_OPS, SUB_OPS)
+
+
+class Version:
+    """A stored version of a document: its fields and a unique token."""
+
+    __slots__ = ('fields', 'token')
+
+    def __init__(self, fields, token):
+        self.fields = dict(fields)
+        self.token = token
+
+    def __repr__(self):
+        return 'V%d%r' % (self.token, self.fields)
+
+
+class Txn:
+    """The model of one data manager's open transaction."""
+
+    def __init__(self):
+        self.view = {}       # id -> fields of the object in memory
+        self.base = {}       # id -> Version loaded or last written
+        self.new = set()     # inserted, not yet written
+        self.inserted = set()
+        self.dirty = set()   # changed since last written
+        self.removed = set()     # removal not yet written
+        self.deleted = set()     # removal written
+        self.undo = []       # ('doc', id, before, written, fields, document)
+                             # or ('root', name, before, written)
+        self.mutated = []    # ids, in the order they were changed
+        self.joined = False
+        self.savepoint = None    # (transaction savepoint, Snapshot)
+
+    def snapshot(self):
+        snap = Txn()
+        for name in ('view', 'base'):
+            setattr(snap, name, dict(getattr(self, name)))
+        for name in ('new', 'inserted', 'dirty', 'removed', 'deleted'):
+            setattr(snap, name, set(getattr(self, name)))
+        snap.undo = len(self.undo)
+        snap.mutated = len(self.mutated)
+        snap.joined = self.joined
+        return snap
+
+
+class TwoDataManagers(RuleBasedStateMachine):
+    """See the module docstring."""
+
+    detect_conflicts = False
+
+    def __init__(self):
+        super().__init__()
+        self.dbname = 'mp_stateful_%s' % uuid.uuid4().hex[:12]
+        self.tms = [transaction.TransactionManager() for _ in range(2)]
+        self.dms = [MongoDataManager(
+            CLIENT, default_database=self.dbname, transactions='never',
+            detect_conflicts=self.detect_conflicts, transaction_manager=tm)
+            for tm in self.tms]
+        self.txns = [Txn(), Txn()]
+        self.handles = [{}, {}]     # id -> the data manager's object
+        self.pool = []              # [object, fields]: taken back objects
+        self.stored = {}            # id -> Version
+        self.root = {}              # root name -> id
+        self.committed = set()      # ids whose insert was committed
+        self.counter = 0
+
+    def teardown(self):
+        for tm in self.tms:
+            tm.abort()
+        CLIENT.drop_database(self.dbname)
+
+    # -- helpers ----------------------------------------------------------
+    def token(self):
+        self.counter += 1
+        return self.counter
+
+    def new_id(self):
+        self.counter += 1
+        return 'k%d' % self.counter
+
+    def ref(self, oid):
+        return DBRef(COLLECTION, oid, self.dbname)
+
+    def eligible(self, d):
+        """Ids data manager ``d`` may change or remove now."""
+        t = self.txns[d]
+        ids = set(self.stored) | set(t.view)
+        return sorted((
+            k for k in ids
+            if (k in self.committed or k in t.inserted)
+            and k not in t.removed and k not in t.deleted
+            and (k in t.view or k in self.stored)), key=str)
+
+    def obj(self, d, k):
+        """Data manager ``d``'s object ``k``, loaded as the model says."""
+        t = self.txns[d]
+        obj = self.handles[d].get(k)
+        if obj is None:
+            obj = self.dms[d].load(self.ref(k))
+            self.handles[d][k] = obj
+        if k not in t.view:
+            version = self.stored[k]
+            t.view[k] = dict(version.fields)
+            t.base[k] = version
+        obj._p_activate()
+        return obj
+
+    def detach(self, d, k):
+        t = self.txns[d]
+        obj = self.handles[d].pop(k)
+        self.pool.append([obj, t.view.pop(k)])
+        t.base.pop(k, None)
+        for name in ('new', 'inserted', 'dirty', 'removed', 'deleted'):
+            getattr(t, name).discard(k)
+
+    # -- the model of a flush -------------------------------------------
+    def plan(self, d):
+        t = self.txns[d]
+        writes = [('insert', k) for k in sorted(t.new, key=str)]
+        for k in sorted(t.view, key=str):
+            if k in t.new or k in t.removed or k in t.deleted:
+                continue
+            if t.view[k] != t.base[k].fields:
+                writes.append(('update', k))
+        writes += [('delete', k) for k in sorted(t.removed, key=str)]
+        return writes
+
+    def conflicts(self, d):
+        if not self.detect_conflicts:
+            return []
+        t = self.txns[d]
+        found = []
+        for kind, k in self.plan(d):
+            if kind != 'insert':
+                current = self.stored.get(k)
+                if current is None or current.token != t.base[k].token:
+                    found.append(k)
+        return found
+
+    def apply_flush(self, d, only=None):
+        t = self.txns[d]
+        for kind, k in self.plan(d):
+            if only is not None and k != only:
+                continue
+            if kind == 'insert':
+                version = Version(t.view[k], self.token())
+                self.stored[k] = version
+                t.undo.append(('doc', k, None, version, FIELDS, version.fields))
+                t.base[k] = version
+                t.new.discard(k)
+                t.dirty.discard(k)
+            elif kind == 'update':
+                current = self.stored.get(k)
+                changed = [f for f in FIELDS
+                           if t.view[k][f] != t.base[k].fields[f]]
+                if self.detect_conflicts:
+                    fields = dict(t.view[k])
+                else:
+                    fields = dict(current.fields) if current else None
+                    for f in changed:
+                        if fields is not None:
+                            fields[f] = t.view[k][f]
+                version = Version(t.view[k], self.token())
+                if current is not None:
+                    written = Version(fields, version.token)
+                    self.stored[k] = written
+                    t.undo.append(
+                        ('doc', k, current, written, changed, t.view[k]))
+                t.base[k] = version
+                t.dirty.discard(k)
+            else:
+                current = self.stored.pop(k, None)
+                if current is not None:
+                    t.undo.append(('doc', k, current, None, FIELDS, None))
+                t.removed.discard(k)
+                t.deleted.add(k)
+
+    def flushing(self, d, action):
+        """Run ``action`` (which flushes ``d``) as the model says it goes.
+
+        Returns ``(True, result)``, or ``(False, None)`` after the expected
+        ``ConflictError`` (the transaction is then aborted).
+        """
+        if self.conflicts(d):
+            with pytest.raises(interfaces.ConflictError):
+                action()
+            self.tms[d].abort()
+            self.model_abort(d)
+            self.check_fresh(d)
+            return False, None
+        result = action()
+        self.apply_flush(d)
+        return True, result
+
+    # -- the model of taking writes back --------------------------------
+    def take_back(self, entries):
+        loose = {}      # id -> {field: allowed values}: outcome not exact
+        for entry in reversed(entries):
+            if entry[0] == 'root':
+                _, name, before, written = entry
+                if self.root.get(name) == written:
+                    if before is None:
+                        del self.root[name]
+                    else:
+                        self.root[name] = before
+                continue
+            _, k, before, written, changed, document = entry
+            current = self.stored.get(k)
+            if k in loose:
+                allowed = loose[k]
+                for f in changed:
+                    if written is not None and written.fields[f] in allowed[f]:
+                        allowed[f].add(before.fields[f])
+                continue
+            if written is None:             # a removal
+                if current is None:
+                    self.stored[k] = before
+            elif (current is not None and current.token == written.token
+                  and (self.detect_conflicts or before is None
+                       or current.fields == document)):
+                if before is None:
+                    del self.stored[k]
+                else:
+                    self.stored[k] = before
+            elif current is not None and not self.detect_conflicts:
+                # Written over by the other data manager since (or merged
+                # with its fields when written): only the fields this one
+                # wrote, still as written, may go back.
+                allowed = {f: {current.fields[f]} for f in FIELDS}
+                for f in changed:
+                    if (before is not None
+                            and current.fields[f] == written.fields[f]):
+                        allowed[f].add(before.fields[f])
+                loose[k] = allowed
+        for k, allowed in loose.items():
+            doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+            assert doc is not None, (
+                'abort removed %s, which the other data manager wrote' % k)
+            fields = document_fields(doc)
+            for f in FIELDS:
+                assert fields[f] in allowed[f], (
+                    'abort of a document written over by the other data '
+                    'manager: %s.%s is %r, allowed %r' % (
+                        k, f, fields[f], allowed[f]))
+            if fields != self.stored[k].fields:
+                self.stored[k] = Version(fields, self.token())
+
+    def model_abort(self, d):
+        t = self.txns[d]
+        self.take_back(t.undo)
+        for k in sorted(t.inserted, key=str):
+            self.detach(d, k)
+        self.txns[d] = Txn()
+
+    def model_commit(self, d):
+        t = self.txns[d]
+        self.apply_flush(d)
+        self.committed |= t.inserted
+        for k in sorted(t.deleted, key=str):
+            self.committed.discard(k)
+            self.detach(d, k)
+        self.txns[d] = Txn()
+
+    # -- rules ------------------------------------------------------------
+    @initialize(names=st.lists(NAMES, max_size=2))
+    def committed_items(self, names):
+        """Start with committed documents (most sequences need some)."""
+        for name in names:
+            self.insert(0, name)
+        self.commit(0)
+
+    @rule(d=DMS, name=NAMES)
+    def insert(self, d, name):
+        obj = Item(name)
+        k = self.new_id()
+        self.dms[d].insert(obj, oid=k)
+        t = self.txns[d]
+        self.handles[d][k] = obj
+        t.view[k] = new_fields(name)
+        t.new.add(k)
+        t.inserted.add(k)
+        t.joined = True
+
+    @rule(d=DMS, root_name=ROOT_NAMES, name=NAMES)
+    def set_root(self, d, root_name, name):
+        obj = Item(name)
+        self.dms[d].root[root_name] = obj
+        k = obj._p_oid.id
+        t = self.txns[d]
+        self.handles[d][k] = obj
+        t.view[k] = new_fields(name)
+        t.new.add(k)
+        t.inserted.add(k)
+        t.joined = True
+        self.apply_flush(d, only=k)
+        t.undo.append(('root', root_name, self.root.get(root_name), k))
+        self.root[root_name] = k
+
+    @rule(d=DMS, pick=PICK, op=NAME_OPS)
+    def set_name(self, d, pick, op):
+        self.change(d, pick, op)
+
+    @rule(d=DMS, pick=PICK, op=LIST_OPS)
+    def change_list(self, d, pick, op):
+        self.change(d, pick, op)
+
+    @rule(d=DMS, pick=PICK, op=DICT_OPS)
+    def change_dict(self, d, pick, op):
+        self.change(d, pick, op)
+
+    @rule(d=DMS, pick=PICK, op=SUB_OPS)
+    def change_sub_object(self, d, pick, op):
+        self.change(d, pick, op)
+
+    def change(self, d, pick, op):
+        ids = self.eligible(d)
+        if not ids:
+            return
+        k = ids[pick % len(ids)]
+        obj = self.obj(d, k)
+        apply_to_object(obj, op)
+        t = self.txns[d]
+        t.view[k] = apply_to_fields(t.view[k], op)
+        t.dirty.add(k)
+        t.mutated.append(k)
+        t.joined = True
+
+    @rule(d=DMS, pick=PICK)
+    def remove(self, d, pick):
+        ids = self.eligible(d)
+        if not ids:
+            return
+        k = ids[pick % len(ids)]
+        obj = self.obj(d, k)
+        self.dms[d].remove(obj)
+        t = self.txns[d]
+        t.joined = True
+        if k in t.new:
+            self.detach(d, k)
+        else:
+            t.removed.add(k)
+            t.dirty.discard(k)
+
+    @rule(pick=PICK, op=OPS)
+    def change_taken_back(self, pick, op):
+        if not self.pool:
+            return
+        entry = self.pool[pick % len(self.pool)]
+        apply_to_object(entry[0], op)
+        entry[1] = apply_to_fields(entry[1], op)
+
+    @rule(d=DMS, pick=PICK)
+    def insert_again(self, d, pick):
+        if not self.pool:
+            return
+        obj, fields = self.pool.pop(pick % len(self.pool))
+        k = self.new_id()
+        self.dms[d].insert(obj, oid=k)
+        t = self.txns[d]
+        self.handles[d][k] = obj
+        t.view[k] = fields
+        t.new.add(k)
+        t.inserted.add(k)
+        t.joined = True
+
+    @rule(d=DMS)
+    def count(self, d):
+        done, result = self.flushing(d, lambda: self.dms[d].count(Item))
+        if done:
+            assert result == len(self.stored)
+
+    @rule(d=DMS, name=NAMES)
+    def find(self, d, name):
+        done, found = self.flushing(d, lambda: list(
+            self.dms[d].find_objects(Item, {'name': name})))
+        if not done:
+            return
+        expected = {k for k, v in self.stored.items()
+                    if v.fields['name'] == name}
+        assert {obj._p_oid.id for obj in found} == expected
+        t = self.txns[d]
+        for obj in found:
+            k = obj._p_oid.id
+            mine = self.handles[d].setdefault(k, obj)
+            assert obj is mine, 'identity map broken for %s' % k
+            if k not in t.view:
+                t.view[k] = dict(self.stored[k].fields)
+                t.base[k] = self.stored[k]
+
+    @rule(d=DMS)
+    def flush(self, d):
+        self.flushing(d, self.dms[d].flush)
+
+    @rule(d=DMS)
+    def savepoint(self, d):
+        t = self.txns[d]
+        t.savepoint = (self.tms[d].savepoint(), t.snapshot())
+
+    @precondition(lambda self: any(t.savepoint for t in self.txns))
+    @rule(d=DMS)
+    def rollback(self, d):
+        t = self.txns[d]
+        if t.savepoint is None:
+            return
+        savepoint, snap = t.savepoint
+        savepoint.rollback()
+        if not snap.joined:
+            if t.joined:
+                # Joined after the savepoint: rolling back aborts it.
+                self.model_abort(d)
+            self.txns[d].savepoint = (savepoint, snap)
+            return
+        entries = t.undo[snap.undo:]
+        del t.undo[snap.undo:]
+        self.take_back(entries)
+        since = t.inserted - snap.inserted
+        for k in sorted(since, key=str):
+            self.detach(d, k)
+        changed_since = (set(t.mutated[snap.mutated:])
+                         - snap.dirty - snap.new - since)
+        del t.mutated[snap.mutated:]
+        for k in list(t.view):
+            if k in changed_since:
+                del t.view[k]
+                t.base.pop(k, None)
+            elif k in snap.view:
+                t.view[k] = dict(snap.view[k])
+                if k in snap.base:
+                    t.base[k] = snap.base[k]
+                else:
+                    t.base.pop(k, None)
+        for name in ('new', 'inserted', 'dirty', 'removed', 'deleted'):
+            setattr(t, name, set(getattr(snap, name)))
+
+    @rule(d=DMS)
+    def commit(self, d):
+        if self.conflicts(d):
+            with pytest.raises(interfaces.ConflictError):
+                self.tms[d].commit()
+            self.tms[d].abort()
+            self.model_abort(d)
+        else:
+            self.tms[d].commit()
+            self.model_commit(d)
+        self.check_fresh(d)
+
+    @rule(d=DMS)
+    def abort(self, d):
+        self.tms[d].abort()
+        self.model_abort(d)
+        self.check_fresh(d)
+
+    # -- checks -----------------------------------------------------------
+    def check_stored(self):
+        db = CLIENT[self.dbname]
+        docs = {doc['_id']: document_fields(doc)
+                for doc in db[COLLECTION].find()}
+        expected = {k: v.fields for k, v in self.stored.items()}
+        assert docs == expected
+        roots = {doc['name']: doc['ref'].id
+                 for doc in db['persistence_root'].find()}
+        assert roots == self.root
+
+    def check_fresh(self, d):
+        """After a commit/abort of ``d``: a fresh transaction loads stored."""
+        self.check_stored()
+        dm = self.dms[d]
+        for k, obj in self.handles[d].items():
+            assert obj._p_jar is dm, k
+            assert obj._p_status == 'ghost', (k, obj._p_status)
+        for k in sorted(self.stored, key=str):
+            obj = self.handles[d].get(k)
+            if obj is None:
+                obj = self.handles[d][k] = dm.load(self.ref(k))
+            assert object_fields(obj) == self.stored[k].fields, k
+        for name, k in self.root.items():
+            obj = dm.root[name]
+            assert obj._p_oid.id == k
+            if k in self.handles[d]:
+                assert obj is self.handles[d][k], name
+        # Nothing joined: this only turns the objects into ghosts again.
+        self.tms[d].abort()
+
+    @invariant()
+    def consistent(self):
+        self.check_stored()
+        for d in range(2):
+            for k, fields in self.txns[d].view.items():
+                obj = self.handles[d][k]
+                assert obj._p_jar is self.dms[d], k
+                assert obj._p_status != 'ghost', k
+                assert object_fields(obj) == fields, k
+        for obj, fields in self.pool:
+            assert obj._p_jar is None and obj._p_oid is None
+            assert object_fields(obj) == fields
+
+
+SETTINGS = settings(
+    max_examples=200, stateful_step_count=30, deadline=None,
+    derandomize=True, database=None, report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow,
+                           HealthCheck.filter_too_much])
+
+
+class DetectingConflicts(TwoDataManagers):
+    detect_conflicts = True
+
+
+TestLastWriterWins = TwoDataManagers.TestCase
+TestLastWriterWins.settings = SETTINGS
+TestDetectingConflicts = DetectingConflicts.TestCase
+TestDetectingConflicts.settings = SETTINGS
+
+
+# -- the defects the machine found first, as plain examples ---------------
+PERSON = 'tests.model.Person'
+
+
+@pytest.fixture
+def tm():
+    manager = transaction.TransactionManager()
+    yield manager
+    manager.abort()
+
+
+def test_change_after_a_query_flush_is_written(dm, db):
+    """Bug A: a change made after an implicit flush was dropped."""
+    dm.root['p'] = Person('one')
+    transaction.commit()
+    person = dm.root['p']
+    person.name = 'two'
+    dm.count(Person)
+    person.name = 'three'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'three'
+
+
+def test_list_change_after_an_explicit_flush_is_written(dm, db):
+    """Bug A, through a PersistentList inside the document."""
+    dm.root['p'] = Person('one', visited=['USA'])
+    transaction.commit()
+    person = dm.root['p']
+    person.visited.append('France')
+    dm.flush()
+    person.visited.append('Peru')
+    transaction.commit()
+    assert db[PERSON].find_one()['visited'] == ['USA', 'France', 'Peru']
+
+
+@pytest.mark.parametrize('detect', [True, False], ids=['detect', 'no-detect'])
+def test_abort_keeps_the_other_data_managers_commit(make_dm, db, tm, detect):
+    """Bug B: A flushes, B reads that and commits on top, A aborts."""
+    mine = make_dm(detect_conflicts=detect)
+    theirs = make_dm(detect_conflicts=detect, transaction_manager=tm)
+    mine.root['p'] = Person('one')
+    transaction.commit()
+    mine.root['p'].name = 'flushed by A'
+    mine.flush()
+    person = theirs.root['p']
+    assert person.name == 'flushed by A'
+    person.name = 'committed by B'
+    tm.commit()
+    transaction.abort()
+    assert db[PERSON].find_one()['name'] == 'committed by B'
+
+
+def test_abort_keeps_the_other_data_managers_root_entry(make_dm, db, tm):
+    """Bug B for root entries (found by the machine, shrunk)."""
+    mine = make_dm()
+    theirs = make_dm(transaction_manager=tm)
+    mine.root['r1'] = Person('A')
+    theirs.root['r1'] = Person('B')
+    tm.commit()
+    transaction.abort()
+    assert theirs.root['r1'].name == 'B'
+    assert db['persistence_root'].count_documents({}) == 1
+
+
+def test_aborted_insert_can_be_changed_and_inserted_again(dm, db):
+    """Bug C: an object whose insert was aborted stays usable."""
+    person = Person('x')
+    dm.insert(person)
+    transaction.abort()
+    person.name = 'y'
+    person.visited = ['USA']
+    dm.insert(person)
+    transaction.commit()
+    doc = db[PERSON].find_one()
+    assert (doc['name'], doc['visited']) == ('y', ['USA'])
+
+
+def test_removed_object_can_be_stored_in_another_data_manager(
+        dm, make_dm, db, tm):
+    """Bug C: removed and committed, then changed and stored elsewhere."""
+    dm.root['p'] = Person('x', visited=['USA'])
+    transaction.commit()
+    person = dm.root['p']
+    dm.remove(person)
+    transaction.commit()
+    assert db[PERSON].count_documents({}) == 0
+    person.name = 'y'
+    person.visited.append('Peru')
+    other = make_dm(transaction_manager=tm)
+    other.insert(person)
+    tm.commit()
+    doc = db[PERSON].find_one()
+    assert (doc['name'], doc['visited']) == ('y', ['USA', 'Peru'])
+    person.name = 'z'
+    tm.commit()
+    assert db[PERSON].find_one()['name'] == 'z'
