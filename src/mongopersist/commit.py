@@ -10,6 +10,8 @@ One ``Flush`` writes a set of objects:
    conflict handler stamps serials and makes updates conditional;
 3. **check** serials of documents others may have changed (one read per
    collection, when conflict detection is on), letting the handler resolve;
+   without conflict detection the same read fetches what updates and
+   deletes replace, which is what an abort puts back;
 4. **write** each collection's share in one ordered ``bulk_write``;
 5. **verify** that every conditional write matched; a lost race raises
    ``ConflictError`` (see ``Flush.execute`` for how a lost race is told).
@@ -235,16 +237,9 @@ class Flush:
         """
         if not self.handler.detects_conflicts:
             return self._read_versions_before()
-        for (db, name), writes in self.by_collection().items():
-            checked = {w.oid.id: w for w in writes if w.kind != INSERT}
-            if not checked:
-                continue
-            coll = self.jar._raw_collection(db, name)
-            # Only the serials: the whole document is read for conflicts.
-            current = {doc['_id']: doc for doc in coll.find(
-                {'_id': {'$in': list(checked)}}, {PY_SERIAL: 1},
-                session=self.jar._session)}
-            for doc_id, write in checked.items():
+        # Only the serials: the whole document is read for conflicts.
+        for coll, writes, current in self._stored_versions({PY_SERIAL: 1}):
+            for doc_id, write in writes.items():
                 if not self._matches(write, current.get(doc_id)):
                     self._resolve(write, self._current(coll, write))
         return self
@@ -256,16 +251,23 @@ class Flush:
         which is not the version loaded if somebody wrote in between (last
         writer wins): one read per collection, of the documents changed.
         """
+        for _, writes, current in self._stored_versions(None):
+            for doc_id, write in writes.items():
+                write.before = current.get(doc_id, ABSENT)
+        return self
+
+    def _stored_versions(self, projection):
+        """Per collection: the updates and deletes by ``_id``, and what is
+        stored for them now (``projection`` of it), in one read."""
         for (db, name), writes in self.by_collection().items():
             changed = {w.oid.id: w for w in writes if w.kind != INSERT}
             if not changed:
                 continue
             coll = self.jar._raw_collection(db, name)
             current = {doc['_id']: doc for doc in coll.find(
-                {'_id': {'$in': list(changed)}}, session=self.jar._session)}
-            for doc_id, write in changed.items():
-                write.before = current.get(doc_id, ABSENT)
-        return self
+                {'_id': {'$in': list(changed)}}, projection,
+                session=self.jar._session)}
+            yield coll, changed, current
 
     def _matches(self, write, current):
         if current is None:
