@@ -9,18 +9,18 @@ about their changes).  The work is shared out:
 * ``mongopersist.commit``: the commit pipeline (serialize, plan, write);
 * ``mongopersist.conflict``: what a write is conditional on;
 * ``mongopersist.typemap``: which classes live in which collection;
-* ``mongopersist.root``: the named entry points.
+* ``mongopersist.root``: the named entry points;
+* ``mongopersist.undo``: taking back what an aborted transaction wrote;
+* ``mongopersist.journal``: what a crash in the middle of one left;
+* ``mongopersist.metadata``: which stored names may load as which classes.
 """
-import logging
 import threading
 import weakref
 
 import persistent
 import transaction
 import zope.interface
-from bson.dbref import DBRef
 from bson.objectid import ObjectId
-from pymongo.errors import DuplicateKeyError
 
 from mongopersist import (
     broken, commit, conflict, interfaces, journal, metadata, query,
@@ -29,8 +29,7 @@ from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
-
-LOG = logging.getLogger('mongopersist')
+from mongopersist.undo import UndoLog
 
 # Errors a reader raises on stored data of the wrong shape; the data
 # manager reports them as ``StoredDataError`` naming the document.
@@ -148,7 +147,7 @@ class MongoDataManager:
         self._changed_sub = {}      # id -> changed sub-object
         self._removed = {}          # oid -> object to remove
         self._deleted = {}          # oid -> object whose document is deleted
-        self._undo = []             # how to take back what was written
+        self._undo = UndoLog(self)  # how to take back what was written
         self._written_oids = []     # oids written in this transaction
         self._discovered = None     # new objects found by a running flush
 
@@ -533,8 +532,7 @@ class MongoDataManager:
         self._written_oids.append(ref)
         if write.kind == commit.INSERT:
             self._new.pop(ref, None)
-        if write.before is not commit.ABSENT:
-            self._undo.append((write.kind, ref, write.before, write.doc))
+        self._undo.wrote(write)
         if write.kind == commit.DELETE:
             self._loaded_docs.pop(ref, None)
             self._cache.pop(ref, None)
@@ -552,110 +550,22 @@ class MongoDataManager:
     def _remember_root_change(self, collection, name, previous, written):
         """Record a root entry change: ``written`` is the entry now stored
         (``None`` if deleted), ``previous`` the one it replaced."""
-        self._undo.append(('root', (collection, name), previous, written))
+        self._undo.root_changed(collection, name, previous, written)
         self._join_txn()
 
     def _undo_writes(self, since=0):
         """Take back this transaction's writes after the ``since``-th.
 
         Used on abort without a server transaction, and to roll back to a
-        savepoint in either mode (inside the server transaction).  Each
-        write is taken back only where the stored document is still the
-        one this transaction wrote (the conflict handler's ``undo_filter``:
-        the serial written, or the content without conflict detection);
-        a document somebody changed since is left as it is, logged, and
-        listed in ``unrestored``.  An undo never destroys a write it did
-        not make.
-
-        Returns the documents put back by updates, by oid (with conflict
-        detection they carry a new serial).
+        savepoint in either mode (inside the server transaction).  See
+        ``mongopersist.undo``: a write is taken back only where the stored
+        document is still the one written; the others are listed in
+        ``unrestored``.  Returns the documents put back, by oid.
         """
-        undo = self._undo[since:]
-        if undo:
+        if len(self._undo) > since:
             self._journal.before_undo()
-        del self._undo[since:]
-        self.unrestored = []
-        session = self._session
-        put_back = {}
-        for kind, ref, before, written in reversed(undo):
-            if kind == 'root':
-                restored = self._undo_root_change(ref, before, written,
-                                                  session)
-                ref = DBRef(ref[0], ref[1], self.root_database)
-            else:
-                restored = False
-                stored = put_back.get(ref, written)
-                # What a later write's undo put back is this write's
-                # document (under another serial) if nobody wrote in
-                # between; then this undo is conditional on it.
-                if stored is written or commit.same_document(stored,
-                                                             written):
-                    restored = self._undo_write(kind, ref, before, stored,
-                                                session, put_back)
-            if not restored:
-                self.unrestored.append(ref)
-                LOG.warning(
-                    'Abort: the write of %s.%s _id=%r was not taken back: '
-                    'the stored document changed since this transaction '
-                    'wrote it (another writer); it is left as it is',
-                    getattr(ref, 'database', self.root_database),
-                    ref.collection, ref.id)
+        put_back, self.unrestored = self._undo.take_back(since)
         return put_back
-
-    def _undo_write(self, kind, ref, before, written, session, put_back):
-        """Take back one document write if it is still what is stored.
-
-        ``written`` is what the write stored; ``before`` what to put back
-        (``None``: nothing, the write created the document).  Records in
-        ``put_back`` what is stored afterwards; returns false if the
-        document changed since and was left alone.
-        """
-        if kind == commit.DELETE:
-            if self._put_back(ref, before, session):
-                put_back[ref] = before
-                return True
-            return False
-        handler = self.conflict_handler
-        coll = self._raw_collection(ref.database, ref.collection)
-        condition = handler.undo_filter(ref, written)
-        if before is None:
-            if kind != commit.INSERT:
-                # Written over a version this transaction never read.
-                return False
-            put_back.pop(ref, None)
-            return coll.delete_one(condition, session=session).deleted_count
-        doc = handler.undo_document(before, written)
-        if not coll.replace_one(condition, doc, session=session).matched_count:
-            return False
-        put_back[ref] = doc
-        return True
-
-    def _put_back(self, ref, before, session):
-        """Restore a deleted document unless another was stored since."""
-        if before is None:
-            return False
-        coll = self._raw_collection(ref.database, ref.collection)
-        try:
-            coll.insert_one(before, session=session)
-        except DuplicateKeyError:
-            return False
-        return True
-
-    def _undo_root_change(self, key, before, written, session):
-        collection, name = key
-        coll = self._raw_collection(self.root_database, collection)
-        if written is None:
-            # Deleted: restore it unless the name was set again since.
-            entry = dict(before)
-            entry.pop('name', None)
-            result = coll.update_one({'name': name}, {'$setOnInsert': entry},
-                                     upsert=True, session=session)
-            return result.upserted_id is not None
-        condition = {'name': name, 'ref': written}
-        if before is None:
-            return coll.delete_one(condition, session=session).deleted_count
-        return coll.replace_one(condition, before,
-                                session=session).matched_count == 1
 
     # -- IDataManager ---------------------------------------------------
     def sortKey(self):

@@ -44,7 +44,7 @@ class Savepoint:
     def rollback(self):
         """Put the data manager back to the state of this savepoint."""
         jar = self.jar
-        written_since = {entry[1] for entry in jar._undo[self._undo_length:]}
+        written_since = jar._undo.refs_since(self._undo_length)
         put_back = jar._undo_writes(since=self._undo_length)
         saved = self._saved
         inserted_since = [obj for ref, obj in jar._inserted.items()
