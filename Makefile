@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test test-wire bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## test-wire: run the suite against mongoeco's MongoDB wire-protocol server
+## (needs Python >= 3.13, installs mongoeco into .venv-wire; skips without
+## one).  Extra pytest arguments: make test-wire ARGS='-x tests/test_queries.py'
+test-wire: $(STAMP)
+	$(BIN)/python tests/run_wire.py $(ARGS)
+
 ## bench: install and run the benchmarks
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -32,4 +38,4 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -q -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info docs/_build .pytest_cache
+	rm -rf $(VENV) .venv-wire build dist src/*.egg-info docs/_build .pytest_cache .hypothesis

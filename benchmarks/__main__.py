@@ -71,7 +71,10 @@ def _cpu():
 
 def _backend(client, real_server):
     if real_server:
-        return 'MongoDB %s' % client.server_info().get('version', '?')
+        # buildInfo spelled as the server documents it (server_info() sends
+        # 'buildinfo', which some wire-protocol servers do not know).
+        version = client.admin.command('buildInfo').get('version', '?')
+        return 'MongoDB %s' % version
     return 'mongomock %s' % _version('mongomock')
 
 

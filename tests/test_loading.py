@@ -537,7 +537,8 @@ def test_malformed_type_map_entry(dm, db, make_dm, dbname, entry):
     ref = dm.insert(Simple(x=1))
     transaction.commit()
     key = '%s.%s' % (dbname, ref.collection)
-    db[TYPE_MAP_COLLECTION].replace_one({'_id': key}, entry, upsert=True)
+    db[TYPE_MAP_COLLECTION].delete_one({'_id': key})
+    db[TYPE_MAP_COLLECTION].insert_one(dict(entry, _id=key))
     with pytest.raises(interfaces.StoredDataError) as info:
         make_dm().load(ref)._p_activate()
     error = info.value
