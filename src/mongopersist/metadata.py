@@ -47,6 +47,15 @@ _lock = threading.RLock()
 # Class or function -> dotted name, filled on first use.
 _names = {}
 
+# Bumped whenever what any registry allows changes: resolutions cached
+# under an older generation are looked up again.
+_generation = 0
+
+
+def _allowed_changed():
+    global _generation
+    _generation += 1
+
 # Names of the standard library constructors ``_py_factory`` may name
 # without registration: each only builds a value from plain arguments
 # (no file system, process or import side effects).  These are the
@@ -178,6 +187,7 @@ class TypeRegistry:
         self._factories = {}
         self._modules = None      # modules of allowed classes, computed
         self._cache = {}          # name -> object found by walking
+        self._resolved = {}       # (name, kind) -> (generation, class)
 
     # -- configuration ------------------------------------------------------
     @staticmethod
@@ -230,6 +240,7 @@ class TypeRegistry:
 
     def _modules_changed(self):
         self._modules = None
+        _allowed_changed()
 
     def _allowed_modules(self):
         modules = self._modules
@@ -289,6 +300,11 @@ class TypeRegistry:
         that is unknown or not allowed, or names something of another kind.
         Nothing named is called; only trusted modules are imported.
         """
+        if type(name) is str and kind != 'factory':
+            # Documents name the same few classes over and over.
+            hit = self._resolved.get((name, kind))
+            if hit is not None and hit[0] == _generation:
+                return hit[1]
         if kind is not None and kind not in KINDS:
             raise ValueError('Unknown kind of stored name: %r' % (kind,))
         if not isinstance(name, str):
@@ -297,10 +313,13 @@ class TypeRegistry:
                 % type(name).__name__)
         if kind == 'factory':
             return self._resolve_factory(name)
+        generation = _generation
         found = self._exact_type(name)
         if found is None:
             found = self._find(name)
-        return _check_kind(found, name, kind)
+        found = _check_kind(found, name, kind)
+        self._resolved[(name, kind)] = (generation, found)
+        return found
 
     def _resolve_factory(self, name):
         for registry in self._chain():
