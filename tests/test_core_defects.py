@@ -7,6 +7,7 @@ MongoDB's document limits, and malformed stored data.
 import logging
 import threading
 
+import bson
 import persistent
 import pymongo
 import pytest
@@ -650,3 +651,19 @@ def test_abort_does_not_chain_through_a_version_another_wrote(dm, make_dm,
     tm.commit()
     doc = db[PERSON].find_one()
     assert (doc['name'], doc['friends']) == ('mine', {'k': 1})
+
+
+def test_size_limit_counts_the_class_name_and_serial_added_at_commit(
+        cdm, db):
+    """A document just under 16 MB before the serial is added is refused."""
+    cdm.root['ok'] = Person('ok')
+    transaction.commit()
+    person = cdm.root['ok']
+    base = len(bson.encode(cdm._writer.get_document(person)))
+    person.name = 'x' * (16 * 1024 * 1024 - base - 4 + 2)
+    assert len(bson.encode(cdm._writer.get_document(person))) <= (
+        16 * 1024 * 1024)
+    with pytest.raises(interfaces.DocumentLimitError):
+        transaction.commit()
+    transaction.abort()
+    assert db[PERSON].find_one()['name'] == 'ok'

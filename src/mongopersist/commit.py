@@ -186,6 +186,10 @@ class Flush:
             if write.kind != DELETE:
                 self._name_type(write)
             if self._plan_one(write):
+                if write.size > limits.NEAR_MAX_DOCUMENT_SIZE:
+                    # The class name and the serial were added since the
+                    # size was measured: measure the final document.
+                    limits.check_document(write.doc, write.obj)
                 planned.append(write)
         self.writes = planned
         return self

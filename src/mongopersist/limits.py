@@ -19,6 +19,9 @@ from mongopersist import interfaces
 #: MongoDB's maximum BSON document size (``maxBsonObjectSize``).
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 
+#: Documents this close to the limit are measured again once complete.
+NEAR_MAX_DOCUMENT_SIZE = MAX_DOCUMENT_SIZE - 64 * 1024
+
 #: MongoDB's maximum nesting depth for stored documents.
 MAX_NESTING = 100
 
