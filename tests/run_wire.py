@@ -229,15 +229,7 @@ class Server:
             return
         self.process = None
         try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
+            stop_group(process)
         finally:
             for stream in (process.stdin, process.stdout):
                 try:
@@ -257,15 +249,21 @@ def run_pytest(args, uri, timeout):
         log('pytest did not finish within %ds; stopping it' % timeout)
         return 124
     finally:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
-            except ProcessLookupError:
-                pass
+        stop_group(process)
+
+
+def stop_group(process):
+    """Stop ``process`` and its process group: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        pass
 
 
 def _terminate(signum, frame):
