@@ -495,16 +495,27 @@ class OID(DBRef):
     Oids are dict keys all over the data manager (identity map, pending
     writes, loaded documents); ``DBRef`` computes its hash anew each time.
     An ``OID`` equals, hashes like and is stored as the plain ``DBRef``.
+    It also keeps the document BSON encodes it as (``as_doc``): every
+    write of a document referencing it encodes it, and commit encodes
+    each document twice (``limits`` measures it first).
     """
 
-    __slots__ = ('_hash',)
+    __slots__ = ('_hash', '_doc')
 
     def __init__(self, collection, id, database=None):
         super().__init__(collection, id, database)
         self._hash = DBRef.__hash__(self)
+        self._doc = None
 
     def __hash__(self):
         return self._hash
+
+    def as_doc(self):
+        """The ``{'$ref', '$id', '$db'}`` document, made once."""
+        doc = self._doc
+        if doc is None:
+            doc = self._doc = DBRef.as_doc(self)
+        return doc
 
     def __eq__(self, other):
         return DBRef.__eq__(self, other)

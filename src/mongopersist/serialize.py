@@ -439,6 +439,12 @@ def _set_default_state(value, data):
         setattr(value, name, item)
 
 
+# The fields of a stored value that are not its state, by representation.
+_ITEMS = (PY_LIST_ITEMS, PY_DICT_ITEMS)
+_SUB_OBJECT_META = frozenset((PY_PERSISTENT_TYPE,) + _ITEMS)
+_FACTORY_META = frozenset((PY_FACTORY, PY_FACTORY_ARGS) + _ITEMS)
+_TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
+
 # Stored values the reader turns into something else; without custom
 # serializers, every other stored value is read as it is.  References
 # written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
@@ -511,19 +517,30 @@ class ObjectReader:
             # Kept as stored: nothing named in it is loaded.
             return {key: value for key, value in doc.items()
                     if key not in DOCUMENT_META_FIELDS}
+        return self._read_fields(doc, obj, DOCUMENT_META_FIELDS)
+
+    def _read_fields(self, stored, obj, skip=()):
+        """Read the fields of the stored dict ``stored`` but ``skip``.
+
+        A comprehension on the hot path; the field at fault is named by
+        reading again, one field at a time, only when one fails.
+        """
         get = self.get_object
-        as_is = self._reads_all_as_is()
-        state = {}
-        key = None
         try:
-            for key, value in doc.items():
-                if key in DOCUMENT_META_FIELDS:
-                    continue
-                state[key] = (value if as_is and type(value)
-                              not in _CONVERTED_STATES else get(value, obj))
+            if self._reads_all_as_is():
+                return {key: value if type(value) not in _CONVERTED_STATES
+                        else get(value, obj)
+                        for key, value in stored.items() if key not in skip}
+            return {key: get(value, obj)
+                    for key, value in stored.items() if key not in skip}
         except interfaces.StoredDataError as error:
-            raise error.at(key)
-        return state
+            for key, value in stored.items():
+                if key not in skip:
+                    try:
+                        get(value, obj)
+                    except interfaces.StoredDataError:
+                        raise error.at(key)
+            raise
 
     def set_ghost_state(self, obj, doc):
         """Fill the ghost ``obj`` from its document ``doc``."""
@@ -574,16 +591,8 @@ class ObjectReader:
             return self._read_special(state, obj, PY_PERSISTENT_TYPE)
         if PY_FACTORY in state:
             return self._read_special(state, obj, PY_FACTORY)
-        get = self.get_object
-        data = {}
-        key = None
-        try:
-            for key, value in state.items():
-                data[key] = (value if as_is and type(value)
-                             not in _CONVERTED_STATES else get(value, obj))
-        except interfaces.StoredDataError as error:
-            raise error.at(key)
-        return self._new_sub_object(PersistentDict, data, obj)
+        return self._new_sub_object(
+            PersistentDict, self._read_fields(state, obj), obj)
 
     def _read_special(self, state, obj, field):
         """Read a value that names its type in ``field``.
@@ -598,7 +607,7 @@ class ObjectReader:
             if field == PY_PERSISTENT_TYPE:
                 cls = self.resolve(name, 'sub_object')
                 value = cls.__new__(cls)
-                self._fill(value, state, obj, (PY_PERSISTENT_TYPE,))
+                self._fill(value, state, obj, _SUB_OBJECT_META)
                 return self._attach(value, obj)
             factory = self.resolve(name, 'factory')
             if PY_FACTORY_ARGS not in state:
@@ -606,7 +615,7 @@ class ObjectReader:
                                  % (name, PY_FACTORY_ARGS))
             args = self._read_array(state, PY_FACTORY_ARGS, obj)
             value = factory(*args)
-            return self._fill(value, state, obj, (PY_FACTORY, PY_FACTORY_ARGS))
+            return self._fill(value, state, obj, _FACTORY_META)
         except interfaces.UnknownTypeError as error:
             if (error.path is None and getattr(self._jar, 'broken_objects',
                                                False)
@@ -632,7 +641,7 @@ class ObjectReader:
         cls = self.resolve(type_name, 'value')
         args = self._read_array(state, PY_NEW_ARGS, obj)
         value = cls.__new__(cls, *args)
-        return self._fill(value, state, obj, (PY_TYPE, PY_NEW_ARGS))
+        return self._fill(value, state, obj, _TYPED_META)
 
     def _read_array(self, state, field, obj):
         """Read the stored array ``field`` (absent: empty) as a list."""
@@ -669,24 +678,15 @@ class ObjectReader:
         return result
 
     def _fill(self, value, state, obj, meta):
+        """Give ``value`` the state stored in ``state`` (all fields but
+        ``meta``, or ``_py_state``), then its list and dict items."""
         if PY_STATE in state:
             try:
                 data = self._plain(self.get_object(state[PY_STATE], obj))
             except interfaces.StoredDataError as error:
                 raise error.at(PY_STATE)
         else:
-            get = self.get_object
-            as_is = self._reads_all_as_is()
-            data = {}
-            key = None
-            try:
-                for key, item in state.items():
-                    if key in meta or key in (PY_LIST_ITEMS, PY_DICT_ITEMS):
-                        continue
-                    data[key] = (item if as_is and type(item)
-                                 not in _CONVERTED_STATES else get(item, obj))
-            except interfaces.StoredDataError as error:
-                raise error.at(key)
+            data = self._read_fields(state, obj, meta)
         if data:
             setstate = getattr(value, '__setstate__', None)
             if setstate is not None:
