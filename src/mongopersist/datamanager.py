@@ -31,10 +31,6 @@ from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
 
-# Errors a reader raises on stored data of the wrong shape; the data
-# manager reports them as ``StoredDataError`` naming the document.
-MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError)
-
 
 def p64(number):
     """Return ``number`` as the 8-byte string persistent uses for serials."""
@@ -487,8 +483,6 @@ class MongoDataManager:
         if not objects and not removed:
             return
         self._write_now(objects, removed)
-        for obj in removed:
-            self._removed.pop(obj._p_oid, None)
 
     def _write_now(self, objects, removed):
         """Run the commit pipeline for ``objects`` and ``removed`` now.
@@ -505,6 +499,7 @@ class MongoDataManager:
         flush.plan().check().execute()
         for obj in removed:
             # Its document is gone: later changes are not written.
+            self._removed.pop(obj._p_oid, None)
             self._registered.pop(id(obj), None)
         saved = set()
         for write in flush.serialized:
@@ -700,7 +695,7 @@ class _Reading:
         if isinstance(error, interfaces.StoredDataError):
             error.locate(ref.database, ref.collection, ref.id)
             return False
-        if isinstance(error, MALFORMED) and not isinstance(
+        if isinstance(error, serialize.MALFORMED) and not isinstance(
                 error, interfaces.MongoPersistError):
             raise interfaces.StoredDataError(
                 'Cannot load the stored document (%s: %s)' % (

@@ -108,9 +108,7 @@ def get_dotted_name(obj):
             _names[obj] = name
             REGISTRY._modules_changed()
     elif callable(obj) and _hashable(obj):
-        with _lock:
-            REGISTRY._factories[name] = obj
-            _names[obj] = name
+        return factory_name(obj)
     return name
 
 
@@ -122,11 +120,14 @@ def factory_name(factory):
     objects reduce to them).  Another process must ``register_factory``
     them, unless they are in ``SAFE_FACTORIES``.
     """
-    name = _names.get(factory) if _hashable(factory) else None
+    hashable = _hashable(factory)
+    name = _names.get(factory) if hashable else None
     if name is None:
         name = _own_name(factory)
     with _lock:
         REGISTRY._factories[name] = factory
+        if hashable:
+            _names[factory] = name
     return name
 
 
@@ -186,7 +187,6 @@ class TypeRegistry:
         self._types = {}
         self._factories = {}
         self._modules = None      # modules of allowed classes, computed
-        self._cache = {}          # name -> object found by walking
         self._resolved = {}       # (name, kind) -> (generation, class)
 
     # -- configuration ------------------------------------------------------
@@ -336,10 +336,6 @@ class TypeRegistry:
 
     def _find(self, name):
         """Find a class in an allowed module by walking ``__dict__``s."""
-        for registry in self._chain():
-            found = registry._cache.get(name)
-            if found is not None:
-                return found
         parts = name.split('.')
         if len(parts) < 2 or not all(
                 part.isidentifier() and not part.startswith('__')
@@ -372,8 +368,6 @@ class TypeRegistry:
                 break
             if not self._module_is_allowed(getattr(found, '__module__', '')):
                 break
-            with _lock:
-                self._cache[name] = found
             return found
         raise _unknown(
             'Stored data names %r, which is not a class this application '

@@ -451,9 +451,10 @@ _TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
 _CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
 _REFERENCES = (DBRef, metadata.OID)
 
-# What a malformed stored value makes readers and constructors raise; the
-# reader turns these into ``StoredDataError``.
-_MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError,
+#: What a malformed stored value makes readers and constructors raise; the
+#: reader (and the data manager, around a whole document) turns these into
+#: ``StoredDataError``.
+MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError,
               ArithmeticError)
 
 
@@ -624,7 +625,7 @@ class ObjectReader:
             raise
         except interfaces.MongoPersistError:
             raise
-        except _MALFORMED as error:
+        except MALFORMED as error:
             raise _malformed('Malformed stored value of %s %r: %s' % (
                 field, name if isinstance(name, str) else type(name).__name__,
                 _describe(error))) from error
@@ -648,15 +649,10 @@ class ObjectReader:
         stored = state.get(field, ())
         if type(stored) is not list and stored != ():
             raise _malformed('%s must be an array' % field).at(field)
-        get = self.get_object
-        values = []
-        index = 0
         try:
-            for index, value in enumerate(stored):
-                values.append(get(value, obj))
+            return self._read_list(stored, obj)
         except interfaces.StoredDataError as error:
-            raise error.at(field, index)
-        return values
+            raise error.at(field)
 
     def _read_items(self, items, obj, field='items'):
         if type(items) is not list:
