@@ -273,7 +273,7 @@ def test_data_manager_with_its_own_manager_works_from_any_thread(make_dm, db):
 
 
 # -- document limits ---------------------------------------------------------------
-def test_nan_is_not_rewritten_on_every_commit(cdm, db, roundtrips):
+def test_nan_is_not_rewritten_on_every_commit(cdm, db):
     cdm.root['p'] = Person('a', visited=[float('nan')])
     cdm.root['p'].phone = float('nan')
     transaction.commit()

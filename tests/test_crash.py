@@ -220,14 +220,19 @@ def test_a_flush_before_the_commit_is_journaled(
     assert journal.incomplete(client, dbname) == []
 
 
-def test_an_abort_deletes_its_intent_once_taken_back(
-        client, dbname, intents_written):
-    dm = make(client, dbname, intents_written)
+def flush_into_two_collections(dm):
+    """Change alice and her address, each written by a query's flush."""
     alice = dm.root['alice']
     alice.name = 'Alice'
     dm.count(Person)
     alice.address.city = 'Potsdam'
     dm.count(Address)
+
+
+def test_an_abort_deletes_its_intent_once_taken_back(
+        client, dbname, intents_written):
+    dm = make(client, dbname, intents_written)
+    flush_into_two_collections(dm)
     assert len(intents_written) == 2        # two parts
     assert len(set(intents_written)) == 1   # of one intent
     transaction.abort()
@@ -237,12 +242,7 @@ def test_an_abort_deletes_its_intent_once_taken_back(
 
 def test_an_undo_that_fails_keeps_the_intent(
         client, dbname, intents_written, monkeypatch):
-    dm = make(client, dbname, intents_written)
-    alice = dm.root['alice']
-    alice.name = 'Alice'
-    dm.count(Person)
-    alice.address.city = 'Potsdam'
-    dm.count(Address)
+    flush_into_two_collections(make(client, dbname, intents_written))
     coll_class = type(client[dbname][PERSON])
 
     def unreachable(*args, **kwargs):
