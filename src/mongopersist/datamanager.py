@@ -12,7 +12,9 @@ about their changes).  The work is shared out:
 * ``mongopersist.root``: the named entry points;
 * ``mongopersist.undo``: taking back what an aborted transaction wrote;
 * ``mongopersist.journal``: what a crash in the middle of one left;
-* ``mongopersist.metadata``: which stored names may load as which classes.
+* ``mongopersist.metadata``: which stored names may load as which classes;
+* ``mongopersist.sharding``, ``.indexes``, ``.sequence``: scale-out (shard
+  keys, declared indexes, counters).
 """
 import threading
 import weakref
@@ -23,8 +25,8 @@ import zope.interface
 from bson.objectid import ObjectId
 
 from mongopersist import (
-    broken, commit, conflict, interfaces, journal, metadata, query,
-    serialize, sessions)
+    broken, commit, conflict, indexes, interfaces, journal, metadata, query,
+    sequence, serialize, sessions, sharding)
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
@@ -77,6 +79,11 @@ class MongoDataManager:
 
     #: The ``transactions`` mode of data managers created without one.
     default_transactions = 'auto'
+
+    #: What a query of a sharded class that does not pin its shard key
+    #: does: ``'error'`` or ``'warn'``; ``None`` follows the process-wide
+    #: ``mongopersist.sharding.global_queries()``.
+    global_queries = None
 
     def __init__(self, client, default_database=None, root_database=None,
                  root_collection='persistence_root', detect_conflicts=False,
@@ -178,23 +185,41 @@ class MongoDataManager:
                 metadata.collection_name(cls))
 
     # -- object queries (mongopersist.query) ------------------------------
-    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0):
+    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0,
+                     allow_global=False):
         """Iterate the instances of ``cls`` whose documents match ``filter``.
 
         One query for all results; objects already loaded are returned as
         they are; pending changes of the collection are written first.
         ``sort`` is a key name or a list of ``(key, direction)`` pairs.
+        For a class with a shard key, a filter that does not pin it raises
+        ``GlobalQueryError`` unless ``allow_global`` is true.
         """
         return query.find_objects(self, cls, filter, sort=sort, limit=limit,
-                                  skip=skip)
+                                  skip=skip, allow_global=allow_global)
 
-    def find_one_object(self, cls, filter=None):
+    def find_one_object(self, cls, filter=None, allow_global=False):
         """Return an instance of ``cls`` whose document matches, or None."""
-        return query.find_one_object(self, cls, filter)
+        return query.find_one_object(self, cls, filter,
+                                     allow_global=allow_global)
 
-    def count(self, cls, filter=None):
+    def count(self, cls, filter=None, allow_global=False):
         """Return how many instances of ``cls`` have a matching document."""
-        return query.count(self, cls, filter)
+        return query.count(self, cls, filter, allow_global=allow_global)
+
+    # -- scale-out (mongopersist.indexes, .sequence) --------------------------
+    def ensure_indexes(self, *classes):
+        """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
+        that MongoDB lacks; return the ``indexes.CreatedIndex`` list.
+        Idempotent; never drops an index (see ``mongopersist.indexes``)."""
+        return indexes.ensure_indexes(self, *classes)
+
+    def next_sequence(self, name, step=1):
+        """Return the next value of the counter ``name`` (1, 2, ...): one
+        atomic ``findAndModify``, outside the transaction (an abort leaves
+        a gap, two callers never get the same value).  Usable as
+        ``dm.insert(obj, oid=dm.next_sequence('posts'))``."""
+        return sequence.next_value(self, name, step)
 
     # -- the transaction ----------------------------------------------------
     @property
@@ -268,18 +293,21 @@ class MongoDataManager:
         """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
         jar = obj._p_jar
         if jar is self and obj._p_oid is not None:
-            return obj._p_oid
+            return sharding.reference(obj)
         if jar is not None:
             raise ValueError('%r belongs to another data manager (%r)'
                              % (obj, jar))
-        return self.insert(obj)
+        self.insert(obj)
+        return sharding.reference(obj)
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
         self._check_thread()
-        obj = self._cache.get(dbref)
-        if obj is not None:
-            return obj
+        stored = dbref
+        if not sharding.extras(stored):
+            obj = self._cache.get(dbref)
+            if obj is not None:
+                return obj
         dbref = metadata.OID(dbref.collection, dbref.id,
                              dbref.database or self.default_database)
         obj = self._cache.get(dbref)
@@ -289,6 +317,8 @@ class MongoDataManager:
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
                                   dbref.collection)
+            # The shard-key values the reference carries, checked.
+            sharding.route(self, dbref, stored, cls)
         if cls is None:
             # Shared collection: the document names the class.
             doc = self._find_document(dbref)
@@ -373,8 +403,7 @@ class MongoDataManager:
 
     def _find_document(self, dbref):
         coll = self._raw_collection(dbref.database, dbref.collection)
-        doc = coll.find_one(metadata.document_filter(dbref),
-                            session=self._session)
+        doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
             raise interfaces.DocumentNotFoundError(
                 'No document %r in %s.%s (removed?)' % (
@@ -415,6 +444,7 @@ class MongoDataManager:
                 # The ghost was made before the collection was shared.
                 obj.__class__ = self._class_of_document(ref, doc)
             self._reader.set_ghost_state(obj, doc)
+        sharding.remember(ref, type(obj), doc)
         self._loaded_docs[ref] = doc
         self._invalidated = False
         obj._p_serial = p64(serial)
@@ -463,7 +493,7 @@ class MongoDataManager:
                 if obj._p_oid in self._new:
                     self._forget_new([obj])
                 raise
-        return obj._p_oid
+        return sharding.reference(obj)
 
     def flush(self, collections=None):
         """Write pending changes of this transaction now.
@@ -538,6 +568,7 @@ class MongoDataManager:
                 write.obj._p_serial = p64(serial)
             # The document is now stored exactly as written.
             self._loaded_docs[ref] = write.doc
+            sharding.remember(ref, type(write.obj), write.doc)
 
     def _written_this_transaction(self):
         return list(self._written_oids)
