@@ -317,8 +317,9 @@ class MongoDataManager:
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
                                   dbref.collection)
-            # The shard-key values the reference carries, checked.
-            sharding.route(self, dbref, stored, cls)
+        # The shard-key values the reference carries, checked (errors name
+        # the document holding the reference).
+        sharding.route(self, dbref, stored, cls)
         if cls is None:
             # Shared collection: the document names the class.
             doc = self._find_document(dbref)

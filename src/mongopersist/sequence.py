@@ -14,7 +14,7 @@ names its document by ``_id``.
 """
 import pymongo
 from bson.int64 import Int64
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongopersist import interfaces
 
@@ -40,11 +40,18 @@ def next_value(jar, name, step=1):
             # upsert; the counter exists now, so the retry increments it.
             if attempt:
                 raise
+        except OperationFailure as error:
+            if error.code != 14:        # TypeMismatch: not a number
+                raise
+            raise _not_a_counter(jar, name, 'a value that is not a number')
     value = doc.get('value')
     if type(value) not in (int, Int64) or isinstance(value, bool):
-        raise interfaces.StoredDataError(
-            'The counter %r holds %s, not an integer' % (
-                name[:100], type(value).__name__),
-            database=jar.root_database, collection=SEQUENCE_COLLECTION,
-            id=name, path='value')
+        raise _not_a_counter(jar, name, type(value).__name__)
     return int(value)
+
+
+def _not_a_counter(jar, name, what):
+    return interfaces.StoredDataError(
+        'The counter %r holds %s, not an integer' % (name[:100], what),
+        database=jar.root_database, collection=SEQUENCE_COLLECTION,
+        id=name, path='value')

@@ -235,9 +235,15 @@ def route(jar, oid, dbref, cls):
     if key is None:
         return
     values = {}
-    for name in key.fields:
-        if name in stored:
-            values[name] = checked_value(stored[name], name)
+    try:
+        for name in key.fields:
+            if name in stored:
+                values[name] = checked_value(stored[name], name)
+    except interfaces.StoredDataError as error:
+        if not jar._documents_read:
+            # Loaded directly, not found in a document: name the target.
+            error.locate(oid.database, oid.collection, oid.id)
+        raise
     if len(values) == len(key.fields):
         oid.routing = values
 
