@@ -34,6 +34,20 @@ class Item(persistent.Persistent):
         return '<Item %s %r>' % (getattr(self._p_oid, 'id', None), self.name)
 
 
+class ShardedItem(Item):
+    """An ``Item`` whose collection is sharded on ``shard`` (one value: the
+    key never changes, so every write is allowed without a server
+    transaction, and every write and load must carry it)."""
+    _p_mongo_shard_key = ('shard',)
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name, **kwargs)
+        self.shard = SHARD
+
+
+SHARD = 'one'
+
+
 def new_fields(name):
     return {'name': name, 'tags': (), 'data': (), 'sub': 0}
 

@@ -262,7 +262,7 @@ def test_batched_read_groups_ids_by_shard_key():
         if author:
             oid.routing = {'author': author, 'title': title}
         oids.append(oid)
-    query = sharding.batch_filter(sharding.routed_ids(oids))
+    query = sharding.refs_filter(oids)
     assert query == {'$or': [
         {'_id': {'$in': [1, 2]}, 'author': 'a', 'title': 't'},
         {'_id': 3, 'author': 'b', 'title': 't'},

@@ -88,8 +88,8 @@ from mongopersist import interfaces, testing
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Person
 from tests.stateful_model import (
-    COLLECTION, FIELDS, Item, apply_to_fields, apply_to_object,
-    document_fields, new_fields, object_fields)
+    COLLECTION, FIELDS, SHARD, Item, ShardedItem, apply_to_fields,
+    apply_to_object, document_fields, new_fields, object_fields)
 
 CLIENT = testing.client()
 
@@ -151,6 +151,7 @@ class TwoDataManagers(RuleBasedStateMachine):
     """See the module docstring."""
 
     detect_conflicts = False
+    item_class = Item
 
     def __init__(self):
         super().__init__()
@@ -183,7 +184,10 @@ class TwoDataManagers(RuleBasedStateMachine):
         return 'k%d' % self.counter
 
     def ref(self, oid):
-        return DBRef(COLLECTION, oid, self.dbname)
+        return DBRef(COLLECTION, oid, self.dbname, **self.ref_extras())
+
+    def ref_extras(self):
+        return {}
 
     def eligible(self, d):
         """Ids data manager ``d`` may change or remove now."""
@@ -375,7 +379,7 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, name=NAMES)
     def insert(self, d, name):
-        obj = Item(name)
+        obj = self.item_class(name)
         k = self.new_id()
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
@@ -387,7 +391,7 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, root_name=ROOT_NAMES, name=NAMES)
     def set_root(self, d, root_name, name):
-        obj = Item(name)
+        obj = self.item_class(name)
         self.dms[d].root[root_name] = obj
         k = obj._p_oid.id
         t = self.txns[d]
@@ -469,14 +473,16 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS)
     def count(self, d):
-        done, result = self.flushing(d, lambda: self.dms[d].count(Item))
+        done, result = self.flushing(d, lambda: self.dms[d].count(
+            self.item_class, allow_global=True))
         if done:
             assert result == len(self.stored)
 
     @rule(d=DMS, name=NAMES)
     def find(self, d, name):
         done, found = self.flushing(d, lambda: list(
-            self.dms[d].find_objects(Item, {'name': name})))
+            self.dms[d].find_objects(self.item_class, {'name': name},
+                                     allow_global=True)))
         if not done:
             return
         expected = {k for k, v in self.stored.items()
@@ -614,6 +620,95 @@ TestLastWriterWins = TwoDataManagers.TestCase
 TestLastWriterWins.settings = SETTINGS
 TestDetectingConflicts = DetectingConflicts.TestCase
 TestDetectingConflicts.settings = SETTINGS
+
+
+# -- the same with a sharded collection ---------------------------------------
+def assert_targeted(query):
+    """``query`` names ``_id`` and the shard key (in each ``$or`` clause)."""
+    clauses = query['$or'] if '$or' in query else [query]
+    for clause in clauses:
+        assert '_id' in clause and clause.get('shard') == SHARD, query
+
+
+class TargetChecked:
+    """The item collection as the data managers reach it: every write,
+    every undo and every read by ``_id`` must carry the shard key (queries
+    by other fields are the machine's own global queries)."""
+
+    def __init__(self, coll):
+        self._coll = coll
+
+    def __getattr__(self, name):
+        return getattr(self._coll, name)
+
+    def bulk_write(self, requests, **kwargs):
+        for request in requests:
+            query = getattr(request, '_filter', None)
+            if query is not None:
+                assert_targeted(query)
+            else:
+                assert request._doc['shard'] == SHARD
+        return self._coll.bulk_write(requests, **kwargs)
+
+    def insert_many(self, docs, **kwargs):
+        assert all(doc['shard'] == SHARD for doc in docs)
+        return self._coll.insert_many(docs, **kwargs)
+
+    def insert_one(self, doc, **kwargs):
+        assert doc['shard'] == SHARD
+        return self._coll.insert_one(doc, **kwargs)
+
+    def _checked(name):
+        def method(self, query, *args, **kwargs):
+            assert_targeted(query)
+            return getattr(self._coll, name)(query, *args, **kwargs)
+        return method
+
+    replace_one = _checked('replace_one')
+    update_one = _checked('update_one')
+    delete_one = _checked('delete_one')
+
+    def _reading(name):
+        def method(self, query=None, *args, **kwargs):
+            if query and ('_id' in query or '$or' in query):
+                assert_targeted(query)
+            return getattr(self._coll, name)(query, *args, **kwargs)
+        return method
+
+    find = _reading('find')
+    find_one = _reading('find_one')
+    del _checked, _reading
+
+
+class Sharded(TwoDataManagers):
+    """The machine on a collection sharded on ``shard``."""
+
+    item_class = ShardedItem
+
+    def __init__(self):
+        super().__init__()
+        for dm in self.dms:
+            raw = dm._raw_collection
+
+            def checked(db_name, coll_name, raw=raw):
+                coll = raw(db_name, coll_name)
+                return TargetChecked(coll) if coll_name == COLLECTION \
+                    else coll
+            dm._raw_collection = checked
+
+    def ref_extras(self):
+        return {'shard': SHARD}
+
+
+class ShardedDetectingConflicts(Sharded):
+    detect_conflicts = True
+
+
+SHARDED_SETTINGS = settings(SETTINGS, max_examples=60)
+TestShardedLastWriterWins = Sharded.TestCase
+TestShardedLastWriterWins.settings = SHARDED_SETTINGS
+TestShardedDetectingConflicts = ShardedDetectingConflicts.TestCase
+TestShardedDetectingConflicts.settings = SHARDED_SETTINGS
 
 
 # -- plain examples of what the machine checks ------------------------------

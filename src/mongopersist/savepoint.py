@@ -9,6 +9,7 @@ entries) and turns objects first changed since into ghosts, which reload.
 import copy
 
 import zope.interface
+from bson.dbref import DBRef
 from transaction.interfaces import IDataManagerSavepoint
 
 from mongopersist import metadata
@@ -51,6 +52,10 @@ class Savepoint:
                           if ref not in saved['_inserted']]
         changed_since = [obj for key, obj in jar._registered.items()
                          if key not in saved['_registered']]
+        # Changed since and already written by a flush (no longer
+        # registered): their writes are taken back, so they reload too.
+        changed_since += [jar._cache.get(ref) for ref in written_since
+                          if isinstance(ref, DBRef)]
         # Objects first loaded since stay loaded: keep what they were
         # loaded from (unless this transaction wrote them since).
         loaded_since = {ref: doc for ref, doc in jar._loaded_docs.items()
@@ -77,5 +82,6 @@ class Savepoint:
         for obj in changed_since:
             # Objects new or changed at the savepoint got their state back
             # above; the others reload what is stored.
-            if obj._p_jar is jar and id(obj) not in self._states:
+            if obj is not None and obj._p_jar is jar and \
+                    id(obj) not in self._states:
                 obj._p_invalidate()

@@ -328,6 +328,13 @@ def routed_ids(oids):
     return [(oid.id, getattr(oid, 'routing', None)) for oid in oids]
 
 
+def refs_filter(oids):
+    """One filter reading the documents of ``oids`` (of one collection),
+    grouped by the shard-key values they know (``batch_filter``): what a
+    batched load of references sends."""
+    return batch_filter(routed_ids(oids))
+
+
 # -- the global-query guard ---------------------------------------------------
 def pinned(query):
     """The fields ``query`` pins to one value or a list of values (equality
