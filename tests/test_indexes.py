@@ -94,10 +94,9 @@ def test_declared_indexes_must_be_index_models(dm):
 
 # -- unique-index violations --------------------------------------------------
 @pytest.mark.parametrize('conflicts', [False, True])
-def test_unique_violation_on_insert_names_index_and_values(dm, db,
+def test_unique_violation_on_insert_names_index_and_values(make_dm, db,
                                                            conflicts):
-    dm = MongoDataManager(dm._client, default_database=dm.default_database,
-                          detect_conflicts=conflicts)
+    dm = make_dm(detect_conflicts=conflicts)
     dm.ensure_indexes(Account)
     dm.insert(Account('a@example.com'))
     transaction.commit()
@@ -123,9 +122,8 @@ def test_unique_violation_on_insert_names_index_and_values(dm, db,
 
 
 @pytest.mark.parametrize('conflicts', [False, True])
-def test_unique_violation_on_update_is_no_conflict(dm, db, conflicts):
-    dm = MongoDataManager(dm._client, default_database=dm.default_database,
-                          detect_conflicts=conflicts)
+def test_unique_violation_on_update_is_no_conflict(make_dm, db, conflicts):
+    dm = make_dm(detect_conflicts=conflicts)
     dm.ensure_indexes(Account)
     first, second = Account('a@example.com'), Account('b@example.com')
     dm.insert(first)

@@ -131,6 +131,9 @@ def test_every_write_and_load_carries_the_shard_key(
     assert any(upsert for _, _, upsert in sent) == conflicts
     loads = [q for kind, q, _ in sent if kind == 'find']
     assert len(loads) >= 3
+    # The stored versions of the two changed posts and the removed one
+    # were read in one batch, grouped by shard-key value.
+    assert any(set(q) == {'$or'} and len(q['$or']) == 3 for q in loads)
 
 
 @pytest.mark.parametrize('transactions, conflicts', MODES[:2])
@@ -347,6 +350,34 @@ def test_reference_loads_use_the_shard_key(make_dm, dm, db, monkeypatch):
     assert blog.posts[0].title == 'one'
     assert [q for name, q in sent if name == 'posts'] == [
         {'_id': blog.posts[0]._p_oid.id, 'author': 'Allan', 'title': 'one'}]
+
+
+def test_root_entries_of_sharded_objects_carry_the_key(dm, db, make_dm):
+    dm.root['post'] = post = Post('Allan', 'one')
+    entry = db['persistence_root'].find_one({'name': 'post'})
+    assert entry['ref'].as_doc() == {
+        '$ref': 'posts', '$id': post._p_oid.id, '$db': dm.default_database,
+        'author': 'Allan', 'title': 'one'}
+    transaction.commit()
+    loaded = make_dm().root['post']
+    assert loaded._p_oid.routing == {'author': 'Allan', 'title': 'one'}
+    assert loaded.title == 'one'
+    # Setting the entry again, then aborting, puts the entry back.
+    dm.root['post'] = Post('Bo', 'two')
+    transaction.abort()
+    assert db['persistence_root'].find_one({'name': 'post'})['ref'] == \
+        entry['ref']
+    assert db['posts'].count_documents({}) == 1
+
+
+def test_load_by_a_reference_with_the_key(dm, db, make_dm):
+    blog = stored_post(dm, db)
+    other = make_dm()
+    post = other.load(blog['posts'][0])
+    assert post._p_oid.routing == {'author': 'Allan', 'title': 'one'}
+    assert other.load(blog['posts'][0]) is post
+    assert other.load(DBRef('posts', post._p_oid.id, dm.default_database)) \
+        is post
 
 
 def test_a_new_document_must_hold_its_shard_key(dm, db):

@@ -170,7 +170,7 @@ def remember(ref, cls, doc):
         ref.routing = key.values(doc)
 
 
-# -- references and loads -------------------------------------------------------
+# -- references and loads ---------------------------------------------------
 def reference(obj):
     """Return the reference that stores a pointer to ``obj``.
 

@@ -250,7 +250,8 @@ _NEAR = ('$near', '$nearSphere')
 
 def _near_clause(query):
     for field, condition in query.items():
-        if isinstance(condition, dict) and any(op in condition for op in _NEAR):
+        if isinstance(condition, dict) and any(
+                op in condition for op in _NEAR):
             return field, condition
     return None
 
