@@ -474,8 +474,14 @@ def test_unsharded_classes_are_not_guarded(dm):
 
 def test_the_guard_can_warn_per_data_manager(posts):
     posts.global_queries = 'warn'
-    with pytest.warns(interfaces.GlobalQueryWarning, match='title'):
+    with pytest.warns(interfaces.GlobalQueryWarning, match='title') as got:
         assert posts.count(Post, {'author': {'$exists': True}}) == 3
+    # The warning names the line that queried.
+    assert got[0].filename == __file__
+    mapping = PostsByTitle(posts)
+    with pytest.warns(interfaces.GlobalQueryWarning) as got:
+        assert len(mapping) == 3
+    assert got[0].filename == __file__
     posts.global_queries = 'error'
     with pytest.raises(interfaces.GlobalQueryError):
         posts.count(Post, {})

@@ -29,7 +29,9 @@ with ``$`` keys, a regular expression, JavaScript, an array) is refused
 with ``interfaces.StoredDataError``.  See ``docs/scaling.rst``.
 """
 import logging
+import os
 import re
+import sys
 import warnings
 
 import bson
@@ -394,9 +396,24 @@ def check_query(jar, key, query, allow_global, what):
     policy = getattr(jar, 'global_queries', None) or _policy
     _check_policy(policy)
     if policy == 'warn':
-        warnings.warn(message, interfaces.GlobalQueryWarning, stacklevel=4)
+        warnings.warn(message, interfaces.GlobalQueryWarning,
+                      stacklevel=_callers_level())
         return
     raise interfaces.GlobalQueryError(message, what, missing)
+
+
+def _callers_level():
+    """The ``stacklevel`` naming the application's line that queried
+    (the first frame outside this package), for ``check_query``."""
+    frame = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_HERE):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def check_class_query(jar, cls, query, allow_global):
