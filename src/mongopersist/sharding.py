@@ -291,9 +291,11 @@ def find_document(coll, oid, session=None):
         if doc is not None:
             LOG.warning(
                 'The reference to %s.%s _id=%r holds shard-key values that '
-                'are no longer the document\'s; it was read from every '
-                'shard.  Store the objects referencing it again to update '
-                'their references.', oid.database, oid.collection, oid.id)
+                'are not the document\'s (a reference stored before the '
+                'document moved, or a move that was aborted); it was read '
+                'from every shard.  Store the objects referencing it again '
+                'to update their references.', oid.database, oid.collection,
+                oid.id)
             oid.routing = {name: doc.get(name) for name in oid.routing}
     return doc
 
