@@ -92,6 +92,12 @@ def test_round_trips_are_counted(run):
     assert rows['serialize', 'mongopersist'].writes_per_commit == 0
 
 
+def test_warm_round_trips_are_printed_per_transaction(run):
+    printed = run[1]
+    assert 'warm / pymongo: 1 reads and 1 writes per transaction' in printed
+    assert 'warm / mongopersist: ' in printed
+
+
 def test_every_modify_run_writes(run):
     # Each run changes the data anew (runs after the first, on the same
     # objects, would otherwise find nothing to write).

@@ -62,6 +62,14 @@ def load_people(dm, tm, count=3):
     return people
 
 
+def write_outside(db, name, new_name, bump=True):
+    """Rename a person with PyMongo, bumping ``_py_serial`` (or not)."""
+    update = {'$set': {'name': new_name}}
+    if bump:
+        update['$inc'] = {'_py_serial': 1}
+    db[PERSON].update_one({'name': name}, update)
+
+
 def reads_of(roundtrips, collection=PERSON):
     return roundtrips.reads[collection]
 
@@ -122,8 +130,7 @@ def test_a_commit_of_another_data_manager_is_seen(client, dbname, tm):
 def test_a_write_that_bumps_the_serial_is_seen(client, dbname, db, tm):
     dm = people_dm(client, dbname, tm)
     people = load_people(dm, tm)
-    db[PERSON].update_one({'name': 'name2'}, {'$set': {'name': 'outside'},
-                                              '$inc': {'_py_serial': 1}})
+    write_outside(db, 'name2', 'outside')
     begin(tm)
     assert people[2].name == 'outside'
     tm.commit()
@@ -133,7 +140,7 @@ def test_a_write_that_keeps_the_serial_is_not_seen(client, dbname, db, tm):
     """The documented limit: the cache knows changes by their serial."""
     dm = people_dm(client, dbname, tm)
     people = load_people(dm, tm)
-    db[PERSON].update_one({'name': 'name2'}, {'$set': {'name': 'outside'}})
+    write_outside(db, 'name2', 'outside', bump=False)
     begin(tm)
     assert people[2].name == 'name2'
     # Its write is conditional on the serial: it overwrites (the serial
@@ -307,8 +314,7 @@ def test_a_failed_validation_reloads_everything(client, dbname, db, tm,
                                                  monkeypatch):
     dm = people_dm(client, dbname, tm)
     people = load_people(dm, tm)
-    db[PERSON].update_one({'name': 'name0'}, {'$set': {'name': 'outside'},
-                                              '$inc': {'_py_serial': 1}})
+    write_outside(db, 'name0', 'outside')
 
     def unreachable(*args):
         raise AutoReconnect('down')
@@ -321,8 +327,7 @@ def test_a_failed_validation_reloads_everything(client, dbname, db, tm,
 def test_queries_return_validated_objects(client, dbname, db, tm):
     dm = people_dm(client, dbname, tm)
     people = load_people(dm, tm)
-    db[PERSON].update_one({'name': 'name0'}, {'$set': {'name': 'outside'},
-                                              '$inc': {'_py_serial': 1}})
+    write_outside(db, 'name0', 'outside')
     begin(tm)
     found = {p.name: p for p in dm.find_objects(Person)}
     assert sorted(found) == ['name1', 'name2', 'outside']
@@ -449,3 +454,21 @@ def test_never_older_than_the_last_commit_seen_before_begin(
     for thread in threads:
         thread.join(60)
     assert not errors, errors
+
+
+def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db):
+    """Validation pending (the data manager's transaction was rolled back
+    inside the ``transaction``) when a held object is changed: if it is
+    stale, the change is refused rather than made on the old state."""
+    tm = transaction.TransactionManager(explicit=True)
+    dm = people_dm(client, dbname, tm)
+    people = load_people(dm, tm)
+    tm.begin()
+    savepoint = tm.savepoint()      # before the data manager joined
+    people[1].name = 'joined'
+    savepoint.rollback()            # aborts the data manager's part
+    write_outside(db, 'name0', 'outside')
+    with pytest.raises(interfaces.ConflictError):
+        people[0].name = 'on stale state'
+    assert people[0].name == 'outside'
+    tm.abort()

@@ -17,7 +17,7 @@ import transaction
 from bson.int64 import Int64
 from transaction.interfaces import NoTransaction
 
-from mongopersist import invalidation, metadata, testing
+from mongopersist import invalidation, metadata, sessions, testing
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Person
 from tests.scripted_server import ScriptedReplicaSet
@@ -256,9 +256,33 @@ def test_a_commit_elsewhere_arrives_as_an_invalidation():
             ann.name
         other.root['ann'].name = 'Anne'
         other_tm.commit()
-        wait_for(lambda: dm._watcher._queue)
+        # Pushed shortly after the commit (and then applied at begin()).
+        wait_for(lambda: (ann._p_oid, 2) in list(dm._watcher._queue))
         with tm:
             assert ann.name == 'Anne'
     finally:
         dm.close()
         client.drop_database(dbname)
+
+
+def test_without_change_streams_the_cache_is_validated(client, dbname, db):
+    """The stand-in cannot watch: the data manager validates instead."""
+    if sessions.deployment_supports_transactions(client):
+        pytest.skip('this deployment has change streams (see the test '
+                    'above for what it does with them)')
+    tm = transaction.TransactionManager(explicit=True)
+    dm = MongoDataManager(client, default_database=dbname,
+                          detect_conflicts=True, transaction_manager=tm,
+                          watch_changes=True)
+    try:
+        with tm:
+            dm.root['ann'] = Person('Ann')
+        with tm:
+            ann = dm.root['ann']
+            ann.name
+        db[PERSON].update_one({}, {'$set': {'name': 'Anne'},
+                                   '$inc': {'_py_serial': 1}})
+        with tm:
+            assert ann.name == 'Anne'
+    finally:
+        dm.close()

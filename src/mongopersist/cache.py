@@ -142,16 +142,6 @@ class ObjectCache:
             if obj._p_status != 'ghost':
                 obj._p_invalidate()
 
-    def has_active_documents(self):
-        """True if some object holds state loaded before now (a non-ghost
-        object with a document): only then is validating urgent."""
-        objects = self._objects
-        for ref in self.docs:
-            obj = objects.get(ref)
-            if obj is not None and obj._p_status != 'ghost':
-                return True
-        return False
-
     def to_validate(self):
         """The documents to validate: ``{(database, collection): {_id:
         (ref, serial)}}``.  Documents of objects gone are dropped; those

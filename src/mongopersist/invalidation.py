@@ -152,6 +152,16 @@ class ChangeWatcher:
                 LOG.warning('Change stream on %s failed (%s: %s); the cache '
                             'is validated by serials until it reopens',
                             database, type(error).__name__, error)
+            except Exception as error:
+                # Not a server error (a client without change streams):
+                # retrying will not help; the cache is validated.
+                LOG.warning('Cannot watch %s (%s: %s); the cache is '
+                            'validated by serials', database,
+                            type(error).__name__, error)
+                with self._lock:
+                    self._open.discard(database)
+                    self._lost = True
+                return
             with self._lock:
                 self._open.discard(database)
                 self._lost = True
