@@ -7,6 +7,7 @@ and reloads only what changed.  See ``docs/cache.rst``.
 """
 import gc
 import threading
+import time
 import weakref
 
 import pytest
@@ -436,7 +437,9 @@ def test_never_older_than_the_last_commit_seen_before_begin(
             counter = dm_b.root['counter']
             tm_b.commit()
             seen = 0
-            while not done.is_set() or seen < 39:
+            deadline = time.monotonic() + 60
+            while ((not done.is_set() or seen < 39) and not errors
+                   and time.monotonic() < deadline):
                 before = committed[0]
                 if explicit:
                     tm_b.begin()
@@ -445,15 +448,18 @@ def test_never_older_than_the_last_commit_seen_before_begin(
                 assert value >= seen
                 seen = value
                 tm_b.commit()
+            assert seen == 39 or errors, seen
         except Exception as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    threads = [threading.Thread(target=reader, daemon=True),
+               threading.Thread(target=writer, daemon=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(70)
     assert not errors, errors
+    assert committed[0] == 39
 
 
 def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db):

@@ -10,6 +10,8 @@ about their changes).  The work is shared out:
 * ``mongopersist.conflict``: what a write is conditional on;
 * ``mongopersist.typemap``: which classes live in which collection;
 * ``mongopersist.root``: the named entry points;
+* ``mongopersist.cache``: loaded objects and documents, across transactions;
+* ``mongopersist.invalidation``: changes pushed by a change stream;
 * ``mongopersist.undo``: taking back what an aborted transaction wrote;
 * ``mongopersist.journal``: what a crash in the middle of one left;
 * ``mongopersist.metadata``: which stored names may load as which classes.
