@@ -58,9 +58,23 @@ Invariant checked after every step: the stored documents (and root
 entries) equal ``stored``; every object a data manager has loaded in its
 open transaction has the model's state and is not a ghost; objects taken
 back have no jar and keep their state.  After each commit/abort: every
-object of that data manager is a ghost, and loading every stored document
-(a fresh transaction) gives exactly the stored fields; root entries load
-as the data manager's identical object.
+object of that data manager is a ghost (unless its transaction manager is
+explicit and conflicts are detected: then the object cache keeps them
+loaded), and loading every stored document (a fresh transaction) gives
+exactly the stored fields and serials; root entries load as the data
+manager's identical object.
+
+The object cache (``mongopersist.cache``): with conflict detection a data
+manager keeps loaded objects across transactions and validates them at
+the start of the next one.  The model keeps every version each document
+was stored as (``history``) and, per data manager, which was current when
+its transaction began (``floor``).  An object first used in a transaction
+may show any version stored since it began, never an older one (a stale
+read); the model tells which by the object's serial, and predicts
+conflicts by serials, as the conditional writes decide.  A third machine
+(``CachingAcrossTransactions``) runs with explicit transaction managers,
+whose transactions start with ``begin()``, so that objects stay loaded
+across them, and ``cache_size=1``.
 
 Every example starts from 0-2 committed documents and uses a fresh
 database, dropped in ``teardown``.
@@ -69,8 +83,8 @@ Restricted to keep the model exact: a data manager changes or removes only
 documents that were committed, or that it inserted itself (it can still
 load another's flushed but uncommitted documents through queries).
 
-Runtime: about 30-40 s for the file when it passes (200 examples of up to
-30 steps per machine, mongomock, one core); examples are derandomized
+Runtime: about 60-100 s for the file when it passes (200 examples of up
+to 30 steps per machine, 150 for the third, mongomock, one core); examples are derandomized
 (``derandomize=True``, no example database) so CI runs the same sequences
 every time.  A failure costs more: shrinking can take a few minutes.
 """
