@@ -19,7 +19,7 @@ from mongopersist import cache as cache_module
 from mongopersist import interfaces
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PersistentDict
-from tests.model import Address, Person
+from tests.model import Address, Person, Phone
 
 PERSON = 'tests.model.Person'
 
@@ -478,3 +478,26 @@ def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db):
         people[0].name = 'on stale state'
     assert people[0].name == 'outside'
     tm.abort()
+
+
+def test_objects_marked_changed_by_hand(client, dbname, db, tm):
+    """A value object changed in place, then ``_p_changed = True``:
+    committed, the change is stored and kept; aborted, it is gone."""
+    dm = people_dm(client, dbname, tm, count=1)
+    begin(tm)
+    person = dm.root['p0']
+    person.phone = Phone('+1', '555', '1')
+    tm.commit()
+    begin(tm)
+    person.phone.number = '2'
+    person._p_changed = True
+    tm.commit()
+    assert db[PERSON].find_one()['phone']['number'] == '2'
+    begin(tm)
+    assert person.phone.number == '2'
+    person.phone.number = '3'
+    person._p_changed = True
+    tm.abort()
+    begin(tm)
+    assert person.phone.number == '2'
+    tm.commit()
