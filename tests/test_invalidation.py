@@ -286,3 +286,22 @@ def test_without_change_streams_the_cache_is_validated(client, dbname, db):
             assert ann.name == 'Anne'
     finally:
         dm.close()
+
+
+def test_changes_are_matched_by_database_collection_and_id(watched):
+    """A change stream's ``documentKey`` may hold a shard key too."""
+    dm, tm, (ann, bob) = watched
+
+    class KeyedRef(metadata.OID):
+        __slots__ = ('shard',)
+
+        def __eq__(self, other):
+            return False
+
+        __hash__ = metadata.OID.__hash__
+    change = KeyedRef(bob._p_oid.collection, bob._p_oid.id,
+                      bob._p_oid.database)
+    dm._watcher.reports = [[(change, None)]]
+    tm.begin()
+    assert (ann._p_status, bob._p_status) == ('saved', 'ghost')
+    tm.commit()

@@ -184,17 +184,31 @@ class ObjectCache:
     def invalidate(self, changes):
         """Apply pushed invalidations: ``changes`` are ``(ref, serial)``
         pairs (``serial`` ``None`` if unknown).  A change whose serial is
-        the one held is this data manager's own write: kept."""
+        the one held is this data manager's own write: kept.
+
+        References are matched by database, collection and ``_id`` only
+        (a change stream's ``documentKey`` may hold more, such as a shard
+        key, or less than the references held).
+        """
+        if not changes:
+            return []
+        held = {}
+        for ref in list(self.docs) + self.keys():
+            held.setdefault(_document_key(ref), set()).add(ref)
         forgotten = []
-        for ref, serial in changes:
-            doc = self.docs.get(ref)
-            if (doc is not None and serial is not None
-                    and doc.get(PY_SERIAL) == serial):
-                continue
-            if doc is not None or ref in self._objects:
+        for change, serial in changes:
+            for ref in held.get(_document_key(change), ()):
+                doc = self.docs.get(ref)
+                if (doc is not None and serial is not None
+                        and doc.get(PY_SERIAL) == serial):
+                    continue
                 self.forget(ref)
                 forgotten.append(ref)
         return forgotten
 
 
 _MISSING = object()
+
+
+def _document_key(ref):
+    return ref.database, ref.collection, ref.id
