@@ -501,3 +501,19 @@ def test_objects_marked_changed_by_hand(client, dbname, db, tm):
     begin(tm)
     assert person.phone.number == '2'
     tm.commit()
+
+
+def test_cache_size_counts_loaded_objects_only(client, dbname):
+    tm = transaction.TransactionManager()
+    dm = MongoDataManager(client, default_database=dbname,
+                          transaction_manager=tm, cache_size=1)
+    dm.root['a'] = Person('a')
+    dm.root['b'] = Person('b')
+    tm.commit()
+    loaded = dm.root['a']
+    loaded.name
+    ghost = weakref.ref(dm.root['b'])      # used, never loaded
+    loaded = weakref.ref(loaded)
+    tm.commit()
+    gc.collect()
+    assert loaded() is not None and ghost() is None

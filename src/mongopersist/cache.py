@@ -7,7 +7,8 @@ A data manager keeps one ``ObjectCache``.  It is
 * a **strong cache**: every object used in the running transaction stays
   alive until it ends (a document is never read twice in one transaction
   because its object was dropped), and up to ``size`` recently used
-  objects stay alive across transactions, like ZODB's ``cache_size``;
+  loaded objects stay alive across transactions, like ZODB's
+  ``cache_size`` (ghosts are not counted, and not kept);
 * the **documents** objects were loaded from (or last written as): what
   the commit compares changes with, and what lets a loaded object survive a
   transaction boundary.
@@ -108,12 +109,13 @@ class ObjectCache:
         self._used[ref] = obj
 
     def end_transaction(self):
-        """Keep the ``size`` most recently used objects alive; let the
-        others go unless something else holds them."""
+        """Keep the ``size`` most recently used loaded objects alive; let
+        the others (and ghosts) go unless something else holds them."""
         recent = self._recent
         for ref, obj in self._used.items():
-            recent[ref] = obj
-            recent.move_to_end(ref)
+            if obj._p_status != 'ghost':
+                recent[ref] = obj
+                recent.move_to_end(ref)
         self._used = {}
         while len(recent) > self.size:
             recent.popitem(last=False)
