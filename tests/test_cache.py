@@ -71,6 +71,31 @@ def write_outside(db, name, new_name, bump=True):
     db[PERSON].update_one({'name': name}, update)
 
 
+def own_dm(client, dbname, explicit=False, **kwargs):
+    """A data manager with a transaction manager of its own: ``(dm, tm)``."""
+    tm = transaction.TransactionManager(explicit=explicit)
+    kwargs.setdefault('detect_conflicts', True)
+    return MongoDataManager(client, default_database=dbname,
+                            transaction_manager=tm, **kwargs), tm
+
+
+def a_and_b(client, dbname, **kwargs):
+    """``own_dm`` with people 'a' and 'b' committed under those names."""
+    dm, tm = own_dm(client, dbname, **kwargs)
+    dm.root['a'] = Person('a')
+    dm.root['b'] = Person('b')
+    tm.commit()
+    return dm, tm
+
+
+@pytest.fixture
+def held(client, dbname, tm):
+    """A data manager with conflict detection and three committed people
+    it loaded in a transaction that ended: ``(dm, people)``."""
+    dm = people_dm(client, dbname, tm)
+    return dm, load_people(dm, tm)
+
+
 def reads_of(roundtrips, collection=PERSON):
     return roundtrips.reads[collection]
 
@@ -115,32 +140,27 @@ def test_implicit_transactions_reload_from_validated_documents(
     assert roundtrips.reads_total == 1
 
 
-def test_a_commit_of_another_data_manager_is_seen(client, dbname, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
-    other = MongoDataManager(client, default_database=dbname,
-                             detect_conflicts=True,
-                             transaction_manager=transaction.TransactionManager())
+def test_a_commit_of_another_data_manager_is_seen(held, client, dbname, tm):
+    dm, people = held
+    other, other_tm = own_dm(client, dbname)
     other.root['p1'].name = 'changed'
-    other.transaction_manager.commit()
+    other_tm.commit()
     begin(tm)
     assert [p.name for p in people] == ['name0', 'changed', 'name2']
     tm.commit()
 
 
-def test_a_write_that_bumps_the_serial_is_seen(client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_a_write_that_bumps_the_serial_is_seen(held, db, tm):
+    dm, people = held
     write_outside(db, 'name2', 'outside')
     begin(tm)
     assert people[2].name == 'outside'
     tm.commit()
 
 
-def test_a_write_that_keeps_the_serial_is_not_seen(client, dbname, db, tm):
+def test_a_write_that_keeps_the_serial_is_not_seen(held, db, tm):
     """The documented limit: the cache knows changes by their serial."""
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+    dm, people = held
     write_outside(db, 'name2', 'outside', bump=False)
     begin(tm)
     assert people[2].name == 'name2'
@@ -149,9 +169,8 @@ def test_a_write_that_keeps_the_serial_is_not_seen(client, dbname, db, tm):
     tm.commit()
 
 
-def test_a_removed_document_is_not_served(client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_a_removed_document_is_not_served(held, db, tm):
+    dm, people = held
     db[PERSON].delete_one({'name': 'name1'})
     begin(tm)
     assert people[0].name == 'name0'
@@ -175,9 +194,8 @@ def test_own_commit_needs_no_reload(roundtrips, dbname, tm):
     tm.commit()
 
 
-def test_changes_of_an_aborted_transaction_are_gone(client, dbname, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_changes_of_an_aborted_transaction_are_gone(held, tm):
+    dm, people = held
     begin(tm)
     people[0].name = 'aborted'
     people[1].visited.append('aborted')
@@ -188,9 +206,8 @@ def test_changes_of_an_aborted_transaction_are_gone(client, dbname, tm):
     tm.commit()
 
 
-def test_flushed_and_aborted_writes_are_reloaded(client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_flushed_and_aborted_writes_are_reloaded(held, db, tm):
+    dm, people = held
     begin(tm)
     people[0].name = 'flushed'
     dm.flush()
@@ -208,9 +225,8 @@ def test_flushed_and_aborted_writes_are_reloaded(client, dbname, db, tm):
         'again'
 
 
-def test_savepoint_rollback_then_commit(client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_savepoint_rollback_then_commit(held, db, tm):
+    dm, people = held
     begin(tm)
     people[0].name = 'kept'
     savepoint = tm.savepoint()
@@ -286,9 +302,8 @@ def test_documents_without_serials_reload(roundtrips, dbname, db, tm):
 
 
 def test_a_writer_without_conflict_detection_bumps_the_serial(
-        client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+        held, client, dbname, db, tm):
+    dm, people = held
     other_tm = transaction.TransactionManager()
     other = MongoDataManager(client, default_database=dbname,
                              transaction_manager=other_tm)
@@ -311,10 +326,8 @@ def test_validation_reads_in_chunks(roundtrips, dbname, tm, monkeypatch):
     tm.commit()
 
 
-def test_a_failed_validation_reloads_everything(client, dbname, db, tm,
-                                                 monkeypatch):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_a_failed_validation_reloads_everything(held, db, tm, monkeypatch):
+    dm, people = held
     write_outside(db, 'name0', 'outside')
 
     def unreachable(*args):
@@ -325,9 +338,8 @@ def test_a_failed_validation_reloads_everything(client, dbname, db, tm,
     tm.commit()
 
 
-def test_queries_return_validated_objects(client, dbname, db, tm):
-    dm = people_dm(client, dbname, tm)
-    people = load_people(dm, tm)
+def test_queries_return_validated_objects(held, db, tm):
+    dm, people = held
     write_outside(db, 'name0', 'outside')
     begin(tm)
     found = {p.name: p for p in dm.find_objects(Person)}
@@ -376,12 +388,7 @@ def test_cache_size_keeps_recently_used_objects(client, dbname):
 
 def test_cache_size_zero_keeps_only_what_the_application_holds(client,
                                                                 dbname):
-    tm = transaction.TransactionManager()
-    dm = MongoDataManager(client, default_database=dbname,
-                          transaction_manager=tm, cache_size=0)
-    dm.root['a'] = Person('a')
-    dm.root['b'] = Person('b')
-    tm.commit()
+    dm, tm = a_and_b(client, dbname, cache_size=0)
     held = dm.root['a']
     other = weakref.ref(dm.root['b'])
     tm.commit()
@@ -414,9 +421,7 @@ def test_never_older_than_the_last_commit_seen_before_begin(
     done = threading.Event()
 
     def writer():
-        tm_a = transaction.TransactionManager()
-        dm_a = MongoDataManager(client, default_database=dbname,
-                                detect_conflicts=True, transaction_manager=tm_a)
+        dm_a, tm_a = own_dm(client, dbname)
         try:
             for value in range(1, 40):
                 dm_a.root['counter'].name = value
@@ -428,9 +433,7 @@ def test_never_older_than_the_last_commit_seen_before_begin(
             done.set()
 
     def reader():
-        tm_b = transaction.TransactionManager(explicit=explicit)
-        dm_b = MongoDataManager(client, default_database=dbname,
-                                detect_conflicts=True, transaction_manager=tm_b)
+        dm_b, tm_b = own_dm(client, dbname, explicit)
         try:
             if explicit:
                 tm_b.begin()
@@ -504,12 +507,7 @@ def test_objects_marked_changed_by_hand(client, dbname, db, tm):
 
 
 def test_cache_size_counts_loaded_objects_only(client, dbname):
-    tm = transaction.TransactionManager()
-    dm = MongoDataManager(client, default_database=dbname,
-                          transaction_manager=tm, cache_size=1)
-    dm.root['a'] = Person('a')
-    dm.root['b'] = Person('b')
-    tm.commit()
+    dm, tm = a_and_b(client, dbname, cache_size=1)
     loaded = dm.root['a']
     loaded.name
     ghost = weakref.ref(dm.root['b'])      # used, never loaded
@@ -517,3 +515,35 @@ def test_cache_size_counts_loaded_objects_only(client, dbname):
     tm.commit()
     gc.collect()
     assert loaded() is not None and ghost() is None
+
+
+@pytest.mark.parametrize('detect', [True, False], ids=['detect', 'no-detect'])
+def test_an_object_inserted_and_removed_then_aborted_is_not_served(
+        client, dbname, detect):
+    """Taken back with its insert: its reference no longer loads it."""
+    dm, tm = own_dm(client, dbname, detect_conflicts=detect)
+    person = Person('x')
+    dm.root['p'] = person           # written at once
+    ref = person._p_oid
+    dm.remove(person)
+    dm.flush()
+    tm.abort()
+    assert person._p_jar is None and person._p_oid is None
+    assert person.name == 'x'
+    loaded = dm.load(ref)
+    assert loaded is not person and loaded._p_oid == ref
+
+
+def test_savepoint_rollback_of_an_object_inserted_and_removed_since(
+        client, dbname):
+    dm, tm = own_dm(client, dbname)
+    savepoint = tm.savepoint()
+    dm.root['q'] = Person('y')
+    person = dm.root['q']
+    ref = person._p_oid
+    dm.remove(person)
+    dm.flush()
+    savepoint.rollback()
+    assert person._p_jar is None
+    assert dm.load(ref) is not person
+    tm.abort()

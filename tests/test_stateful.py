@@ -84,7 +84,8 @@ documents that were committed, or that it inserted itself (it can still
 load another's flushed but uncommitted documents through queries).
 
 Runtime: about 60-100 s for the file when it passes (200 examples of up
-to 30 steps per machine, 150 for the third, mongomock, one core); examples are derandomized
+to 30 steps per machine, 150 for the third, mongomock, one core);
+examples are derandomized
 (``derandomize=True``, no example database) so CI runs the same sequences
 every time.  A failure costs more: shrinking can take a few minutes.
 """
@@ -326,7 +327,8 @@ class TwoDataManagers(RuleBasedStateMachine):
             if only is not None and k != only:
                 continue
             if kind == 'insert':
-                version = Version(t.view[k], self.token(), self.serial_of(k))
+                version = Version(t.view[k], self.token(),
+                                  self.serial_of(k))
                 self.stored[k] = version
                 t.undo.append(('doc', k, None, version, FIELDS, version.fields))
                 t.base[k] = version

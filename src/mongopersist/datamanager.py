@@ -710,7 +710,10 @@ class MongoDataManager:
             unsure = self._touched()
             self._forget_new(list(self._inserted.values()))
             for ref, obj in self._deleted.items():
-                cache[ref] = obj        # its document was put back
+                if obj._p_jar is self:
+                    # Its document was put back (unless this transaction
+                    # inserted it too: then it was taken back, detached).
+                    cache[ref] = obj
         for obj in self._changed_sub.values():
             obj._p_changed = False
         for ref in unsure:

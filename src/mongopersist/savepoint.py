@@ -67,7 +67,10 @@ class Savepoint:
             if ref in jar._loaded_docs:
                 jar._loaded_docs[ref] = doc
         for ref, obj in deleted_since.items():
-            jar._cache[ref] = obj       # removed since: its document is back
+            if obj._p_jar is jar:
+                # Removed since: its document is back (unless it was
+                # inserted since too, and taken back with its insert).
+                jar._cache[ref] = obj
         jar.state_generation += 1
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.
