@@ -139,8 +139,8 @@ def test_unique_violation_on_update_is_no_conflict(make_dm, db, conflicts):
         'a@example.com', 'b@example.com']
 
 
-def test_inserting_a_taken_id_names_the_id_index(dm, db):
-    dm.insert(Account('a'), oid='fixed')
+def test_inserting_a_taken_id_names_the_id_index(dm, db, make_dm):
+    make_dm().insert(Account('a'), oid='fixed')
     transaction.commit()
     dm.insert(Account('b'), oid='fixed')
     with pytest.raises(interfaces.UniqueIndexError) as info:

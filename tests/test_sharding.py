@@ -102,6 +102,11 @@ def life_of_a_blog(mongos_client, transactions, conflicts):
     dm2.remove(third)
     blog.posts.remove(third)
     transaction.commit()
+    # The next transaction: with conflict detection the object cache
+    # validates the posts it holds (one read of their serials).
+    assert [p.body for p in dm2.root['blog'].posts] == [
+        'changed', 'changed too']
+    transaction.abort()
     return dm2
 
 
@@ -134,6 +139,12 @@ def test_every_write_and_load_carries_the_shard_key(
     # The stored versions of the two changed posts and the removed one
     # were read in one batch, grouped by shard-key value.
     assert any(set(q) == {'$or'} and len(q['$or']) == 3 for q in loads)
+    # So were the serials the object cache validates.
+    validations = [doc['filter'] for doc in commands(mongos, 'find')
+                   if '_py_serial' in (doc.get('projection') or {})]
+    if conflicts:
+        assert any(set(q) == {'$or'} and len(q['$or']) == 2
+                   for q in validations), validations
 
 
 @pytest.mark.parametrize('transactions, conflicts', MODES[:2])

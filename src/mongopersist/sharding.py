@@ -339,6 +339,21 @@ def refs_filter(oids):
     return batch_filter(routed_ids(oids))
 
 
+def held_filter(jar, database, collection, ids):
+    """The filter reading documents ``ids`` that ``jar``'s object cache
+    holds: grouped by the shard-key values of the documents it holds (for
+    the cache's validation reads)."""
+    key = collection_key(jar, database, collection)
+    if key is None:
+        return {'_id': {'$in': list(ids)}}
+    docs = jar._cache.docs
+    items = []
+    for doc_id in ids:
+        doc = docs.get(metadata.OID(collection, doc_id, database))
+        items.append((doc_id, key.values(doc) if doc is not None else None))
+    return batch_filter(items)
+
+
 # -- the global-query guard ---------------------------------------------------
 def pinned(query):
     """The fields ``query`` pins to one value or a list of values (equality
