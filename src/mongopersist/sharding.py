@@ -141,7 +141,8 @@ def target(jar, write):
             'Cannot change the shard key of %s %r (%s) outside a server '
             'transaction: MongoDB moves the document between shards only '
             'inside a transaction (a replica set or sharded cluster with '
-            'transactions=\'auto\' or \'always\'); nothing was written' % (
+            'transactions=\'auto\' or \'always\'); refused before '
+            'writing anything of this flush' % (
                 type(write.obj).__name__, write.oid.id, ', '.join(
                     '%s: %r -> %r' % (name, old[name], new[name])
                     for name in changed)),
