@@ -312,14 +312,21 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     def flush(collections=None):
         """Write pending changes of this transaction now."""
 
-    def find_objects(cls, filter=None, sort=None, limit=0, skip=0):
+    def find_objects(cls, filter=None, sort=None, limit=0, skip=0,
+                     allow_global=False):
         """Iterate the instances of ``cls`` whose documents match."""
 
-    def find_one_object(cls, filter=None):
+    def find_one_object(cls, filter=None, allow_global=False):
         """Return an instance of ``cls`` whose document matches, or None."""
 
-    def count(cls, filter=None):
+    def count(cls, filter=None, allow_global=False):
         """Return how many instances of ``cls`` have a matching document."""
+
+    def ensure_indexes(*classes):
+        """Create the indexes ``classes`` declare; return those created."""
+
+    def next_sequence(name, step=1):
+        """Return the next value of the counter ``name``."""
 
     cache_size = zope.interface.Attribute(
         'How many recently used objects stay loaded across transactions.')
