@@ -101,8 +101,14 @@ def check_options(uri=None, client_options=None, **options):
     for name in list(options):
         if name not in STORE_OPTIONS:
             client_options[name] = options.pop(name)
-    found = StoreSettings(uri=_text(uri, 'uri') if uri is not None else None)
+    found = StoreSettings(uri=_uri(uri))
     found.database = _database(options.pop('database', None))
+    if found.database is None and found.uri is not None:
+        found.database = _database(uri_database(found.uri))
+        if found.database is None:
+            raise ConfigurationError(
+                'name the database: database=... (mongopersist.database in '
+                'settings) or in the URI (mongodb://host/NAME)', 'database')
     for name in ('detect_conflicts', 'broken_objects'):
         if name in options:
             setattr(found, name, _flag(options.pop(name), name))
@@ -122,73 +128,49 @@ def check_options(uri=None, client_options=None, **options):
     return found
 
 
-def from_text(settings, prefix=PREFIX):
+def from_text(settings, prefix=PREFIX, default_uri=None):
     """Return the ``StoreSettings`` of a flat mapping of strings.
 
     Only keys starting with ``prefix`` are read (others belong to the
     application); an unknown key under ``prefix`` is refused, so that a
     misspelt setting is not silently ignored.  ``<prefix>client.<name>``
-    passes ``<name>`` to ``pymongo.MongoClient``.
+    passes ``<name>`` to ``pymongo.MongoClient``.  Without
+    ``<prefix>uri``, ``default_uri``.
     """
-    options = {}
-    client_options = {}
-    concern = {}
+    options, concern, client_options = {'uri': default_uri}, {}, {}
     for key, value in settings.items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
+        part = name.partition('.')[2]
+        if name.startswith('client.') and part:
+            client_options[part] = value
+            continue
+        if name.startswith('write_concern.') and part in WRITE_CONCERN_KEYS:
+            found = concern
+        elif name in STORE_OPTIONS and name != 'write_concern':
+            found, part = options, name
+        else:
+            raise ConfigurationError(
+                'unknown setting %s; known settings are %s, %s and '
+                '%sclient.<MongoClient option>' % (key, ', '.join(
+                    prefix + n for n in STORE_OPTIONS
+                    if n != 'write_concern'), ', '.join(
+                    prefix + 'write_concern.' + k
+                    for k in WRITE_CONCERN_KEYS), prefix), key)
         try:
-            if name.startswith('client.') and len(name) > len('client.'):
-                client_options[name[len('client.'):]] = value
-            elif name.startswith('write_concern.'):
-                part = name[len('write_concern.'):]
-                if part not in WRITE_CONCERN_KEYS:
-                    raise ConfigurationError(
-                        'unknown setting %s; write concern settings are %s'
-                        % (key, ', '.join(
-                            prefix + 'write_concern.' + k
-                            for k in WRITE_CONCERN_KEYS)))
-                concern[part] = value
-            elif name == 'uri':
-                options['uri'] = _text(value, key)
-            elif name in STORE_OPTIONS and name != 'write_concern':
-                options[name] = _from_text(name, value)
-            else:
-                raise ConfigurationError(
-                    'unknown setting %s; known settings are %s, %s'
-                    'write_concern.w/wtimeout/j and %sclient.<MongoClient '
-                    'option>' % (key, ', '.join(
-                        prefix + n for n in STORE_OPTIONS
-                        if n != 'write_concern'), prefix, prefix))
+            found[part] = _from_text(name, value)
         except ConfigurationError as error:
-            raise _named(error, key)
+            raise ConfigurationError('%s: %s' % (key, error), key) from None
     if concern:
-        try:
-            options['write_concern'] = {
-                part: _from_text('write_concern.' + part, value)
-                for part, value in concern.items()}
-        except ConfigurationError as error:
-            raise _named(error, prefix + 'write_concern')
+        options['write_concern'] = concern
     try:
+        _client_options(client_options, label='client.')
         return check_options(client_options=client_options, **options)
     except ConfigurationError as error:
-        setting = error.setting
-        if setting and not setting.startswith(prefix):
-            setting = prefix + setting
-        raise _named(error, setting)
-
-
-def _named(error, setting):
-    """``error`` naming the setting ``setting`` (once)."""
-    if setting and error.setting != setting:
-        message = str(error)
-        old = error.setting
-        if old and message.startswith(old + ': '):
-            message = message[len(old) + 2:]
-        if not message.startswith(setting + ': '):
-            message = '%s: %s' % (setting, message)
-        error = ConfigurationError(message, setting)
-    return error
+        setting = prefix + error.setting
+        raise ConfigurationError('%s: %s' % (setting, error),
+                                 setting) from None
 
 
 def _from_text(name, value):
@@ -223,6 +205,25 @@ def _text(value, name):
         raise ConfigurationError(
             '%s must be a non-empty string, not %r' % (name, value), name)
     return value.strip()
+
+
+def _uri(uri):
+    if uri is None:
+        return None
+    uri = _text(uri, 'uri')
+    if uri != MEMORY_URI and not uri.startswith(
+            ('mongodb://', 'mongodb+srv://')):
+        raise ConfigurationError(
+            'uri must start with mongodb:// or mongodb+srv://, or be %s, '
+            'not %r' % (MEMORY_URI, uri), 'uri')
+    return uri
+
+
+def uri_database(uri):
+    """The database named in the path of a MongoDB ``uri``, or ``None``."""
+    rest = uri.partition('://')[2]
+    path = rest.partition('/')[2].partition('?')[0]
+    return path or None
 
 
 def _database(name):
@@ -326,8 +327,9 @@ def read_preference(value):
             ', '.join(sorted(READ_PREFERENCES)), value), 'read_preference')
 
 
-def _client_options(options):
-    """Check options of ``pymongo.MongoClient`` the way PyMongo does."""
+def _client_options(options, label=''):
+    """Check options of ``pymongo.MongoClient`` the way PyMongo does
+    (errors name the setting ``label + name``)."""
     from pymongo.common import validate
     from pymongo.errors import ConfigurationError as PyMongoConfiguration
     checked = {}
@@ -335,13 +337,13 @@ def _client_options(options):
         if name.lower() in ('w', 'wtimeoutms', 'journal', 'readpreference'):
             raise ConfigurationError(
                 'give %s as write_concern or read_preference, not as a '
-                'client option' % name, name)
+                'client option' % name, label + name)
         try:
             validate(name, value)
         except (PyMongoConfiguration, TypeError, ValueError) as error:
             raise ConfigurationError(
                 'bad MongoClient option %s=%r: %s' % (name, value, error),
-                name) from None
+                label + name) from None
         checked[name] = value
     return checked
 

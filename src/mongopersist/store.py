@@ -81,9 +81,9 @@ def store_from_settings(settings_map, prefix=settings.PREFIX):
     unknown key or a bad value raises ``ConfigurationError`` naming it.
     Without ``<prefix>uri``: ``$MONGODB_URI``, else the stand-in.
     """
-    found = settings.from_text(settings_map, prefix)
-    if found.uri is None:
-        found.uri = os.environ.get(URI_VARIABLE) or settings.MEMORY_URI
+    found = settings.from_text(
+        settings_map, prefix,
+        default_uri=os.environ.get(URI_VARIABLE) or settings.MEMORY_URI)
     return Store.from_settings(found)
 
 
@@ -338,10 +338,6 @@ def _memory_client(found):
 
 def _mongo_client(found):
     import pymongo
-    if not found.uri.startswith(('mongodb://', 'mongodb+srv://')):
-        raise ConfigurationError(
-            'uri must start with mongodb://, mongodb+srv:// or be %s, not %r'
-            % (settings.MEMORY_URI, found.uri), 'uri')
     options = dict(found.client_options)
     concern = found.write_concern
     if concern is not None:
