@@ -115,7 +115,8 @@ class Store:
     :param attempts: how many times ``transaction()`` (and the web layers)
         run a unit of work that keeps conflicting, at most.
     :param owns_client: close the client in ``close()``.
-    :param in_memory: the client is the in-process stand-in.
+    :param in_memory: the client is the in-process stand-in (found out
+        for mongomock clients).
     """
 
     def __init__(self, client, database=None, detect_conflicts=True,
@@ -140,7 +141,8 @@ class Store:
         self.broken_objects = checked.broken_objects
         self.cache_size = checked.cache_size
         self.attempts = checked.attempts
-        self.in_memory = in_memory
+        self.in_memory = in_memory or type(client).__module__.startswith(
+            'mongomock')
         self._owns_client = owns_client
         #: What the deployment supports, asked once for all data managers.
         self.deployment = sessions.Deployment(client)
