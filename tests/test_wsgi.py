@@ -44,6 +44,15 @@ def counter_app(interfere=None):
     return app
 
 
+def outside_increments(store, times):
+    """Somebody else adds 100 to the counter, the first ``times`` times."""
+    def interfere():
+        with store.transaction() as other:
+            other.root['counter'].value += 100
+    interfere.times = times
+    return interfere
+
+
 def stored(store):
     with store.transaction() as dm:
         return dm.root['counter'].value
@@ -73,12 +82,7 @@ def test_an_error_aborts_and_propagates(store):
 def test_conflicts_are_retried_with_the_same_body(store, monkeypatch):
     waits = []
     monkeypatch.setattr(time, 'sleep', waits.append)
-
-    def interfere():
-        with store.transaction() as other:
-            other.root['counter'].value += 100
-    interfere.times = 2
-    inner = counter_app(interfere)
+    inner = counter_app(outside_increments(store, 2))
     app = webtest.TestApp(TransactionMiddleware(inner, store, attempts=3))
     response = app.post('/', '5')
     assert response.json == {'value': 205}
@@ -88,12 +92,7 @@ def test_conflicts_are_retried_with_the_same_body(store, monkeypatch):
 
 def test_a_request_that_keeps_conflicting_fails(store, monkeypatch):
     monkeypatch.setattr(time, 'sleep', lambda seconds: None)
-
-    def interfere():
-        with store.transaction() as other:
-            other.root['counter'].value += 100
-    interfere.times = 10
-    inner = counter_app(interfere)
+    inner = counter_app(outside_increments(store, 10))
     app = webtest.TestApp(TransactionMiddleware(inner, store, attempts=2))
     with pytest.raises(interfaces.ConflictError):
         app.post('/', '5')

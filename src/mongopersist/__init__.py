@@ -6,8 +6,8 @@ with ``mongopersist.connect()``: it returns the application's ``Store``,
 whose ``open()`` gives a ``MongoDataManager`` per thread or request.
 """
 from mongopersist.interfaces import (  # noqa: F401
-    CircularReferenceError, CommitError, ConflictError, UnstorableObjectError)
-from mongopersist.settings import ConfigurationError  # noqa: F401
+    CircularReferenceError, CommitError, ConfigurationError, ConflictError,
+    UnstorableObjectError)
 from mongopersist.store import (  # noqa: F401
     InMemoryStoreWarning, Store, connect, store_from_settings)
 

@@ -18,7 +18,8 @@ from pymongo import ReadPreference
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
-from mongopersist import interfaces, sessions
+from mongopersist import sessions
+from mongopersist.interfaces import ConfigurationError
 
 PREFIX = 'mongopersist.'
 
@@ -49,18 +50,6 @@ UNACKNOWLEDGED = (
 
 TRUE = ('true', 'yes', 'on', '1')
 FALSE = ('false', 'no', 'off', '0')
-
-
-class ConfigurationError(interfaces.MongoPersistError, ValueError):
-    """A store setting is unknown, malformed or refused.
-
-    ``setting`` is the name of the setting at fault (with its prefix when
-    it came from a settings mapping).
-    """
-
-    def __init__(self, message, setting=None):
-        super().__init__(message)
-        self.setting = setting
 
 
 @dataclasses.dataclass

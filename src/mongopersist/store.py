@@ -17,7 +17,7 @@ import transaction
 
 from mongopersist import sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
-from mongopersist.settings import ConfigurationError
+from mongopersist.interfaces import ConfigurationError
 
 # ``cache_size`` reaches data managers whose constructor takes it.
 _DM_TAKES_CACHE_SIZE = 'cache_size' in inspect.signature(
@@ -62,7 +62,7 @@ def connect(uri=None, **options):
 
     Nothing is sent to the server here: the client connects in the
     background and the deployment is asked what it supports on first use.
-    Bad settings raise ``mongopersist.settings.ConfigurationError``.
+    Bad settings raise ``mongopersist.ConfigurationError``.
     """
     if uri is None:
         uri = os.environ.get(URI_VARIABLE) or settings.MEMORY_URI
