@@ -281,6 +281,35 @@ def test_a_failure_to_learn_the_deployment_forgets_the_change(
     assert [doc['x'] for doc in db['tests.model.Simple'].find()] == ['kept']
 
 
+def test_cache_size_reaches_data_managers_that_take_it(client, dbname):
+    made = []
+
+    class SizedDataManager(MongoDataManager):
+        def __init__(self, *args, cache_size=None, **kwargs):
+            made.append(cache_size)
+            super().__init__(*args, **kwargs)
+
+    class SizedStore(Store):
+        data_manager_class = SizedDataManager
+
+    assert isinstance(SizedStore(client, dbname, cache_size=500).open(),
+                      SizedDataManager)
+    SizedStore(client, dbname).open()
+    assert made == [500, None]
+
+
+def test_cache_size_is_accepted_by_any_data_manager(client, dbname):
+    class PlainDataManager(MongoDataManager):
+        def __init__(self, client, default_database=None, **kwargs):
+            assert 'cache_size' not in kwargs
+            super().__init__(client, default_database, **kwargs)
+
+    class PlainStore(Store):
+        data_manager_class = PlainDataManager
+
+    assert PlainStore(client, dbname, cache_size=500).open()
+
+
 # -- Store.open: a data manager per thread --------------------------------------
 def test_open_in_two_threads_gives_independent_data_managers(store):
     with store.transaction() as dm:

@@ -7,6 +7,7 @@ gets a data manager of its own from ``Store.open()``, or runs in
 ``Store.transaction()``, which commits, aborts and retries conflicts.
 See ``docs/applications.rst``.
 """
+import functools
 import inspect
 import os
 import random
@@ -18,10 +19,6 @@ import transaction
 from mongopersist import sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
-
-# ``cache_size`` reaches data managers whose constructor takes it.
-_DM_TAKES_CACHE_SIZE = 'cache_size' in inspect.signature(
-    MongoDataManager).parameters
 
 #: Where ``connect()`` finds the URI when it is given none.
 URI_VARIABLE = testing.URI_VARIABLE
@@ -117,7 +114,12 @@ class Store:
     :param owns_client: close the client in ``close()``.
     :param in_memory: the client is the in-process stand-in (found out
         for mongomock clients).
+
+    ``data_manager_class`` (an attribute) is the class ``open`` makes
+    data managers of: ``MongoDataManager`` or a subclass.
     """
+
+    data_manager_class = MongoDataManager
 
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
@@ -201,9 +203,10 @@ class Store:
             broken_objects=self.broken_objects,
             transaction_manager=transaction_manager,
             deployment=self.deployment)
-        if self.cache_size is not None and _DM_TAKES_CACHE_SIZE:
+        if self.cache_size is not None and _takes(self.data_manager_class,
+                                                  'cache_size'):
             options['cache_size'] = self.cache_size
-        return MongoDataManager(self.client, **options)
+        return self.data_manager_class(self.client, **options)
 
     def transaction(self, attempts=None, transaction_manager=None):
         """Run a unit of work in a transaction of its own.
@@ -317,6 +320,12 @@ class Attempt:
             self.error = error
             return False
         return True
+
+
+@functools.lru_cache(maxsize=None)
+def _takes(cls, argument):
+    """Whether ``cls(...)`` takes ``argument``."""
+    return argument in inspect.signature(cls).parameters
 
 
 def _default_database(client):
