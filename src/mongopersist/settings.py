@@ -101,17 +101,17 @@ def check_options(uri=None, client_options=None, **options):
     for name in ('detect_conflicts', 'broken_objects'):
         if name in options:
             setattr(found, name, _flag(options.pop(name), name))
-    found.transactions = _transactions(options.pop('transactions', 'auto'))
+    found.transactions = _transactions(
+        options.pop('transactions', found.transactions))
     found.write_concern = write_concern(options.pop('write_concern', None))
     found.read_preference = read_preference(
         options.pop('read_preference', None))
     for name in ('trusted_modules', 'allowed_databases'):
-        found_names = _names(options.pop(name, ()), name)
-        setattr(found, name, found_names)
+        setattr(found, name, _names(options.pop(name, ()), name))
     found.cache_size = _number(options.pop('cache_size', None), 'cache_size',
                                minimum=0, optional=True)
-    found.attempts = _number(options.pop('attempts', 3), 'attempts',
-                             minimum=1)
+    found.attempts = _number(options.pop('attempts', found.attempts),
+                             'attempts', minimum=1)
     assert not options, options
     found.client_options = _client_options(client_options)
     return found
