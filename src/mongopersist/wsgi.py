@@ -14,8 +14,6 @@ transaction is over: it suits ordinary requests, not streaming ones.
 """
 import io
 
-from mongopersist.store import TransactionAttempts
-
 DM_KEY = 'mongopersist.dm'
 TM_KEY = 'mongopersist.tm'
 
@@ -36,7 +34,7 @@ class TransactionMiddleware:
 
     def __call__(self, environ, start_response):
         body = _read_body(environ)
-        for attempt in TransactionAttempts(self.store, self.attempts):
+        for attempt in self.store.transaction(self.attempts):
             with attempt as dm:
                 answer = self._run(environ, body, dm, attempt)
             if not attempt.retry:
@@ -70,7 +68,7 @@ class TransactionMiddleware:
         if not answer:
             raise RuntimeError('the application did not call start_response')
         status = answer[0]
-        if not status[:1] in ('2', '3'):
+        if status[:1] not in ('2', '3'):
             manager.doom()
         return status, answer[1], chunks
 
