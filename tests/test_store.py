@@ -1,7 +1,6 @@
 """The application store: settings, refusals, data managers per thread,
 units of work with retries (``mongopersist.store``, ``.settings``)."""
 import threading
-import time
 import warnings
 
 import persistent
@@ -435,9 +434,7 @@ def test_transaction_commits_or_aborts(store, db):
     assert [doc['x'] for doc in db['tests.model.Simple'].find()] == [1]
 
 
-def test_transaction_retries_conflicts_until_they_stop(store, monkeypatch):
-    waits = []
-    monkeypatch.setattr(time, 'sleep', waits.append)
+def test_transaction_retries_conflicts_until_they_stop(store, retry_waits):
     with store.transaction() as dm:
         dm.root['counter'] = Counter()
     runs = []
@@ -451,13 +448,13 @@ def test_transaction_retries_conflicts_until_they_stop(store, monkeypatch):
                 with store.transaction() as other:
                     other.root['counter'].value += 1
     assert runs == [10, 11, 12]
-    assert len(waits) == 2 and all(0 <= w <= 0.02 for w in waits)
+    assert len(retry_waits) == 2
+    assert all(0 <= w <= 0.02 for w in retry_waits)
     with store.transaction() as dm:
         assert dm.root['counter'].value == 12
 
 
-def test_transaction_gives_up_after_its_attempts(store, monkeypatch):
-    monkeypatch.setattr(time, 'sleep', lambda seconds: None)
+def test_transaction_gives_up_after_its_attempts(store, retry_waits):
     with store.transaction() as dm:
         dm.root['counter'] = Counter()
     runs = []

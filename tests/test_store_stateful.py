@@ -9,7 +9,6 @@ and checks that a conflicting attempt is retried until the attempts run
 out, that failed attempts leave nothing, and that the stored counter always
 equals the number of increments that were committed, and so does its log.
 """
-import time
 
 import pytest
 import transaction
@@ -41,11 +40,10 @@ class Worker:
 
 class StoreUnitsOfWork(RuleBasedStateMachine):
 
+    client = dbname = None      # set by the test
+
     def __init__(self):
         super().__init__()
-        from mongopersist import testing
-        self.client = testing.client()
-        self.dbname = 'mp_store_stateful'
         self.client.drop_database(self.dbname)
         self.store = Store(self.client, self.dbname)
         with self.store.transaction() as dm:
@@ -139,12 +137,10 @@ class StoreUnitsOfWork(RuleBasedStateMachine):
         assert doc['log'] == self.log
 
 
-@pytest.fixture(autouse=True)
-def no_waiting(monkeypatch):
-    monkeypatch.setattr(time, 'sleep', lambda seconds: None)
-
-
-def test_units_of_work_of_one_store(no_waiting):
+def test_units_of_work_of_one_store(client, dbname, retry_waits,
+                                    monkeypatch):
+    monkeypatch.setattr(StoreUnitsOfWork, 'client', client)
+    monkeypatch.setattr(StoreUnitsOfWork, 'dbname', dbname)
     state = settings(max_examples=40, stateful_step_count=25,
                      deadline=None)
     state(StoreUnitsOfWork).TestCase().runTest()

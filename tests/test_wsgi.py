@@ -1,7 +1,6 @@
 """``mongopersist.wsgi.TransactionMiddleware``: a transaction per request
 for any WSGI application."""
 import json
-import time
 
 import pytest
 import webtest
@@ -79,19 +78,16 @@ def test_an_error_aborts_and_propagates(store):
     assert stored(store) == 0
 
 
-def test_conflicts_are_retried_with_the_same_body(store, monkeypatch):
-    waits = []
-    monkeypatch.setattr(time, 'sleep', waits.append)
+def test_conflicts_are_retried_with_the_same_body(store, retry_waits):
     inner = counter_app(outside_increments(store, 2))
     app = webtest.TestApp(TransactionMiddleware(inner, store, attempts=3))
     response = app.post('/', '5')
     assert response.json == {'value': 205}
-    assert len(inner.calls) == 3 and len(waits) == 2
+    assert len(inner.calls) == 3 and len(retry_waits) == 2
     assert stored(store) == 205
 
 
-def test_a_request_that_keeps_conflicting_fails(store, monkeypatch):
-    monkeypatch.setattr(time, 'sleep', lambda seconds: None)
+def test_a_request_that_keeps_conflicting_fails(store, retry_waits):
     inner = counter_app(outside_increments(store, 10))
     app = webtest.TestApp(TransactionMiddleware(inner, store, attempts=2))
     with pytest.raises(interfaces.ConflictError):
