@@ -21,6 +21,7 @@ from mongopersist import interfaces
 from mongopersist.store import Store
 from tests.model import Simple
 
+SETUP = {}
 WORKERS = ('w0', 'w1', 'w2')
 ATTEMPTS = 3
 
@@ -40,10 +41,11 @@ class Worker:
 
 class StoreUnitsOfWork(RuleBasedStateMachine):
 
-    client = dbname = None      # set by the test
-
     def __init__(self):
         super().__init__()
+        # The suite's client and a database of the test's own (a class
+        # attribute would be taken for a rule by hypothesis).
+        self.client, self.dbname = SETUP['client'], SETUP['dbname']
         self.client.drop_database(self.dbname)
         self.store = Store(self.client, self.dbname)
         with self.store.transaction() as dm:
@@ -139,8 +141,8 @@ class StoreUnitsOfWork(RuleBasedStateMachine):
 
 def test_units_of_work_of_one_store(client, dbname, retry_waits,
                                     monkeypatch):
-    monkeypatch.setattr(StoreUnitsOfWork, 'client', client)
-    monkeypatch.setattr(StoreUnitsOfWork, 'dbname', dbname)
+    monkeypatch.setitem(SETUP, 'client', client)
+    monkeypatch.setitem(SETUP, 'dbname', dbname)
     state = settings(max_examples=40, stateful_step_count=25,
                      deadline=None)
     state(StoreUnitsOfWork).TestCase().runTest()
