@@ -8,7 +8,7 @@ import pymongo
 import pytest
 import transaction
 from pymongo import ReadPreference
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 import mongopersist
@@ -497,3 +497,35 @@ def test_retry_delays_grow_with_jitter():
 
 def test_settings_module_refuses_unacknowledged_clients_only():
     settings.refuse_unacknowledged(object())    # no write concern: fine
+
+
+class FakeAdmin:
+    """Answers ``hello`` with ``error`` (if any), ``isMaster`` with a
+    replica-set member's reply."""
+
+    def __init__(self, error=None):
+        self.error = error
+        self.asked = []
+
+    def command(self, name):
+        self.asked.append(name)
+        if name == 'hello' and self.error is not None:
+            raise self.error
+        return {'ismaster': True, 'setName': 'rs0', 'maxWireVersion': 8}
+
+
+class FakeClient:
+    def __init__(self, error=None):
+        self.admin = FakeAdmin(error)
+
+
+def test_a_server_without_hello_is_asked_with_is_master():
+    client = FakeClient(OperationFailure('no such command: hello', 59))
+    assert sessions.deployment_supports_transactions(client) is True
+    assert client.admin.asked == ['hello', 'isMaster']
+
+
+def test_other_server_errors_are_raised_not_taken_for_no_transactions():
+    client = FakeClient(OperationFailure('Authentication failed.', 18))
+    with pytest.raises(OperationFailure, match='Authentication failed'):
+        sessions.deployment_supports_transactions(client)
