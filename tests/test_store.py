@@ -529,3 +529,11 @@ def test_other_server_errors_are_raised_not_taken_for_no_transactions():
     client = FakeClient(OperationFailure('Authentication failed.', 18))
     with pytest.raises(OperationFailure, match='Authentication failed'):
         sessions.deployment_supports_transactions(client)
+
+
+def test_memory_without_mongomock_says_what_to_install(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'mongomock', None)
+    with pytest.warns(mongopersist.InMemoryStoreWarning):
+        with refused(r'needs mongomock: pip install mongopersist\[embedded\]'):
+            mongopersist.connect('memory://', database='x')

@@ -344,7 +344,12 @@ def _memory_client(found):
         'data lives in this process\'s memory only and is lost when it '
         'ends.  Pass a mongodb:// URI (or set %s) to keep it'
         % (found.database, URI_VARIABLE), InMemoryStoreWarning, stacklevel=4)
-    return testing.embedded_client()
+    try:
+        return testing.embedded_client()
+    except ImportError:
+        raise ConfigurationError(
+            '%s needs mongomock: pip install mongopersist[embedded]'
+            % settings.MEMORY_URI, 'uri') from None
 
 
 def _mongo_client(found):
