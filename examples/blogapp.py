@@ -7,7 +7,7 @@ and a log of who liked) that many people may increment at the same time:
 conflicting requests are retried, so no like is lost (the load test in
 ``tests/test_load.py`` shows it with a real HTTP server).
 
-What the application does about MongoDB is three lines of ``main``::
+What the application does about MongoDB is two lines of ``main``::
 
     config.include('pyramid_retry')          # run conflicting requests again
     config.include('mongopersist.pyramid')   # the store, request.tm, request.dm
