@@ -19,11 +19,13 @@ $(STAMP): $(BIN)/python setup.py
 demo: $(STAMP)
 	$(BIN)/python examples/blog.py
 
-## serve: install and serve the example web application (examples/blogapp.py,
-## Pyramid on waitress) on http://127.0.0.1:6543/ (embedded stand-in unless
-## MONGODB_URI is set).  Another port: make serve ARGS='--port 8080'
+## serve: install and serve the example web application (examples/blogapp.py
+## with the settings of examples/blogapp.ini: Pyramid on waitress) on
+## http://127.0.0.1:6543/ (embedded stand-in unless MONGODB_URI is set).
+## Another port: make serve PORT=8080
+PORT ?= 6543
 serve: $(STAMP)
-	$(BIN)/python examples/blogapp.py $(ARGS)
+	PYTHONPATH=examples $(BIN)/pserve examples/blogapp.ini http_port=$(PORT)
 
 ## test: install and run the whole suite
 test: $(STAMP)

@@ -15,10 +15,12 @@ What the application does about MongoDB is two lines of ``main``::
 and views that use ``request.dm``; ``pyramid_tm`` commits when the view
 returns and aborts when it raises.
 
-``make serve`` serves it with waitress on http://127.0.0.1:6543/ on the
-in-process stand-in (data in memory only, a warning says so), or on the
-MongoDB of ``$MONGODB_URI``.  ``python examples/blogapp.py --port 8080``
-picks another port.
+Its settings are in ``blogapp.ini``.  ``make serve`` serves it with
+waitress (``pserve examples/blogapp.ini``) on http://127.0.0.1:6543/, on
+the in-process stand-in (data in memory only, a warning says so) or on the
+MongoDB of ``$MONGODB_URI``; ``make serve PORT=8080`` picks another
+port.  ``python examples/blogapp.py [--port N]`` does the same
+without pserve.
 """
 import argparse
 import html
@@ -34,29 +36,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from blogmodel import Author, Blog, Counter, Post  # noqa: E402
 
-#: The settings ``make serve`` uses; ``main`` takes others (an .ini file's).
-SETTINGS = {
-    'mongopersist.database': 'mongopersist_blog_app',
-    # The classes of this application, loadable in a fresh process.
-    'mongopersist.trusted_modules': 'blogmodel',
-    # One transaction manager per request (not the thread's).
-    'tm.manager_hook': 'pyramid_tm.explicit_manager',
-    # Run a request that conflicts again, up to 40 times in all.  The likes
-    # of a busy post are the busiest document there is: with 8 concurrent
-    # writers on a real server a like may conflict a dozen times before it
-    # gets through (the waits between attempts grow, at random).
-    'retry.attempts': '40',
-}
+#: The application's settings (``mongopersist.*``, pyramid_tm's,
+#: pyramid_retry's): what ``make serve`` runs with.
+INI = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'blogapp.ini')
+
+
+def settings(path=INI):
+    """The settings of the ``[app:main]`` section of ``path``."""
+    from pyramid.paster import get_appsettings
+    return dict(get_appsettings(path))
 
 
 def main(global_config=None, store=None, **settings):
-    """Return the WSGI application.
+    """Return the WSGI application (PasteDeploy's ``call:blogapp:main``).
 
     ``settings`` are Pyramid settings (``mongopersist.*`` among them, see
-    ``mongopersist.store_from_settings``); ``store`` is a ready
-    ``mongopersist.Store`` to use instead of making one from them.
+    ``mongopersist.store_from_settings``), as in ``blogapp.ini``; ``store``
+    is a ready ``mongopersist.Store`` to use instead of making one from
+    them.
     """
-    settings = dict(SETTINGS, **settings)
     config = Configurator(settings=settings)
     if store is not None:
         config.registry['mongopersist.store'] = store
@@ -266,13 +264,13 @@ def page(title, body, status=200):
 
 
 def serve(argv=None):
-    """Serve the application with waitress (``make serve``)."""
+    """Serve the application with waitress, as ``make serve`` does."""
     import waitress
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=6543)
     args = parser.parse_args(argv)
-    app = main()
+    app = main(**settings())
     print('Serving the blog on http://%s:%d/ (Ctrl-C stops)'
           % (args.host, args.port))
     waitress.serve(app, host=args.host, port=args.port, threads=8)

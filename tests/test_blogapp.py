@@ -41,6 +41,11 @@ def blogapp():
     return load_example('blogapp')
 
 
+def wsgi_app(blogapp, store):
+    """The application with the settings of ``blogapp.ini`` on ``store``."""
+    return blogapp.main(store=store, **blogapp.settings())
+
+
 @pytest.fixture
 def store(client, dbname):
     return Store(client, dbname, trusted_modules=('blogmodel',))
@@ -48,7 +53,7 @@ def store(client, dbname):
 
 @pytest.fixture
 def app(blogapp, store):
-    return webtest.TestApp(blogapp.main(store=store))
+    return webtest.TestApp(wsgi_app(blogapp, store))
 
 
 def add_post(app, **fields):
@@ -164,7 +169,7 @@ def test_a_conflicting_request_is_retried(blogapp, client, dbname, db):
     which counts on top of it."""
     outside = Store(client, dbname, trusted_modules=('blogmodel',))
     store = InterferingStore(client, dbname, trusted_modules=('blogmodel',))
-    app = webtest.TestApp(blogapp.main(store=store))
+    app = webtest.TestApp(wsgi_app(blogapp, store))
     post_id = add_post(app)
     oid = ObjectId(post_id)
 
@@ -210,6 +215,17 @@ class InterferingStore(Store):
 
 
 # -- the Pyramid layer itself ----------------------------------------------------
+def test_the_ini_file_configures_a_store(blogapp, monkeypatch):
+    monkeypatch.delenv('MONGODB_URI', raising=False)
+    settings = blogapp.settings()
+    assert settings['retry.attempts'] == '40'
+    with pytest.warns(mongopersist.InMemoryStoreWarning):
+        store = mongopersist.store_from_settings(settings)
+    assert store.database == 'mongopersist_blog_app'
+    assert store.trusted_modules == ('blogmodel',)
+    assert store.detect_conflicts is True
+
+
 def test_include_makes_the_store_from_the_settings():
     config = Configurator(settings={'mongopersist.uri': 'memory://',
                                     'mongopersist.database': 'site',
@@ -265,7 +281,7 @@ def test_a_store_in_the_environ_wins(blogapp, store, client, dbname):
                        trusted_modules=('blogmodel',))
     try:
         blogapp.create_blog(store, title='The environ blog')
-        app = webtest.TestApp(blogapp.main(store=registered),
+        app = webtest.TestApp(wsgi_app(blogapp, registered),
                               extra_environ={'mongopersist.store': store})
         assert '<h1>The environ blog</h1>' in app.get('/').text
         request = DummyRequest(environ={'mongopersist.store': store})

@@ -28,7 +28,7 @@ from bson.objectid import ObjectId
 from webtest.http import StopableWSGIServer
 
 from mongopersist.store import Store
-from tests.test_blogapp import load_example
+from tests.test_blogapp import load_example, wsgi_app
 
 CLIENTS = 8
 LIKES_PER_CLIENT = 50
@@ -113,7 +113,7 @@ def new_post(blogapp, store):
 
 def test_no_like_is_lost_under_load(blogapp, client, dbname, db):
     store = Store(client, dbname, trusted_modules=('blogmodel',))
-    app = blogapp.main(store=store)
+    app = wsgi_app(blogapp, store)
     post_id = new_post(blogapp, store)
     with serving(app) as address:
         answers = run_clients(CLIENTS, lambda i: [
@@ -177,7 +177,7 @@ def test_without_conflict_detection_a_like_is_lost(
     store = MeetingStore(client, dbname, trusted_modules=('blogmodel',),
                          detect_conflicts=detect_conflicts,
                          transactions='never')
-    app = blogapp.main(store=store)
+    app = wsgi_app(blogapp, store)
     post_id = new_post(blogapp, store)
     store.expect(2)
     with serving(app) as address:
