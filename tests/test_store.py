@@ -281,6 +281,12 @@ def test_a_failure_to_learn_the_deployment_forgets_the_change(
     assert [doc['x'] for doc in db['tests.model.Simple'].find()] == ['kept']
 
 
+def test_cache_size_reaches_the_data_managers(client, dbname):
+    assert Store(client, dbname, cache_size=7).open()._cache.size == 7
+    default = MongoDataManager(client, default_database=dbname)._cache.size
+    assert Store(client, dbname).open()._cache.size == default
+
+
 def test_cache_size_reaches_data_managers_that_take_it(client, dbname):
     made = []
 
