@@ -232,3 +232,13 @@ def test_ttl_and_geo_indexes_work_on_the_stand_in(dm, db):
         'type': 'Point', 'coordinates': [2.35, 48.86]},
         '$maxDistance': 5000}}}
     assert list(dm.find_objects(Place, far)) == []
+
+
+def test_the_store_ensures_indexes(client, dbname, db):
+    from mongopersist.store import Store
+    store = Store(client, dbname, transactions='never')
+    created = store.ensure_indexes(Account, Post)
+    assert sorted(c.name for c in created) == ['author_1_title_1',
+                                               'email_1']
+    assert store.ensure_indexes(Account, Post) == []
+    assert db['accounts'].index_information()['email_1']['unique']

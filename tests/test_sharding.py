@@ -564,3 +564,15 @@ def test_shard_key_declarations():
         cls = type('Bad', (Post,), {'_p_mongo_shard_key': bad})
         with pytest.raises(TypeError):
             metadata.shard_key(cls)
+
+
+def test_the_store_can_make_the_guard_warn(client, dbname):
+    from mongopersist.store import Store
+    store = Store(client, dbname, transactions='never')
+    dm = store.open(transaction.TransactionManager())
+    with pytest.raises(interfaces.GlobalQueryError):
+        dm.count(Post, {})
+    store.global_queries = 'warn'
+    dm = store.open(transaction.TransactionManager())
+    with pytest.warns(interfaces.GlobalQueryWarning):
+        assert dm.count(Post, {}) == 0
