@@ -23,8 +23,8 @@ import zope.interface
 from bson.objectid import ObjectId
 
 from mongopersist import (
-    broken, commit, conflict, interfaces, journal, metadata, query,
-    serialize, sessions)
+    batching, broken, commit, conflict, interfaces, journal, metadata,
+    query, serialize, sessions)
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
@@ -123,6 +123,7 @@ class MongoDataManager:
         # The identity map: one DBRef, one Python object.
         self._cache = weakref.WeakValueDictionary()
         self.state_generation = 0
+        self._batches = batching.Batches(self)
         self._reset_transaction_state()
         self._invalidated = False
         #: Oids whose writes the last abort or savepoint rollback could not
@@ -137,6 +138,7 @@ class MongoDataManager:
         self._joined = None
         self._loaded_docs = {}      # oid -> document as loaded or written
         self._prefetched = {}       # oid -> document read before activation
+        self._batches.clear()       # siblings' documents read ahead
         self._new = {}              # oid -> new object, not yet written
         self._inserted = {}         # oid -> every object inserted
         self._registered = {}       # id -> changed top-level object
@@ -278,13 +280,33 @@ class MongoDataManager:
         """Return the object stored under ``dbref``, usually as a ghost."""
         self._check_thread()
         obj = self._cache.get(dbref)
-        if obj is not None:
-            return obj
-        dbref = metadata.OID(dbref.collection, dbref.id,
-                             dbref.database or self.default_database)
-        obj = self._cache.get(dbref)
-        if obj is not None:
-            return obj
+        if obj is None:
+            dbref = metadata.OID(dbref.collection, dbref.id,
+                                 dbref.database or self.default_database)
+            obj = self._cache.get(dbref)
+            if obj is None:
+                obj = self._load_new(dbref)
+        if obj._p_state == persistent.GHOST:
+            self._batches.found(obj._p_oid)
+        return obj
+
+    def prefetch(self, objects_or_refs):
+        """Read the documents of several objects in one query per collection.
+
+        ``objects_or_refs`` is an iterable of persistent objects of this
+        data manager and references (``DBRef``).  The documents of those
+        that are ghosts are read now; each object is filled from its
+        document when it is first used in this transaction (documents
+        read ahead are dropped at its end).  Returns the objects, in the
+        order given.  A reference that may not be loaded raises as
+        ``load`` does; a document that is missing raises
+        ``DocumentNotFoundError`` when its object is used.
+        """
+        self._check_thread()
+        return self._batches.prefetch(objects_or_refs)
+
+    def _load_new(self, dbref):
+        """The ghost of ``dbref``, which is not in the identity map."""
         self._check_reference(dbref)
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
@@ -402,7 +424,7 @@ class MongoDataManager:
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
         if doc is None:
-            doc = self._find_document(ref)
+            doc = self._batches.document(ref)
         self._activate(obj, doc)
 
     def _activate(self, obj, doc):
@@ -414,7 +436,14 @@ class MongoDataManager:
                     type(obj)):
                 # The ghost was made before the collection was shared.
                 obj.__class__ = self._class_of_document(ref, doc)
-            self._reader.set_ghost_state(obj, doc)
+            # The references read from one document are loaded together.
+            batches = self._batches
+            grouping = batches.start()
+            try:
+                self._reader.set_ghost_state(obj, doc)
+            finally:
+                if grouping:
+                    batches.stop()
         self._loaded_docs[ref] = doc
         self._invalidated = False
         obj._p_serial = p64(serial)
@@ -656,6 +685,7 @@ class MongoDataManager:
         if self._joined is None and not self._invalidated:
             self._invalidate_all()
             self._prefetched.clear()
+            self._batches.clear()
             self._loaded_docs.clear()
         self._invalidated = False
 
