@@ -46,8 +46,9 @@ def batch_filter(oids):
     """The filter of one batched read: the documents of ``oids`` (the
     ``metadata.OID``s of one collection).
 
-    The one place a batch builds its query (shard-key aware routing adds
-    the shard-key fields of the references here).
+    The one place a read of several documents by reference builds its
+    query (batched loading, ``prefetch``, the commit's check): shard-key
+    aware routing adds the shard-key fields of the references here.
     """
     return {'_id': {'$in': [oid.id for oid in oids]}}
 

@@ -30,6 +30,7 @@ from bson.dbref import DBRef
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from mongopersist import interfaces, limits, metadata
+from mongopersist.batching import batch_filter
 from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
 
 INSERT = 'insert'
@@ -286,7 +287,7 @@ class Flush:
                 continue
             coll = self.jar._raw_collection(db, name)
             current = {doc['_id']: doc for doc in coll.find(
-                {'_id': {'$in': list(changed)}}, projection,
+                batch_filter([w.oid for w in changed.values()]), projection,
                 session=self.jar._session)}
             yield coll, changed, current
 

@@ -354,8 +354,27 @@ class MongoDataManager:
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
         obj = self._cache.get(dbref)
         if obj is None:
-            obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
-        if obj._p_status == 'ghost':
+            cls = self._class_of_document(dbref, doc)
+            if cls.__setstate__ is not _SETSTATE:
+                # Its __setstate__ may set attributes: fill it as a ghost
+                # being activated, which does not count as a change.
+                obj = self._new_ghost(cls, dbref)
+                self._prefetched[dbref] = doc
+                obj._p_activate()
+                return obj
+            # Filled from ``doc`` at once: no ghost to activate.
+            obj = cls.__new__(cls)
+            obj._p_jar = self
+            obj._p_oid = dbref
+            self._cache[dbref] = obj
+            try:
+                self._activate(obj, doc)
+            except BaseException:
+                # Not filled: forget it (a new load reads it again).
+                del self._cache[dbref]
+                raise
+            return obj
+        if obj._p_state == persistent.GHOST:
             # Activate through persistent so it stops being a ghost; setstate
             # takes the document from here instead of reading it again.
             self._prefetched[dbref] = doc
@@ -691,6 +710,9 @@ class MongoDataManager:
 
     def newTransaction(self, txn):
         self.afterCompletion(txn)
+
+
+_SETSTATE = persistent.Persistent.__setstate__
 
 
 def _detach(obj):
