@@ -125,6 +125,8 @@ def main(argv=None, out=None):
     print(report.format_table(results), file=out)
     for line in report.format_parts(results, BASELINE):
         print(line, file=out)
+    for line in report.format_goals(results, BASELINE):
+        print(line, file=out)
     report.write_json(args.json, results, meta)
     png = report.chart_path(args.json)
     report.write_chart(png, results, meta)
