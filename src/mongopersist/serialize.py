@@ -459,7 +459,7 @@ def _plain_class_name(kind, obj):
         return _plain_classes[kind]
     except KeyError:
         pass
-    plain = (kind.__dictoffset__ > 0 and kind not in copyreg.dispatch_table
+    plain = (kind.__dictoffset__ != 0 and kind not in copyreg.dispatch_table
              and all(base.__flags__ & _HEAPTYPE
                      and '__slots__' not in vars(base)
                      for base in kind.__mro__[:-1])
