@@ -84,3 +84,29 @@ def test_with_conflict_detection_the_conditional_write_decides(
     assert roundtrips.writes == {'address': 1}
     transaction.abort()
     assert db['address'].find_one()['city'] == 'Lima'
+
+
+def test_an_update_of_a_removed_document_conflicts_and_is_taken_back(
+        make_dm, db, dbname):
+    """Without the pre-check, the conditional upsert tells the lost race,
+    also behind other writes to the collection, and the abort takes it
+    back: the removal stays."""
+    from mongopersist import interfaces
+    from tests.model import Simple
+    tms = [transaction.TransactionManager() for _ in range(2)]
+    ours, theirs = [make_dm(detect_conflicts=True, transaction_manager=tm)
+                    for tm in tms]
+    ref = theirs.insert(Simple(name='a'), oid='k1')
+    tms[1].commit()
+    ours.insert(Simple(name='new'), oid='k2')
+    mine = ours.load(ref)
+    mine.name = 'b'
+    theirs.remove(theirs.load(ref))
+    tms[1].commit()
+    with pytest.raises(interfaces.ConflictError) as info:
+        tms[0].commit()
+    assert info.value.oid == 'k1'
+    assert 'start serial 1' in str(info.value)
+    tms[0].abort()
+    assert list(db['tests.model.Simple'].find()) == []
+    assert ours.unrestored == []

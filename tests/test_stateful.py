@@ -132,6 +132,7 @@ class Txn:
         self.undo = []       # ('doc', id, before, written, fields, document)
                              # or ('root', name, before, written)
         self.mutated = []    # ids, in the order they were changed
+        self.prefetched = {}     # id -> Version read ahead by prefetch
         self.joined = False
         self.savepoint = None    # (transaction savepoint, Snapshot)
 
@@ -203,7 +204,8 @@ class TwoDataManagers(RuleBasedStateMachine):
             obj = self.dms[d].load(self.ref(k))
             self.handles[d][k] = obj
         if k not in t.view:
-            version = self.stored[k]
+            # Filled from the document prefetch read, if it did.
+            version = t.prefetched.pop(k, None) or self.stored[k]
             t.view[k] = dict(version.fields)
             t.base[k] = version
         obj._p_activate()
@@ -485,11 +487,27 @@ class TwoDataManagers(RuleBasedStateMachine):
         t = self.txns[d]
         for obj in found:
             k = obj._p_oid.id
+            t.prefetched.pop(k, None)     # filled from the query's document
             mine = self.handles[d].setdefault(k, obj)
             assert obj is mine, 'identity map broken for %s' % k
             if k not in t.view:
                 t.view[k] = dict(self.stored[k].fields)
                 t.base[k] = self.stored[k]
+
+    @rule(d=DMS)
+    def prefetch(self, d):
+        """Read ahead the documents of every stored object not loaded."""
+        t = self.txns[d]
+        ids = [k for k in sorted(self.stored, key=str)
+               if k not in t.view and k not in t.prefetched]
+        objects = self.dms[d].prefetch([self.ref(k) for k in ids])
+        for k, obj in zip(ids, objects):
+            assert self.handles[d].setdefault(k, obj) is obj, k
+            assert obj._p_status == 'ghost', k
+        if len(ids) > 1:
+            # (One document alone is read when its object is used.)
+            for k in ids:
+                t.prefetched[k] = self.stored[k]
 
     @rule(d=DMS)
     def flush(self, d):
@@ -514,6 +532,7 @@ class TwoDataManagers(RuleBasedStateMachine):
                 self.model_abort(d)
             self.txns[d].savepoint = (savepoint, snap)
             return
+        t.prefetched.clear()     # dropped by the rollback
         entries = t.undo[snap.undo:]
         del t.undo[snap.undo:]
         self.take_back(entries)

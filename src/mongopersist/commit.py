@@ -356,10 +356,13 @@ class Flush:
                 self._record(writes, (), pending)
                 continue
             upserted = set(result.upserted_ids or ())
+            # The document was removed by somebody else (told before the
+            # write is recorded as the insert it turned into).
+            lost = self._conflict(writes[min(upserted)], None) \
+                if upserted else None
             self._record(writes, upserted, pending)
-            if upserted:
-                # The document was removed by somebody else.
-                raise self._conflict(writes[min(upserted)], None)
+            if lost is not None:
+                raise lost
             deletes = [w for w in writes if w.kind == DELETE]
             if result.deleted_count < len(deletes) and \
                     self.handler.detects_conflicts:
