@@ -95,6 +95,9 @@ def object_count(scenario, dataset):
         return dataset.modified_count
     if scenario == 'one-object':
         return dataset.request_count
+    if scenario in ('warm', 'warm-implicit'):
+        # Object reads: the held objects, in every transaction.
+        return dataset.modified_count * model.WARM_TRANSACTIONS
     return dataset.n
 
 

@@ -10,9 +10,11 @@ import json
 import pytest
 
 from benchmarks import __main__ as cli
+from benchmarks import model
 
 SCENARIOS = ['insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
-             'modify-conflicts', 'serialize', 'deserialize']
+             'modify-conflicts', 'serialize', 'deserialize', 'warm',
+             'warm-implicit']
 SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
            'zodb-file']
 ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
@@ -76,6 +78,16 @@ def test_round_trips_are_counted(run):
     assert rows['modify', 'mongoengine'].writes_per_commit == N // 10
     # mongopersist writes a collection's changes in one bulk write.
     assert rows['modify', 'mongopersist'].writes_per_commit == 1
+    # Warm transactions: raw PyMongo queries the held documents once per
+    # transaction; mongopersist reads their serials once (and, at commit,
+    # those of the documents it updates), never one read per object.
+    for scenario in ('warm', 'warm-implicit'):
+        assert rows[scenario, 'pymongo'].reads_per_commit == \
+            model.WARM_TRANSACTIONS
+        assert rows[scenario, 'mongopersist'].reads_per_commit <= \
+            2 * model.WARM_TRANSACTIONS
+        assert rows[scenario, 'mongopersist'].writes_per_commit == \
+            model.WARM_TRANSACTIONS
     # ZODB does not talk to MongoDB; (de)serializing makes no round trip.
     assert rows['insert', 'zodb-file'].writes_per_commit is None
     assert rows['serialize', 'mongopersist'].writes_per_commit == 0
@@ -98,6 +110,12 @@ def test_the_goals_are_reported_against_the_same_run(run):
                  'one-object: mongopersist 2 round trips per request, '
                  'pymongo 2'):
         assert text in printed
+
+
+def test_warm_round_trips_are_printed_per_transaction(run):
+    printed = run[1]
+    assert 'warm / pymongo: 1 reads and 1 writes per transaction' in printed
+    assert 'warm / mongopersist: ' in printed
 
 
 def test_every_modify_run_writes(run):

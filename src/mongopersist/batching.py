@@ -168,21 +168,25 @@ class Batches:
             self.clear()
 
     def _unloaded(self, oids, first=None):
-        """The oids of ghosts in the identity map without a document read
-        ahead, at most ``MAX_BATCH`` of them, grouped by collection.
+        """The oids of ghosts in the identity map without a document (read
+        ahead, or held by the cache), at most ``MAX_BATCH`` of them, grouped
+        by collection.
 
         ``first`` (the oid of the object being activated) comes first.
         """
         cache = self._jar._cache
         documents = self._documents
         handed = self._jar._prefetched
+        # Ghosts whose document the cache holds (validated) need no read.
+        known = self._jar._loaded_docs
         by_collection = {}
         seen = set()
         if first is not None:
             seen.add(first)
             by_collection[(first.database, first.collection)] = [first]
         for oid in oids:
-            if oid in seen or oid in documents or oid in handed:
+            if (oid in seen or oid in documents or oid in handed
+                    or oid in known):
                 continue
             seen.add(oid)
             obj = cache.get(oid)

@@ -265,6 +265,12 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     def count(cls, filter=None):
         """Return how many instances of ``cls`` have a matching document."""
 
+    cache_size = zope.interface.Attribute(
+        'How many recently used objects stay loaded across transactions.')
+
+    def close():
+        """Stop watching for changes (``watch_changes``)."""
+
 
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConflictError',
