@@ -18,6 +18,15 @@ TESTS_REQUIRE = [
     'hypothesis >= 6.0',
 ]
 
+# The Pyramid layer (mongopersist.pyramid), the example web application and
+# the HTTP server it is served with (make serve, the load test).
+PYRAMID_REQUIRE = [
+    'pyramid >= 2.0',
+    'pyramid_tm >= 2.4',
+    'pyramid_retry >= 2.1',
+    'waitress',
+]
+
 setup(
     name='mongopersist',
     version='0.1.0.dev0',
@@ -49,7 +58,8 @@ setup(
         'zope.interface',
     ],
     extras_require={
-        'test': TESTS_REQUIRE,
+        'test': TESTS_REQUIRE + PYRAMID_REQUIRE + ['webtest'],
+        'pyramid': PYRAMID_REQUIRE,
         'embedded': ['mongomock >= 4.3'],
         'bench': ['mongoengine', 'ZODB', 'matplotlib'],
         'docs': ['sphinx'],

@@ -28,7 +28,7 @@ from pymongo.errors import PyMongoError
 
 from mongopersist import (
     batching, broken, commit, conflict, interfaces, journal, metadata,
-    query, serialize, sessions)
+    query, serialize, sessions, settings)
 from mongopersist.cache import DEFAULT_SIZE, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -66,7 +66,13 @@ class MongoDataManager:
         cluster) and without otherwise; ``'always'`` refuses to start
         without them; ``'never'`` writes without them.  The default is the
         class attribute ``default_transactions`` (``'auto'``).  See
-        ``docs/transactions.rst`` for what is atomic in each mode.
+        ``docs/transactions.rst`` for what is atomic in each mode.  The
+        deployment is asked whether it has them when this data manager
+        first joins a transaction, never in the constructor.
+    :param deployment: the ``mongopersist.sessions.Deployment`` of
+        ``client``, shared by the data managers of a ``mongopersist.Store``
+        so that the deployment is asked once (default: this data
+        manager's own).
     :param trusted_modules: module name prefixes whose classes loading may
         use (besides the process-wide ones, ``metadata.trust_modules``).
     :param allowed_databases: databases that stored references may point
@@ -100,7 +106,8 @@ class MongoDataManager:
                  transaction_manager=None, transactions=None,
                  trusted_modules=(), allowed_databases=(),
                  broken_objects=False, cache_size=DEFAULT_SIZE,
-                 watch_changes=False):
+                 watch_changes=False, deployment=None):
+        settings.refuse_unacknowledged(client)
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
@@ -133,8 +140,10 @@ class MongoDataManager:
         self._types = CollectionTypeMap(client, self.root_database,
                                         registry=self.type_registry)
         self.root = Root(self, self.root_database, root_collection)
-        self.transactions = sessions.choose(
-            client, transactions or self.default_transactions)
+        self._transactions_mode = sessions.check_mode(
+            transactions or self.default_transactions)
+        self._transactions = None   # learnt on first need (no I/O here)
+        self._deployment = deployment or sessions.Deployment(client)
         self._server_txn = None
         self._journal = journal.Journal(self)
         # The identity map, the strong cache and the loaded documents.
@@ -259,6 +268,19 @@ class MongoDataManager:
                 'it its own transaction_manager to use it from any thread, '
                 'one at a time' % (self,))
 
+    @property
+    def transactions(self):
+        """Whether this data manager runs server transactions.
+
+        Decided on first use from the ``transactions`` mode and the
+        deployment (which may raise ``TransactionsNotSupportedError`` or
+        PyMongo's ``ConnectionFailure``), then kept.
+        """
+        if self._transactions is None:
+            self._transactions = sessions.choose(self._deployment,
+                                                 self._transactions_mode)
+        return self._transactions
+
     def _use(self):
         """Check the thread; validate the cache at its first use in a
         transaction."""
@@ -270,9 +292,16 @@ class MongoDataManager:
         self._use()
         txn = self.transaction_manager.get()
         if self._joined is not txn:
+            try:
+                use_server_transaction = self.transactions
+            except BaseException:
+                # Nothing joined, nothing written: forget the change that
+                # brought us here, as an abort would.
+                self._end_transaction(committed=False)
+                raise
             txn.join(self)
             self._joined = txn
-            if self.transactions and self._server_txn is None:
+            if use_server_transaction and self._server_txn is None:
                 self._server_txn = sessions.ServerTransaction(self._client)
 
     # -- objects --------------------------------------------------------------

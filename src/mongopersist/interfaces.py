@@ -168,6 +168,19 @@ class TransactionsNotSupportedError(MongoPersistError):
     """Server transactions were required but the deployment has none."""
 
 
+class ConfigurationError(MongoPersistError, ValueError):
+    """A setting of a store or data manager is unknown, malformed or
+    refused (see ``mongopersist.settings``).
+
+    ``setting`` names the setting at fault (with its prefix when it came
+    from a settings mapping).
+    """
+
+    def __init__(self, message, setting=None):
+        super().__init__(message)
+        self.setting = setting
+
+
 class CommitError(MongoPersistError):
     """Writing a commit failed part-way without a server transaction.
 
@@ -273,8 +286,8 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
 
 
 __all__ = [
-    'CircularReferenceError', 'CommitError', 'ConflictError',
-    'DocumentLimitError', 'DocumentNotFoundError', 'IDataManager',
+    'CircularReferenceError', 'CommitError', 'ConfigurationError',
+    'ConflictError', 'DocumentLimitError', 'DocumentNotFoundError', 'IDataManager',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'StoredDataError', 'TransactionsNotSupportedError',
