@@ -122,3 +122,29 @@ def test_writing_a_class_the_entry_lacks_reads_the_whole_entry(
     ref = dm.insert(Address('Lisbon', '2'))
     transaction.commit()
     assert isinstance(dm_of(roundtrips.client, dbname).load(ref), Address)
+
+
+def test_a_dropped_type_map_is_written_again_by_the_next_insert(
+        client, roundtrips, dbname, db):
+    # The entry the process keeps outlives the stored one (a dropped
+    # database or type map); inserting records it again, once per data
+    # manager and collection, so that other processes find it.
+    dm_of(roundtrips.client, dbname).insert(Shop('Lima'))
+    transaction.commit()
+    db[TYPE_MAP_COLLECTION].drop()
+    db['address'].drop()
+
+    dm = dm_of(roundtrips.client, dbname)
+    roundtrips.reset()
+    dm.insert(Shop('Perth'))
+    dm.insert(Shop('Osaka'))
+    transaction.commit()
+    assert db[TYPE_MAP_COLLECTION].find_one()['types'] == [
+        'tests.test_typemap.Shop']
+    # One write records it (no read first), one writes the shops.
+    assert roundtrips.writes[TYPE_MAP_COLLECTION] == 1
+    assert roundtrips.reads[TYPE_MAP_COLLECTION] == 0
+    roundtrips.reset()
+    dm.insert(Shop('Nairobi'))
+    transaction.commit()
+    assert roundtrips.writes[TYPE_MAP_COLLECTION] == 0

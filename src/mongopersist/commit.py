@@ -170,7 +170,8 @@ class Flush:
         """Name the class in the document if its collection needs that."""
         oid = write.oid
         cls = type(write.obj)
-        if self.jar._types.stores_type(oid.database, oid.collection, cls):
+        if self.jar._types.stores_type(oid.database, oid.collection, cls,
+                                       inserting=write.kind == INSERT):
             write.doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(cls)
 
     def remove(self, objects):

@@ -81,6 +81,8 @@ class CollectionTypeMap:
         self._database = database
         self._collection = collection
         self._types = _process_cache(client, database, collection)
+        # Collections this data manager recorded its classes in itself.
+        self._recorded = set()
         self.registry = registry if registry is not None else metadata.REGISTRY
 
     def _resolve(self, name):
@@ -114,29 +116,38 @@ class CollectionTypeMap:
         self._types.pop((database, collection), None)
         return self.types_of(database, collection)
 
-    def register(self, database, collection, cls):
-        """Record that ``cls`` is stored in the collection; return all types."""
+    def register(self, database, collection, cls, inserting=False):
+        """Record that ``cls`` is stored in the collection; return all types.
+
+        With ``inserting``, the entry is written once per data manager and
+        collection even if the process knows it: new documents are about
+        to be stored, and the entry may have gone with a dropped database
+        or type map (an idempotent ``$addToSet``, which also brings back
+        the whole entry).
+        """
         name = metadata.get_dotted_name(cls)
-        types = self.types_of(database, collection)
-        if name in types:
-            return types
         key = (database, collection)
+        if not inserting or key in self._recorded:
+            types = self.types_of(database, collection)
+            if name in types:
+                return types
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
             {'$addToSet': {'types': name},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
         types = self._types[key] = self._checked_types(doc)
+        self._recorded.add(key)
         return types
 
-    def stores_type(self, database, collection, cls):
+    def stores_type(self, database, collection, cls, inserting=False):
         """Return true if documents of ``cls`` must name their class.
 
         Records ``cls`` in the type map in any case (also for classes with
         ``_p_mongo_store_type``), so that queries of another class sharing
         the collection know to filter.
         """
-        types = self.register(database, collection, cls)
+        types = self.register(database, collection, cls, inserting)
         return metadata.always_stores_type(cls) or len(types) > 1
 
     def class_for(self, database, collection):
