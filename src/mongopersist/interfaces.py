@@ -124,6 +124,13 @@ class WrongThreadError(MongoPersistError):
     boundaries and would serve stale state)."""
 
 
+class DataManagerStateError(MongoPersistError):
+    """A data manager was used after it was closed (it may be another
+    user's now: a store's pool hands closed data managers out again), or
+    closed while it still takes part in a transaction (commit or abort
+    first)."""
+
+
 class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
     """Somebody else changed a document after this transaction loaded it.
 
