@@ -896,6 +896,9 @@ class MongoDataManager:
         an explicit manager is running already (it began while this data
         manager was closed), else at ``begin()`` or first use."""
         self._closed = False
+        # Registering announces a running transaction (newTransaction,
+        # which validates for an explicit manager) with transaction >= 2.x;
+        # validated here otherwise.
         self._bind(transaction_manager)
         if self._needs_validation and self._explicit():
             try:
