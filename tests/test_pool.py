@@ -133,8 +133,9 @@ def test_a_second_request_through_the_example_app_reads_less(
     # validates what it holds, one query per collection (blogs, posts,
     # authors, counters).
     assert pooled[0] <= 1 + 4 < fresh[0], (pooled, fresh)
-    # Showing one post queries it by _id (a query always reads).
-    assert pooled[1] <= 1 + 4 and pooled[1] < fresh[1], (pooled, fresh)
+    # Showing one post queries it by _id (a query always reads), and
+    # validates all the cache holds: bounded, whatever the number of posts.
+    assert pooled[1] <= 1 + 4, (pooled, fresh)
 
 
 # -- staleness: what others committed meanwhile is seen ---------------------
