@@ -17,16 +17,10 @@ import webtest
 import mongopersist
 from mongopersist import interfaces
 from mongopersist.store import Store
-from tests.model import Counter, Simple
+from tests.model import Simple
 from tests.test_blogapp import add_post, load_example, wsgi_app
-
-
-@pytest.fixture
-def store(client, dbname):
-    store = Store(client, dbname)
-    with store.transaction() as dm:
-        dm.root['counter'] = Counter()
-    return store
+# A store whose root holds a Counter at 0.
+from tests.test_wsgi import store  # noqa: F401 (fixture)
 
 
 def explicit():

@@ -273,7 +273,7 @@ class MongoDataManager:
                 'a data manager again (store.open()) for more work' % (self,))
         if self._thread is not None and threading.get_ident() != self._thread:
             raise interfaces.WrongThreadError(
-                '%r belongs to the thread that created it: it follows that '
+                '%r belongs to the thread that opened it: it follows that '
                 'thread\'s transactions (transaction.manager is '
                 'thread-local).  Open one data manager per thread, or give '
                 'it its own transaction_manager to use it from any thread, '

@@ -289,12 +289,16 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
         'How many recently used objects stay loaded across transactions.')
 
     def close():
-        """Stop watching for changes (``watch_changes``)."""
+        """End the use of the data manager: back to its store's pool
+        (``Store.open``), else stop watching for changes
+        (``watch_changes``).  Refused in a transaction; a closed data
+        manager refuses use (``DataManagerStateError``)."""
 
 
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
-    'ConflictError', 'DocumentLimitError', 'DocumentNotFoundError', 'IDataManager',
+    'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
+    'DocumentNotFoundError', 'IDataManager',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'StoredDataError', 'TransactionsNotSupportedError',
