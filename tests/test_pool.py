@@ -359,3 +359,46 @@ def test_pool_size_from_settings_text(recwarn):
         mongopersist.store_from_settings({
             'mongopersist.uri': 'memory://', 'mongopersist.database': 'app',
             'mongopersist.pool_size': 'few'})
+
+
+def test_request_dm_on_the_thread_manager_moves_between_server_threads(
+        store):
+    """pyramid_tm's default manager is the thread's: a pooled data manager
+    serves a request in one thread, then in another."""
+    from pyramid.config import Configurator
+    from pyramid.response import Response
+    seen = []
+
+    def view(request):
+        dm = request.dm
+        seen.append((dm, dm._thread, threading.get_ident()))
+        dm.root['counter'].value += 1
+        return Response(str(dm.root['counter'].value))
+
+    config = Configurator()
+    config.registry['mongopersist.store'] = store
+    config.include('mongopersist.pyramid')
+    config.add_route('view', '/')
+    config.add_view(view, route_name='view')
+    app = webtest.TestApp(config.make_wsgi_app())
+    answers = []
+    done = threading.Event()
+
+    def request(wait):
+        answers.append(app.get('/').text)
+        if wait:
+            done.wait(30)     # alive: the next thread has another ident
+    first_thread = threading.Thread(target=request, args=(True,))
+    first_thread.start()
+    while not answers and first_thread.is_alive():
+        first_thread.join(0.01)
+    second_thread = threading.Thread(target=request, args=(False,))
+    second_thread.start()
+    second_thread.join(30)
+    done.set()
+    first_thread.join(30)
+    assert answers == ['1', '2']
+    (first, thread1, ident1), (second, thread2, ident2) = seen
+    assert first is second
+    assert (thread1, thread2) == (ident1, ident2) and ident1 != ident2
+    assert len(store.pool) == 1
