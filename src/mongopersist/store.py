@@ -5,6 +5,8 @@ once per process and application, like ZODB's ``DB``: it owns the
 ``MongoClient`` and the settings.  Each thread, request or unit of work
 gets a data manager of its own from ``Store.open()``, or runs in
 ``Store.transaction()``, which commits, aborts and retries conflicts.
+Data managers that are done go back to the store's pool
+(``mongopersist.pool``) with their caches, for the next ``open()``.
 See ``docs/applications.rst``.
 """
 import functools
