@@ -131,3 +131,12 @@ def test_unknown_scenario_is_refused(capsys):
     with pytest.raises(SystemExit):
         cli.main(['--scenarios', 'insert,teleport'])
     assert 'teleport' in capsys.readouterr().err
+
+
+def test_the_pool_benchmark_counts_fewer_reads_for_pooled_requests(capsys):
+    from benchmarks import pool
+    new_reads, pooled_reads = pool.main(['--posts', '3', '--requests', '2'])
+    printed = capsys.readouterr().out
+    assert 'ratio new/pooled: reads' in printed
+    # The root entry and one validation query per collection.
+    assert pooled_reads <= 5 and pooled_reads < new_reads

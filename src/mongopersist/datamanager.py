@@ -113,12 +113,10 @@ class MongoDataManager:
             default_database = client.get_default_database().name
         self.default_database = default_database
         self.root_database = root_database or default_database
-        self.transaction_manager = transaction_manager or transaction.manager
-        # A thread-local manager tells this data manager about the
-        # transaction boundaries of the creating thread only.
-        self._thread = (threading.get_ident() if isinstance(
-            self.transaction_manager, transaction.ThreadTransactionManager)
-            else None)
+        #: Called with this data manager by ``close()`` instead of shutting
+        #: it down: the pool of the ``Store`` that opened it.
+        self._release = None
+        self._closed = False
         if conflict_handler is None:
             conflict_handler = (conflict.SimpleSerialConflictHandler
                                 if detect_conflicts
@@ -165,7 +163,17 @@ class MongoDataManager:
         #: Oids whose writes the last abort or savepoint rollback could not
         #: take back, because somebody else changed the document since.
         self.unrestored = []
-        self.transaction_manager.registerSynch(self)
+        self._bind(transaction_manager or transaction.manager)
+
+    def _bind(self, transaction_manager):
+        """Follow the transactions of ``transaction_manager`` from now on."""
+        self.transaction_manager = transaction_manager
+        # A thread-local manager tells this data manager about the
+        # transaction boundaries of the calling thread only.
+        self._thread = (threading.get_ident() if isinstance(
+            transaction_manager, transaction.ThreadTransactionManager)
+            else None)
+        transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
         # Changes whenever what the data manager knows may have gone stale
@@ -259,10 +267,15 @@ class MongoDataManager:
         return server_txn.session if server_txn is not None else None
 
     def _check_thread(self):
-        """Refuse use from a thread whose transactions this cannot hear."""
+        """Refuse use once closed, and from a thread whose transactions
+        this cannot hear."""
+        if self._closed:
+            raise interfaces.DataManagerStateError(
+                '%r is closed: it may be serving somebody else now.  Open '
+                'a data manager again (store.open()) for more work' % (self,))
         if self._thread is not None and threading.get_ident() != self._thread:
             raise interfaces.WrongThreadError(
-                '%r belongs to the thread that created it: it follows that '
+                '%r belongs to the thread that opened it: it follows that '
                 'thread\'s transactions (transaction.manager is '
                 'thread-local).  Open one data manager per thread, or give '
                 'it its own transaction_manager to use it from any thread, '
@@ -892,9 +905,62 @@ class MongoDataManager:
             self._check_thread()
             self._validate()
 
+    def _busy(self):
+        """Whether this data manager takes part in a transaction."""
+        return self._joined is not None or bool(
+            self._new or self._registered or self._removed
+            or self._changed_sub)
+
     def close(self):
-        """Stop watching for changes (if ``watch_changes``); the objects
-        loaded stay usable until the data manager is dropped."""
+        """End the use of this data manager; closing twice does nothing.
+
+        It stops following its transaction manager and refuses further use
+        (``DataManagerStateError``).  Opened by a ``mongopersist.Store``, it
+        goes back to the store's pool, with its cache, for the next
+        ``store.open()``; otherwise it stops watching for changes (if
+        ``watch_changes``).  Closing a data manager that still takes part
+        in a transaction (joined, or with changes not yet committed) is
+        refused with ``DataManagerStateError``: commit or abort first.
+        """
+        if self._closed:
+            return
+        self._check_thread()
+        if self._busy():
+            raise interfaces.DataManagerStateError(
+                '%r takes part in a transaction: commit or abort it before '
+                'closing the data manager' % (self,))
+        try:
+            self.transaction_manager.unregisterSynch(self)
+        except KeyError:
+            pass
+        # While closed it hears of no transaction boundary: whatever it
+        # holds is validated when it is opened again.
+        self._boundary()
+        self._closed = True
+        if self._release is not None:
+            self._release(self)
+        else:
+            self._shut_down()
+
+    def _reopen(self, transaction_manager):
+        """Opened again (by a store's pool) for ``transaction_manager``:
+        follow it; validate what the cache holds now if a transaction of
+        an explicit manager is running already (it began while this data
+        manager was closed), else at ``begin()`` or first use."""
+        self._closed = False
+        # Registering announces a running transaction (newTransaction,
+        # which validates for an explicit manager) with transaction >= 2.x;
+        # validated here otherwise.
+        self._bind(transaction_manager)
+        if self._needs_validation and self._explicit():
+            try:
+                transaction_manager.get()
+            except transaction.interfaces.NoTransaction:
+                return
+            self._validate()
+
+    def _shut_down(self):
+        """Stop watching for changes (the data manager is done for)."""
         if self._watcher is not None:
             self._watcher.close()
 
