@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve test test-wire bench docs clean
+.PHONY: demo serve test test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-wire: $(STAMP)
 ## bench: install and run the benchmarks
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## bench-pool: warm web requests with pooled data managers against a new
+## data manager per request (benchmarks/pool.py)
+bench-pool: $(STAMP)
+	$(BIN)/python -m benchmarks.pool
 
 ## docs: build the HTML documentation into docs/_build/html
 docs: $(STAMP)

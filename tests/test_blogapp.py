@@ -247,10 +247,12 @@ def test_include_refuses_bad_settings():
 
 def test_request_dm_is_bound_to_request_tm_and_made_once(store, db):
     seen = []
+    managers = []
 
     def view(request):
         dm = request.dm
         seen.append(dm)
+        managers.append(request.tm)
         assert dm is request.dm
         assert dm.transaction_manager is request.tm
         assert request.tm is not transaction.manager
@@ -270,7 +272,11 @@ def test_request_dm_is_bound_to_request_tm_and_made_once(store, db):
     app.get('/', {'name': 'b'})
     with pytest.raises(RuntimeError):
         app.get('/', {'name': 'c', 'fail': '1'})
-    assert len(set(map(id, seen))) == 3     # one per request
+    # One request at a time: each got the data manager the one before
+    # gave back to the pool, bound to its own request.tm.
+    assert len(set(map(id, seen))) == 1
+    assert len(set(map(id, managers))) == 3
+    assert len(store.pool) == 1
     # Committed by pyramid_tm; the failed request's write taken back.
     assert sorted(doc['name'] for doc in db['persistence_root'].find()) == [
         'a', 'b']

@@ -121,6 +121,9 @@ def test_no_like_is_lost_under_load(blogapp, client, dbname, db):
             for n in range(LIKES_PER_CLIENT)])
     statuses = [status for answer in answers for status, _ in answer]
     assert len(statuses) == CLIENTS * LIKES_PER_CLIENT
+    # The requests were served by pooled data managers, given back after
+    # each request and handed to the next (their caches validated).
+    assert 1 <= len(store.pool) <= store.pool_size
     assert all(200 <= status < 300 for status in statuses), sorted(
         set(statuses))
     # Every answer was a different count: no two requests counted as one.

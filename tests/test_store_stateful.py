@@ -8,6 +8,12 @@ which commits must conflict (somebody committed since this attempt read)
 and checks that a conflicting attempt is retried until the attempts run
 out, that failed attempts leave nothing, and that the stored counter always
 equals the number of increments that were committed, and so does its log.
+
+A unit of work that ends gives its data manager back to the store's pool
+(two at most wait there), and the next unit of work that begins takes it,
+its cache warm: what it held must have been validated (a unit of work
+reads the counter every other worker committed), and no two running
+workers ever share a data manager.
 """
 
 import pytest
@@ -47,7 +53,7 @@ class StoreUnitsOfWork(RuleBasedStateMachine):
         # attribute would be taken for a rule by hypothesis).
         self.client, self.dbname = SETUP['client'], SETUP['dbname']
         self.client.drop_database(self.dbname)
-        self.store = Store(self.client, self.dbname)
+        self.store = Store(self.client, self.dbname, pool_size=2)
         with self.store.transaction() as dm:
             dm.root['counter'] = Simple(value=0, log=[])
         self.version = 0        # committed increments (the model)
@@ -131,6 +137,15 @@ class StoreUnitsOfWork(RuleBasedStateMachine):
         error = KeyError('in the unit of work')
         suppressed = worker.attempt.__exit__(KeyError, error, None)
         assert not suppressed and not worker.attempt.retry
+
+    @invariant()
+    def running_workers_never_share_a_data_manager(self):
+        running = [self.workers[name].dm for name in WORKERS
+                   if self.running(name)]
+        assert len(set(map(id, running))) == len(running)
+        waiting = list(self.store.pool._available)
+        assert len(waiting) <= 2
+        assert not any(dm is w for dm in running for w in waiting)
 
     @invariant()
     def stored_counter_is_the_committed_increments(self):

@@ -23,10 +23,13 @@ def counter_app(interfere=None):
     """Adds the request body's number to the counter; the status is the
     query string (default 200)."""
     calls = []
+    managers = []
 
     def app(environ, start_response):
         dm = environ['mongopersist.dm']
         calls.append(dm)
+        managers.append(environ['mongopersist.tm'])
+        assert dm.transaction_manager is environ['mongopersist.tm']
         counter = dm.root['counter']
         body = environ['wsgi.input'].read(
             int(environ.get('CONTENT_LENGTH') or 0))
@@ -40,6 +43,7 @@ def counter_app(interfere=None):
                        [('Content-Type', 'application/json')])
         return [json.dumps({'value': counter.value}).encode()]
     app.calls = calls
+    app.managers = managers
     return app
 
 
@@ -96,12 +100,16 @@ def test_a_request_that_keeps_conflicting_fails(store, retry_waits):
     assert stored(store) == 200
 
 
-def test_each_request_has_its_own_data_manager(store):
+def test_each_request_has_its_own_transaction_and_a_pooled_data_manager(
+        store):
     inner = counter_app()
     app = webtest.TestApp(TransactionMiddleware(inner, store))
     app.get('/')
     app.get('/')
     first, second = inner.calls
-    assert first is not second
-    assert first.transaction_manager is not second.transaction_manager
+    # The second request got the first one's data manager from the pool,
+    # bound to its own transaction manager.
+    assert first is second
+    assert inner.managers[0] is not inner.managers[1]
+    assert len(store.pool) == 1
     assert stored(store) == 2

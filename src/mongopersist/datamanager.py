@@ -29,8 +29,8 @@ from bson.objectid import ObjectId
 from pymongo.errors import PyMongoError
 
 from mongopersist import (
-    broken, commit, conflict, indexes, interfaces, journal, metadata, query,
-    sequence, serialize, sessions, settings, sharding)
+    batching, broken, commit, conflict, indexes, interfaces, journal,
+    metadata, query, sequence, serialize, sessions, settings, sharding)
 from mongopersist.cache import DEFAULT_SIZE, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -120,12 +120,10 @@ class MongoDataManager:
             default_database = client.get_default_database().name
         self.default_database = default_database
         self.root_database = root_database or default_database
-        self.transaction_manager = transaction_manager or transaction.manager
-        # A thread-local manager tells this data manager about the
-        # transaction boundaries of the creating thread only.
-        self._thread = (threading.get_ident() if isinstance(
-            self.transaction_manager, transaction.ThreadTransactionManager)
-            else None)
+        #: Called with this data manager by ``close()`` instead of shutting
+        #: it down: the pool of the ``Store`` that opened it.
+        self._release = None
+        self._closed = False
         if conflict_handler is None:
             conflict_handler = (conflict.SimpleSerialConflictHandler
                                 if detect_conflicts
@@ -165,13 +163,24 @@ class MongoDataManager:
             from mongopersist.invalidation import ChangeWatcher
             self._watcher = ChangeWatcher(client, self._watched_databases)
         self.state_generation = 0
+        self._batches = batching.Batches(self)
         self._reset_transaction_state()
         self._invalidated = False
         self._activated = False
         #: Oids whose writes the last abort or savepoint rollback could not
         #: take back, because somebody else changed the document since.
         self.unrestored = []
-        self.transaction_manager.registerSynch(self)
+        self._bind(transaction_manager or transaction.manager)
+
+    def _bind(self, transaction_manager):
+        """Follow the transactions of ``transaction_manager`` from now on."""
+        self.transaction_manager = transaction_manager
+        # A thread-local manager tells this data manager about the
+        # transaction boundaries of the calling thread only.
+        self._thread = (threading.get_ident() if isinstance(
+            transaction_manager, transaction.ThreadTransactionManager)
+            else None)
+        transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
         # Changes whenever what the data manager knows may have gone stale
@@ -179,6 +188,7 @@ class MongoDataManager:
         self.state_generation += 1
         self._joined = None
         self._prefetched = {}       # oid -> document read before activation
+        self._batches.clear()       # siblings' documents read ahead
         self._new = {}              # oid -> new object, not yet written
         self._inserted = {}         # oid -> every object inserted
         self._registered = {}       # id -> changed top-level object
@@ -282,10 +292,15 @@ class MongoDataManager:
         return server_txn.session if server_txn is not None else None
 
     def _check_thread(self):
-        """Refuse use from a thread whose transactions this cannot hear."""
+        """Refuse use once closed, and from a thread whose transactions
+        this cannot hear."""
+        if self._closed:
+            raise interfaces.DataManagerStateError(
+                '%r is closed: it may be serving somebody else now.  Open '
+                'a data manager again (store.open()) for more work' % (self,))
         if self._thread is not None and threading.get_ident() != self._thread:
             raise interfaces.WrongThreadError(
-                '%r belongs to the thread that created it: it follows that '
+                '%r belongs to the thread that opened it: it follows that '
                 'thread\'s transactions (transaction.manager is '
                 'thread-local).  Open one data manager per thread, or give '
                 'it its own transaction_manager to use it from any thread, '
@@ -392,9 +407,33 @@ class MongoDataManager:
             dbref = metadata.OID(dbref.collection, dbref.id,
                                  dbref.database or self.default_database)
             obj = cache.get(dbref)
-        if obj is not None:
+        if obj is None:
+            obj = self._load_new(dbref, stored)
+        else:
             cache.used(obj._p_oid, obj)
-            return obj
+        if obj._p_state == persistent.GHOST:
+            # Found while reading a document: loads with its siblings.
+            self._batches.found(obj._p_oid)
+        return obj
+
+    def prefetch(self, objects_or_refs):
+        """Read the documents of several objects in one query per collection.
+
+        ``objects_or_refs`` is an iterable of persistent objects of this
+        data manager and references (``DBRef``).  The documents of those
+        that are ghosts are read now; each object is filled from its
+        document when it is first used in this transaction (documents
+        read ahead are dropped at its end).  Returns the objects, in the
+        order given.  A reference that may not be loaded raises as
+        ``load`` does; a document that is missing raises
+        ``DocumentNotFoundError`` when its object is used.
+        """
+        self._use()
+        return self._batches.prefetch(objects_or_refs)
+
+    def _load_new(self, dbref, stored):
+        """The ghost of ``dbref``, which is not in the identity map
+        (``stored``: the reference as stored, maybe with a shard key)."""
         self._check_reference(dbref)
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
@@ -445,10 +484,28 @@ class MongoDataManager:
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
         obj = self._cache.get(dbref)
         if obj is None:
-            obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
-        else:
-            self._cache.used(dbref, obj)
-        if obj._p_status == 'ghost':
+            cls = self._class_of_document(dbref, doc)
+            if cls.__setstate__ is not _SETSTATE:
+                # Its __setstate__ may set attributes: fill it as a ghost
+                # being activated, which does not count as a change.
+                obj = self._new_ghost(cls, dbref)
+                self._prefetched[dbref] = doc
+                obj._p_activate()
+                return obj
+            # Filled from ``doc`` at once: no ghost to activate.
+            obj = cls.__new__(cls)
+            obj._p_jar = self
+            obj._p_oid = dbref
+            self._cache[dbref] = obj
+            try:
+                self._activate(obj, doc)
+            except BaseException:
+                # Not filled: forget it (a new load reads it again).
+                del self._cache[dbref]
+                raise
+            return obj
+        self._cache.used(dbref, obj)
+        if obj._p_state == persistent.GHOST:
             # Activate through persistent so it stops being a ghost; setstate
             # takes the document from here instead of reading it again.
             self._prefetched[dbref] = doc
@@ -519,7 +576,8 @@ class MongoDataManager:
             # Validated in this transaction, or loaded or written in it.
             doc = self._cache.docs.get(ref)
         if doc is None:
-            doc = self._find_document(ref)
+            # Read with its siblings (``mongopersist.batching``).
+            doc = self._batches.document(ref)
         self._activate(obj, doc)
         self._cache.used(ref, obj)
 
@@ -532,7 +590,14 @@ class MongoDataManager:
                     type(obj)):
                 # The ghost was made before the collection was shared.
                 obj.__class__ = self._class_of_document(ref, doc)
-            self._reader.set_ghost_state(obj, doc)
+            # The references read from one document are loaded together.
+            batches = self._batches
+            grouping = batches.start()
+            try:
+                self._reader.set_ghost_state(obj, doc)
+            finally:
+                if grouping:
+                    batches.stop()
         sharding.remember(ref, type(obj), doc)
         self._loaded_docs[ref] = doc
         # Loaded after this data manager's transaction ended (in the same
@@ -809,6 +874,7 @@ class MongoDataManager:
         stale until validated (see ``docs/cache.rst``)."""
         self._activated = False
         self._prefetched.clear()
+        self._batches.clear()
         cache = self._cache
         cache.end_transaction()
         if not self.detect_conflicts:
@@ -874,11 +940,67 @@ class MongoDataManager:
             self._check_thread()
             self._validate()
 
+    def _busy(self):
+        """Whether this data manager takes part in a transaction."""
+        return self._joined is not None or bool(
+            self._new or self._registered or self._removed
+            or self._changed_sub)
+
     def close(self):
-        """Stop watching for changes (if ``watch_changes``); the objects
-        loaded stay usable until the data manager is dropped."""
+        """End the use of this data manager; closing twice does nothing.
+
+        It stops following its transaction manager and refuses further use
+        (``DataManagerStateError``).  Opened by a ``mongopersist.Store``, it
+        goes back to the store's pool, with its cache, for the next
+        ``store.open()``; otherwise it stops watching for changes (if
+        ``watch_changes``).  Closing a data manager that still takes part
+        in a transaction (joined, or with changes not yet committed) is
+        refused with ``DataManagerStateError``: commit or abort first.
+        """
+        if self._closed:
+            return
+        self._check_thread()
+        if self._busy():
+            raise interfaces.DataManagerStateError(
+                '%r takes part in a transaction: commit or abort it before '
+                'closing the data manager' % (self,))
+        try:
+            self.transaction_manager.unregisterSynch(self)
+        except KeyError:
+            pass
+        # While closed it hears of no transaction boundary: whatever it
+        # holds is validated when it is opened again.
+        self._boundary()
+        self._closed = True
+        if self._release is not None:
+            self._release(self)
+        else:
+            self._shut_down()
+
+    def _reopen(self, transaction_manager):
+        """Opened again (by a store's pool) for ``transaction_manager``:
+        follow it; validate what the cache holds now if a transaction of
+        an explicit manager is running already (it began while this data
+        manager was closed), else at ``begin()`` or first use."""
+        self._closed = False
+        # Registering announces a running transaction (newTransaction,
+        # which validates for an explicit manager) with transaction >= 2.x;
+        # validated here otherwise.
+        self._bind(transaction_manager)
+        if self._needs_validation and self._explicit():
+            try:
+                transaction_manager.get()
+            except transaction.interfaces.NoTransaction:
+                return
+            self._validate()
+
+    def _shut_down(self):
+        """Stop watching for changes (the data manager is done for)."""
         if self._watcher is not None:
             self._watcher.close()
+
+
+_SETSTATE = persistent.Persistent.__setstate__
 
 
 def _detach(obj):

@@ -124,6 +124,13 @@ class WrongThreadError(MongoPersistError):
     boundaries and would serve stale state)."""
 
 
+class DataManagerStateError(MongoPersistError):
+    """A data manager was used after it was closed (it may be another
+    user's now: a store's pool hands closed data managers out again), or
+    closed while it still takes part in a transaction (commit or abort
+    first)."""
+
+
 class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
     """Somebody else changed a document after this transaction loaded it.
 
@@ -345,14 +352,17 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
         'How many recently used objects stay loaded across transactions.')
 
     def close():
-        """Stop watching for changes (``watch_changes``)."""
+        """End the use of the data manager: back to its store's pool
+        (``Store.open``), else stop watching for changes
+        (``watch_changes``).  Refused in a transaction; a closed data
+        manager refuses use (``DataManagerStateError``)."""
 
 
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
-    'ConflictError', 'DocumentLimitError', 'DocumentNotFoundError',
-    'GlobalQueryError', 'GlobalQueryWarning', 'IDataManager',
-    'IndexConflictError',
+    'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
+    'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
+    'IDataManager', 'IndexConflictError',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',

@@ -4,8 +4,9 @@
   registers the application's ``Store`` (unless one is registered
   already: ``config.registry['mongopersist.store'] = store``);
 * includes ``pyramid_tm``: one transaction per request, ``request.tm``;
-* adds ``request.dm``, a data manager of its own for each request, bound
-  to ``request.tm`` (made on first use, reified);
+* adds ``request.dm``, a data manager of the request's own, bound to
+  ``request.tm`` (opened from the store's pool on first use, reified, and
+  given back to the pool when the request is finished);
 * with ``pyramid_retry`` included, conflicts (``ConflictError`` is a
   ``transaction.interfaces.TransientError``, which pyramid_tm marks
   retryable) are retried, after a short random wait that grows with each
@@ -38,8 +39,12 @@ def get_store(request):
 
 def request_dm(request):
     """The data manager of ``request`` (``request.dm``), bound to
-    ``request.tm``."""
-    return get_store(request).open(request.tm)
+    ``request.tm``; back to the store's pool when the request is finished
+    (after pyramid_tm ended its transaction)."""
+    store = get_store(request)
+    dm = store.open(request.tm)
+    request.add_finished_callback(lambda request: store.give_back(dm))
+    return dm
 
 
 def wait_before_retry(event):

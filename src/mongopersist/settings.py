@@ -66,6 +66,7 @@ class StoreSettings:
     allowed_databases: tuple = ()
     broken_objects: bool = False
     cache_size: int = None
+    pool_size: int = 7
     attempts: int = 3
     client_options: dict = dataclasses.field(default_factory=dict)
 
@@ -110,6 +111,8 @@ def check_options(uri=None, client_options=None, **options):
         setattr(found, name, _names(options.pop(name, ()), name))
     found.cache_size = _number(options.pop('cache_size', None), 'cache_size',
                                minimum=0, optional=True)
+    found.pool_size = _number(options.pop('pool_size', found.pool_size),
+                              'pool_size', minimum=0)
     found.attempts = _number(options.pop('attempts', found.attempts),
                              'attempts', minimum=1)
     assert not options, options
@@ -175,7 +178,8 @@ def _from_text(name, value):
             return False
         raise ConfigurationError(
             '%s must be true or false, not %r' % (name, value), name)
-    if name in ('cache_size', 'attempts', 'write_concern.wtimeout'):
+    if name in ('cache_size', 'pool_size', 'attempts',
+                'write_concern.wtimeout'):
         try:
             return int(value)
         except ValueError:

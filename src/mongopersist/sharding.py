@@ -320,8 +320,11 @@ def batch_filter(items):
         groups.setdefault(group, (values, []))[1].append(doc_id)
     clauses = []
     for values, ids in groups.values():
-        clause = {'_id': ids[0] if len(ids) == 1 else {'$in': ids}}
-        clause.update(values)
+        if values:
+            clause = {'_id': ids[0] if len(ids) == 1 else {'$in': ids}}
+            clause.update(values)
+        else:
+            clause = {'_id': {'$in': ids}}
         clauses.append(clause)
     if not clauses:
         return {'_id': {'$in': []}}

@@ -5,10 +5,13 @@ once per process and application, like ZODB's ``DB``: it owns the
 ``MongoClient`` and the settings.  Each thread, request or unit of work
 gets a data manager of its own from ``Store.open()``, or runs in
 ``Store.transaction()``, which commits, aborts and retries conflicts.
+Data managers that are done go back to the store's pool
+(``mongopersist.pool``) with their caches, for the next ``open()``.
 See ``docs/applications.rst``.
 """
 import functools
 import inspect
+import logging
 import os
 import random
 import time
@@ -19,6 +22,9 @@ import transaction
 from mongopersist import sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
+from mongopersist.pool import DataManagerPool
+
+LOG = logging.getLogger('mongopersist')
 
 #: Where ``connect()`` finds the URI when it is given none.
 URI_VARIABLE = testing.URI_VARIABLE
@@ -53,7 +59,8 @@ def connect(uri=None, **options):
     :param options: the store's settings (``database``,
         ``detect_conflicts``, ``transactions``, ``write_concern``,
         ``read_preference``, ``trusted_modules``, ``allowed_databases``,
-        ``broken_objects``, ``cache_size``, ``attempts``: see ``Store``);
+        ``broken_objects``, ``cache_size``, ``pool_size``, ``attempts``:
+        see ``Store``);
         any other keyword is an option of ``pymongo.MongoClient``
         (``serverSelectionTimeoutMS=5000``, ...).
 
@@ -73,7 +80,8 @@ def store_from_settings(settings_map, prefix=settings.PREFIX):
     ``detect_conflicts``, ``transactions``, ``write_concern.w``,
     ``write_concern.wtimeout``, ``write_concern.j``, ``read_preference``,
     ``trusted_modules`` and ``allowed_databases`` (names separated by
-    spaces or commas), ``broken_objects``, ``cache_size``, ``attempts``,
+    spaces or commas), ``broken_objects``, ``cache_size``, ``pool_size``,
+    ``attempts``,
     and ``client.<name>`` for options of ``pymongo.MongoClient``.  An
     unknown key or a bad value raises ``ConfigurationError`` naming it.
     Without ``<prefix>uri``: ``$MONGODB_URI``, else the stand-in.
@@ -109,6 +117,9 @@ class Store:
     :param broken_objects: load unknown classes as broken placeholders.
     :param cache_size: passed to the data managers as ``cache_size`` where
         they take it (``None``: their default).
+    :param pool_size: how many closed data managers (with their caches)
+        wait for reuse by ``open``, at most (``0``: none; see
+        ``mongopersist.pool``).
     :param attempts: how many times ``transaction()`` (and the web layers)
         run a unit of work that keeps conflicting, at most.
     :param owns_client: close the client in ``close()``.
@@ -130,14 +141,15 @@ class Store:
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
                  allowed_databases=(), broken_objects=False, cache_size=None,
-                 attempts=3, owns_client=False, in_memory=False):
+                 attempts=3, owns_client=False, in_memory=False,
+                 pool_size=settings.StoreSettings.pool_size):
         settings.refuse_unacknowledged(client)
         checked = settings.check_options(
             database=database, detect_conflicts=detect_conflicts,
             transactions=transactions, trusted_modules=trusted_modules,
             allowed_databases=allowed_databases,
             broken_objects=broken_objects, cache_size=cache_size,
-            attempts=attempts)
+            pool_size=pool_size, attempts=attempts)
         if checked.database is None:
             checked.database = _default_database(client)
         self.client = client
@@ -148,6 +160,9 @@ class Store:
         self.allowed_databases = checked.allowed_databases
         self.broken_objects = checked.broken_objects
         self.cache_size = checked.cache_size
+        self.pool_size = checked.pool_size
+        #: Closed data managers waiting for reuse by ``open``.
+        self.pool = DataManagerPool(self.pool_size)
         self.attempts = checked.attempts
         self.in_memory = in_memory or type(client).__module__.startswith(
             'mongomock')
@@ -170,7 +185,8 @@ class Store:
                 trusted_modules=found.trusted_modules,
                 allowed_databases=found.allowed_databases,
                 broken_objects=found.broken_objects,
-                cache_size=found.cache_size, attempts=found.attempts,
+                cache_size=found.cache_size, pool_size=found.pool_size,
+                attempts=found.attempts,
                 owns_client=True, in_memory=found.in_memory)
         except BaseException:
             client.close()
@@ -191,7 +207,7 @@ class Store:
         return getattr(self.client, 'read_preference', None)
 
     def open(self, transaction_manager=None):
-        """Return a new data manager for the calling thread or request.
+        """Return a data manager for the calling thread or request.
 
         It follows the transactions of ``transaction_manager``; the default,
         ``transaction.manager``, is thread-local, so the data manager
@@ -199,7 +215,17 @@ class Store:
         ``WrongThreadError``).  Give each request its own manager
         (``request.tm`` with pyramid_tm) to use it from any thread, one at
         a time.
+
+        The data manager comes from the pool when one waits there (the
+        most recently closed, its cache warm; what it holds is validated
+        before use), else it is new.  ``dm.close()`` (or ``give_back``)
+        returns it when the work is done.
         """
+        manager = transaction_manager or transaction.manager
+        dm = self.pool.take()
+        if dm is not None:
+            dm._reopen(manager)
+            return self._configured(dm)
         options = dict(
             default_database=self.database,
             detect_conflicts=self.detect_conflicts,
@@ -207,14 +233,18 @@ class Store:
             trusted_modules=self.trusted_modules,
             allowed_databases=self.allowed_databases,
             broken_objects=self.broken_objects,
-            transaction_manager=transaction_manager,
+            transaction_manager=manager,
             deployment=self.deployment)
         if self.cache_size is not None and _takes(self.data_manager_class,
                                                   'cache_size'):
             options['cache_size'] = self.cache_size
         dm = self.data_manager_class(self.client, **options)
-        if self.global_queries is not None:
-            dm.global_queries = self.global_queries
+        dm._release = self.pool.give_back
+        return self._configured(dm)
+
+    def _configured(self, dm):
+        # Store-wide settings a data manager has as attributes.
+        dm.global_queries = self.global_queries
         return dm
 
     def ensure_indexes(self, *classes):
@@ -226,9 +256,25 @@ class Store:
         try:
             return dm.ensure_indexes(*classes)
         finally:
-            close = getattr(dm, 'close', None)
-            if close is not None:
-                close()
+            self.give_back(dm)
+
+    def give_back(self, dm):
+        """Return ``dm`` to the pool: its request or unit of work is over.
+
+        What ``Store.transaction()`` and the web layers call when their
+        transaction has ended.  A data manager still taking part in a
+        transaction then (changed after the request's commit, into the
+        next transaction of its manager) has that transaction aborted
+        first, with a warning: the work it belonged to is over.
+        """
+        if dm._closed:
+            return
+        if dm._busy():
+            LOG.warning('%r was given back to the store with changes not '
+                        'committed (made after its unit of work ended): '
+                        'they are aborted', dm)
+            dm.transaction_manager.abort()
+        dm.close()
 
     def transaction(self, attempts=None, transaction_manager=None):
         """Run a unit of work in a transaction of its own.
@@ -251,7 +297,9 @@ class Store:
                                    transaction_manager)
 
     def close(self):
-        """Close the client if the store made it."""
+        """Shut the pooled data managers down; close the client if the
+        store made it."""
+        self.pool.clear()
         if self._owns_client:
             self.client.close()
 
@@ -270,19 +318,30 @@ class TransactionAttempts:
 
     @property
     def dm(self):
-        """The data manager of this unit of work (made on first need)."""
+        """The data manager of this unit of work (opened on first need)."""
         if self._dm is None:
             self._dm = self.store.open(self.transaction_manager)
         return self._dm
 
+    def give_back(self):
+        """The unit of work is over: its data manager goes back to the
+        store's pool."""
+        dm, self._dm = self._dm, None
+        if dm is not None:
+            self.store.give_back(dm)
+
     def __iter__(self):
-        for number in range(self.attempts):
-            if number:
-                time.sleep(retry_delay(number))
-            attempt = Attempt(self, last=number == self.attempts - 1)
-            yield attempt
-            if not attempt.retry:
-                return
+        try:
+            for number in range(self.attempts):
+                if number:
+                    time.sleep(retry_delay(number))
+                attempt = Attempt(self, last=number == self.attempts - 1)
+                yield attempt
+                if not attempt.retry:
+                    return
+        finally:
+            # Also when the loop is left early.
+            self.give_back()
 
     def __enter__(self):
         self._single = Attempt(self, last=True)
@@ -297,7 +356,8 @@ class Attempt:
 
     On leaving it commits (aborts if the transaction was doomed); an error
     in the block or at commit aborts.  A retryable error is swallowed
-    unless this is the last attempt, and ``retry`` is then true.
+    unless this is the last attempt, and ``retry`` is then true.  Unless
+    it is retried, the data manager goes back to the store's pool.
     """
 
     def __init__(self, attempts, last):
@@ -314,6 +374,13 @@ class Attempt:
         return self._attempts.dm
 
     def __exit__(self, kind, error, tb):
+        try:
+            return self._finish(error)
+        finally:
+            if not self.retry:
+                self._attempts.give_back()
+
+    def _finish(self, error):
         manager = self.transaction_manager
         if error is None:
             try:

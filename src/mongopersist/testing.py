@@ -164,6 +164,28 @@ def _bulk_details(method):
     return wrapper
 
 
+class _Upsert:
+    """An upsert of a bulk write, with the index of its operation."""
+
+    def __init__(self, index, doc_id):
+        self.index = index
+        self.id = doc_id
+
+
+def _upserts_at_their_index(execute):
+    # A server (through PyMongo, which maps indexes back across the
+    # commands it sends) reports each upsert of a bulk write at the index
+    # of its operation; mongomock 4.3 numbers the upserts 0, 1, ...  Tag
+    # each operation's upsert with its index (see ``_aggregate``).
+    @functools.wraps(execute)
+    def wrapper(self, *args, **kwargs):
+        self.executors = [_tagging(func, index)
+                          for index, func in enumerate(self.executors)]
+        return execute(self, *args, **kwargs)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 def _ensure_uniques(method):
     # mongomock checks unique indexes but raises a bare "E11000 Duplicate
     # Key Error"; a server names the collection, the index and the values.
@@ -318,6 +340,27 @@ def _type_mismatch(method):
     return wrapper
 
 
+def _tagging(func, index):
+    @functools.wraps(func)      # mongomock looks at the name
+    def run():
+        result = func()
+        if result.get('upserted') is not None:
+            result['upserted'] = _Upsert(index, result['upserted'])
+        return result
+    return run
+
+
+def _aggregate(method):
+    @functools.wraps(method)
+    def wrapper(self, total, key, value):
+        if key == 'upserted' and isinstance(value, _Upsert):
+            total[key].append({'index': value.index, '_id': value.id})
+            return None
+        return method(self, total, key, value)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 def _patch(cls, name, make):
     method = getattr(cls, name)
     if not getattr(method, '_mongopersist_shim', False):
@@ -338,10 +381,14 @@ def patch_mongomock():
     * ``$geoWithin`` with ``$centerSphere``, and ``$near``/``$nearSphere``
       with a GeoJSON point (nearest first, needing a 2dsphere index) work
       on GeoJSON points, with MongoDB's spherical distances.
+    * a bulk write reports each upsert at the index of its operation.
     """
     from mongomock.collection import BulkOperationBuilder, Collection
     for name in ('add_update', 'add_replace', 'add_delete'):
         _patch(BulkOperationBuilder, name, _drop_sort)
+    _patch(BulkOperationBuilder, 'execute', _upserts_at_their_index)
+    _patch(BulkOperationBuilder,
+           '_BulkOperationBuilder__aggregate_operation_result', _aggregate)
     for name in ('_insert', '_update', '_delete', '_find_and_modify',
                  'bulk_write', 'count_documents', 'distinct', 'aggregate'):
         _patch(Collection, name, _atomic)
@@ -351,7 +398,11 @@ def patch_mongomock():
     _patch(Collection, '_ensure_uniques', _ensure_uniques)
     for name in ('update_one', 'update_many', 'find_one_and_update'):
         _patch(Collection, name, _type_mismatch)
-    _patch(BulkOperationBuilder, 'execute', _bulk_details)
+    execute = BulkOperationBuilder.execute
+    if not getattr(execute, '_mongopersist_details', False):
+        wrapped = _bulk_details(execute)
+        wrapped._mongopersist_details = True
+        BulkOperationBuilder.execute = wrapped
     _patch(Collection, '_iter_documents', _geo_near)
     from mongomock import filtering
     filtering._filterer_inst._operator_map.setdefault(
