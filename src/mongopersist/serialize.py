@@ -24,7 +24,8 @@ import zope.interface
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist import broken, interfaces, limits, metadata, serializers
+from mongopersist import (
+    broken, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
 
 # Process-wide user serializers, consulted before the built-in ones.
@@ -264,6 +265,8 @@ class ObjectWriter:
             try:
                 return builtin(obj, lambda value: self._write(
                     value, pobj, stack, custom))
+            except serializers.NotStorableByName as error:
+                raise self._unstorable(obj, str(error))
             finally:
                 stack.discard(id(obj))
         if isinstance(obj, persistent.Persistent):
@@ -290,7 +293,7 @@ class ObjectWriter:
     def _write_dict(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            if _all_safe_keys(obj):
+            if _all_safe_keys(obj) and not legacy.is_dict_data(obj):
                 result = {}
                 for key, value in obj.items():
                     if _is_stored_as_is(value, type(value)):
@@ -371,9 +374,18 @@ class ObjectWriter:
                     reduced = obj.__reduce_ex__(2)
             except Exception as error:
                 raise self._unstorable(obj, 'it cannot be reduced (%s)' % error)
-            if isinstance(reduced, str) or len(reduced) < 2:
+            if isinstance(reduced, str):
+                # A module-level object pickled by name: stored by name.
+                doc = serializers.write_constant(obj, reduced)
+                if doc is None:
+                    raise self._unstorable(
+                        obj, 'it reduces to the global name %r, which does '
+                        'not find it again' % reduced)
+                return doc
+            if len(reduced) < 2:
                 raise self._unstorable(
-                    obj, 'it reduces to a global name, which is not supported')
+                    obj, 'it reduces to %r, which is not supported'
+                    % (reduced,))
             reduced = tuple(reduced) + (None,) * (5 - len(reduced))
             factory, args, state, list_items, dict_items = reduced[:5]
             if (getattr(factory, '__name__', None) == '__newobj__'
@@ -592,6 +604,12 @@ class ObjectReader:
             return self._read_special(state, obj, PY_PERSISTENT_TYPE)
         if PY_FACTORY in state:
             return self._read_special(state, obj, PY_FACTORY)
+        if len(state) == 1:
+            # Shapes of the original mongopersist (``dict_data``,
+            # ``_py_constant``): see mongopersist.legacy.
+            value = legacy.read_single(self, state, obj)
+            if value is not legacy.NOT_LEGACY:
+                return value
         return self._new_sub_object(
             PersistentDict, self._read_fields(state, obj), obj)
 
@@ -672,6 +690,11 @@ class ObjectReader:
             except interfaces.StoredDataError as error:
                 raise error.at(field, index, 1)
         return result
+
+    def read_legacy_items(self, items, obj, field):
+        """A dict stored as ``[key, value]`` pairs in ``field``."""
+        return self._new_sub_object(
+            PersistentDict, self._read_items(items, obj, field), obj)
 
     def _fill(self, value, state, obj, meta):
         """Give ``value`` the state stored in ``state`` (all fields but
