@@ -48,6 +48,7 @@ the planted fields and the refusals cannot pass vacuously.
 """
 import collections
 import collections.abc
+import datetime
 import enum
 import importlib.abc
 import os
@@ -646,6 +647,73 @@ VALUE_VECTORS = [
     foreign_reference(),
 ]
 
+# Shapes of the original mongopersist (mongopersist.legacy) and values
+# stored by name: only what the application allowed, never imported or
+# called; malformed ones are StoredDataError.
+LEGACY_CLASS = 'tests.test_hostile.Color'     # allowed (stored by the tests)
+VALUE_VECTORS += [
+    Vector('_py_constant=os.environ', {'_py_constant': 'os.environ'},
+           'os.environ'),
+    Vector('_py_constant=os.system', {'_py_constant': 'os.system'},
+           'os.system'),
+    Vector('_py_constant=tests.canary.canary_function',
+           {'_py_constant': 'tests.canary.canary_function'},
+           'tests.canary.canary_function'),
+    Vector('_py_constant=this.x', {'_py_constant': 'this.x'}, 'this.x'),
+    Vector('_py_constant of an allowed class',
+           {'_py_constant': LEGACY_CLASS}, LEGACY_CLASS),
+    Vector('class value subprocess.Popen',
+           {'_py_type': 'type', 'path': 'subprocess.Popen'},
+           'subprocess.Popen'),
+    Vector('class value os.system (not a class)',
+           {'_py_type': 'type', 'path': 'os.system'}, 'os.system'),
+    Vector('class value antigravity.x',
+           {'_py_type': 'type', 'path': 'antigravity.x'}, 'antigravity.x'),
+    Vector('function value os.system',
+           {'_py_type': 'function', 'path': 'os.system'}, 'os.system'),
+    Vector('function value tests.canary.canary_function',
+           {'_py_type': 'function', 'path': 'tests.canary.canary_function'},
+           'tests.canary.canary_function'),
+    Vector('constant value os.environ',
+           {'_py_type': 'constant', 'path': 'os.environ'}, 'os.environ'),
+    Vector('constant value this.x',
+           {'_py_type': 'constant', 'path': 'this.x'}, 'this.x'),
+    Vector('dict_data value os.system',
+           lambda s: {'dict_data': [[1, {'_py_factory': 'os.system',
+                                         '_py_factory_args': [touch(s)]}]]},
+           'os.system'),
+    Vector('dict_data key subprocess.Popen',
+           lambda s: {'dict_data': [[{'_py_type': 'subprocess.Popen',
+                                      'args': touch_argv(s)}, 1]]},
+           'subprocess.Popen'),
+    Vector('legacy datetime with a hostile tzinfo',
+           lambda s: {'_py_factory': 'datetime.datetime',
+                      '_py_factory_args': [
+                          b'\x07\xdb\n\x01\t-\x00\x00\x00\x00',
+                          {'_py_factory': 'os.system',
+                           '_py_factory_args': [touch(s)]}]},
+           'os.system'),
+    Vector('dict_data not pairs', {'dict_data': [1, 2]},
+           error=interfaces.StoredDataError),
+    Vector('dict_data pair of three', {'dict_data': [[1, 2, 3]]},
+           error=interfaces.StoredDataError),
+    Vector('_py_constant not a string', {'_py_constant': ['os', 'system']},
+           error=interfaces.StoredDataError),
+    Vector('class value without path', {'_py_type': 'type'},
+           error=interfaces.StoredDataError),
+    Vector('class value path not a string',
+           {'_py_type': 'type', 'path': {'$numberInt': '1'}},
+           error=interfaces.StoredDataError),
+    Vector('legacy date of bad bytes',
+           {'_py_factory': 'datetime.date',
+            '_py_factory_args': [b'\xff\xff\xff\xff']},
+           error=interfaces.StoredDataError),
+    Vector('legacy datetime of a list',
+           {'_py_factory': 'datetime.datetime',
+            '_py_factory_args': [[1, 2, 3]]},
+           error=interfaces.StoredDataError),
+]
+
 #: Names of a document's own class (top-level ``_py_persistent_type``,
 #: type-map entries, collection names used as class names).
 CLASS_NAMES = [
@@ -966,6 +1034,19 @@ ALLOWED = {
                          lambda v: v == Registered(1)),
     'non-string keys': (lambda s: {(1, 2): Color.GREEN}, None,
                         lambda v: dict(v) == {(1, 2): Color.GREEN}),
+    'class value': (lambda s: Phone, None, lambda v: v is Phone),
+    'legacy class value': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_type': 'type', 'path': 'tests.model.Phone'},
+        lambda v: v is Phone),
+    'legacy dict_data': (lambda s: PLACEHOLDER, lambda s: {
+        'dict_data': [[[1, 2], {'_py_type': 'enum.Enum',
+                                'class': 'tests.test_hostile.Color',
+                                'name': 'GREEN'}]]},
+        lambda v: dict(v) == {(1, 2): Color.GREEN}),
+    'legacy date': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_factory': 'datetime.date',
+        '_py_factory_args': [b'\x07\xbc\x01\x19']},
+        lambda v: v == datetime.date(1980, 1, 25)),
 }
 
 
