@@ -9,7 +9,8 @@ else in the application's collections is unreachable.
 This is for applications that reach their objects through references
 only.  Documents found by queries, a ``MongoCollectionMapping`` or other
 code that reads collections directly are unreachable in this sense: name
-their collections with ``--keep`` so they are never listed.
+their collections with ``--keep``: their documents are then kept, and so
+is what they reference.
 
 Without ``--apply`` nothing is removed (exit code 1 if something is
 unreachable).  With it, each document is removed only if it is unchanged
@@ -53,13 +54,16 @@ def run(context):
     keep = set(options.keep)
     edges = {}          # node -> referenced nodes
     children = {}       # container node -> items referencing it as parent
-    docs = {}           # node -> (database, collection, document id, serial)
+    docs = {}           # node -> the document's _py_serial
+    kept = []           # nodes of --keep collections: reached by queries
     for database, collection in walk.application_collections(context):
-        if collection in keep or '%s.%s' % (database, collection) in keep:
-            continue
+        keeping = (collection in keep
+                   or '%s.%s' % (database, collection) in keep)
         for doc in walk.documents(context, database, collection):
             node = (database, collection, _key(doc['_id']))
             docs[node] = doc.get('_py_serial')
+            if keeping:
+                kept.append(node)
             targets = edges[node] = []
             for path, ref in walk.references(doc):
                 target = _node(ref, database)
@@ -69,6 +73,7 @@ def run(context):
     root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
     todo = [_node(doc['ref'], context.root_database)
             for doc in root_coll.find() if hasattr(doc.get('ref'), 'id')]
+    todo.extend(kept)
     reachable = set()
     while todo:
         node = todo.pop()
