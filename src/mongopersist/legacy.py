@@ -20,7 +20,10 @@ current format too (``mongopersist.serializers``).
 ``read_single`` reads the first two for the ``ObjectReader`` (dates load
 through the safe factories of ``metadata.SAFE_FACTORIES``), only through
 the data manager's ``TypeRegistry``: nothing is imported or called that the
-application did not allow.  ``upgrade`` rewrites a stored document's legacy
+application did not allow.  The original package's *name map* (``persistence_name_map``: one document
+``{database, collection, path}`` per class and collection) stands in for
+the type map of collections that have no type-map entry
+(``name_map_types``).  ``upgrade`` rewrites a stored document's legacy
 shapes into the current format, without loading any class; the
 ``mongopersist upgrade-format`` command runs it over a database.
 """
@@ -40,6 +43,24 @@ NOT_LEGACY = object()
 #: The collection the original package kept its class names in, one
 #: document ``{database, collection, path}`` per class and collection.
 NAME_MAP_COLLECTION = 'persistence_name_map'
+
+
+def name_map_types(database, collection_database, collection):
+    """The class names the original package's name map records for a
+    collection, first stored first (``[]`` if none).
+
+    ``database`` is the (PyMongo) database holding the name map.  Entries
+    that are not ``{database, collection, path}`` strings are skipped.
+    """
+    names = []
+    cursor = database[NAME_MAP_COLLECTION].find(
+        {'database': collection_database, 'collection': collection}
+    ).sort('_id')
+    for entry in cursor:
+        path = entry.get('path')
+        if isinstance(path, str) and path not in names:
+            names.append(path)
+    return names
 
 
 def is_dict_data(state):

@@ -13,7 +13,7 @@ collection is *shared*: documents written from then on carry
 """
 import pymongo
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, legacy, metadata
 
 TYPE_MAP_COLLECTION = 'persistence_type_map'
 
@@ -34,6 +34,7 @@ class CollectionTypeMap:
         self._database = database
         self._collection = collection
         self._types = {}
+        self._legacy = {}
         self.registry = registry if registry is not None else metadata.REGISTRY
 
     def _resolve(self, name):
@@ -58,9 +59,20 @@ class CollectionTypeMap:
         if types is None:
             doc = self._coll.find_one({'_id': '%s.%s' % key})
             types = self._checked_types(doc) if doc is not None else []
+            if not types:
+                types = self._legacy_types(key)
             if types:
                 self._types[key] = types
         return types
+
+    def _legacy_types(self, key):
+        """The class names the original package recorded (its name map,
+        read once per collection), for databases not upgraded yet."""
+        types = self._legacy.get(key)
+        if types is None:
+            types = self._legacy[key] = legacy.name_map_types(
+                self._coll.database, *key)
+        return list(types)
 
     def register(self, database, collection, cls):
         """Record that ``cls`` is stored in the collection; return all types."""
