@@ -140,9 +140,13 @@ def test_usage_errors_exit_2(client, monkeypatch):
     assert cli.main(['inspect', '-d', 'x'], out=io.StringIO(),
                     err=err) == 2
     assert 'MONGODB_URI' in err.getvalue()
-    # argparse prints the usage itself; main returns its code.
+    err = io.StringIO()
     assert cli.main(['no-such-command'], client=client, out=io.StringIO(),
-                    err=io.StringIO()) == 2
+                    err=err) == 2
+    assert "invalid choice: 'no-such-command'" in err.getvalue()
+    out = io.StringIO()
+    assert cli.main(['gc', '--help'], out=out, err=io.StringIO()) == 0
+    assert '--apply' in out.getvalue() and '--keep' in out.getvalue()
 
 
 def test_options_after_the_command_and_database_from_uri(client, dbname,

@@ -13,6 +13,7 @@ collections with a progress bar, conditional rewrites).
 ``docs/operations.rst`` shows each with its output.
 """
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -153,7 +154,9 @@ def main(argv=None, client=None, out=None, err=None):
     err = err if err is not None else sys.stderr
     parser = build_parser()
     try:
-        options = parser.parse_args(argv)
+        # --help and usage errors go where the caller wants output to go.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            options = parser.parse_args(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     _fill_defaults(options)
