@@ -86,3 +86,14 @@ DEFAULT = Marker('DEFAULT')
 def slugify(text):
     """A module-level function, stored by name."""
     return text.lower().replace(' ', '-')
+
+
+class Token:
+    """Reduces to itself as a factory (``_py_factory``); used only by
+    ``test_class_first_stored_as_a_factory_loads_as_a_value``."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __reduce__(self):
+        return (Token, (self.text,))

@@ -315,3 +315,21 @@ def test_functions_load_only_when_registered_or_stored_here(db, dbname,
     dm.type_registry.register_global(slugify,
                                      'tests.operations_model.unknown')
     assert dm.load(DBRef(PERSON, 1, dbname)).f is slugify
+
+
+def test_class_first_stored_as_a_factory_loads_as_a_value(dm, db, make_dm):
+    """Naming a class as a factory first did not allow loading it as a
+    class value: the process refused what it had stored itself."""
+    from tests.operations_model import Token
+    person = Person('holder')
+    person.token = Token('t')
+    person.kind = Token
+    dm.root['holder'] = person
+    transaction.commit()
+    doc = db[PERSON].find_one()
+    assert doc['token'] == {'_py_factory': 'tests.operations_model.Token',
+                            '_py_factory_args': ['t']}
+    assert doc['kind'] == {'_py_type': 'type',
+                           'path': 'tests.operations_model.Token'}
+    loaded = make_dm().root['holder']
+    assert loaded.kind is Token and loaded.token.text == 't'

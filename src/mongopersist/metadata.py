@@ -113,6 +113,19 @@ def get_dotted_name(obj):
     return name
 
 
+def class_name(cls):
+    """Return the dotted name of the class ``cls``, stored as a value (a
+    class stored by name), and allow this process to load it again."""
+    name = get_dotted_name(cls)
+    if _known_types.get(name) is not cls and not hasattr(
+            cls, '__Broken_name__'):
+        # Named before as a factory (the writer names factories apart).
+        with _lock:
+            _known_types[name] = cls
+            REGISTRY._modules_changed()
+    return name
+
+
 def factory_name(factory):
     """Return the dotted name of ``factory``, which the writer stores as a
     ``_py_factory``, and allow this process to load it again.
@@ -232,6 +245,9 @@ class TypeRegistry:
             raise TypeError('register_global() takes a function or other '
                             'object; allow classes with register_type()')
         if name is None:
+            if not isinstance(getattr(obj, '__qualname__', None), str):
+                raise TypeError('register_global() needs the dotted name '
+                                'of %r' % (obj,))
             name = _own_name(obj)
         with _lock:
             self._globals[name] = obj

@@ -223,7 +223,7 @@ class NotStorableByName(ValueError):
 
 
 def write_class(value, write):
-    name = metadata.get_dotted_name(value)
+    name = metadata.class_name(value)
     if '<locals>' in name:
         raise NotStorableByName(
             'the class %s cannot be found again by name' % name)
