@@ -372,41 +372,45 @@ def test_rewrite_is_conditional_on_the_fields_it_changes(db):
 
 def test_rename_rereads_a_document_changed_in_between(run, dm, db,
                                                       monkeypatch):
-    seed_gadgets(dm, db, n=1)
-    original = walk.Rewrite.apply
+    seed_gadgets(dm, db, n=3)
+    original = walk.Rewrite.apply_batch
     calls = []
 
-    def concurrent(self, old, new):
+    def concurrent(self, pairs):
         if not calls:
-            # Another writer changes the document after it was read.
-            self.coll.update_one({'_id': old['_id']},
+            # Another writer changes a document after it was read.
+            self.coll.update_one({'_id': pairs[1][0]['_id']},
                                  {'$set': {'content.note': 'theirs'}})
-        calls.append(old['_id'])
-        return original(self, old, new)
-    monkeypatch.setattr(walk.Rewrite, 'apply', concurrent)
+        calls.append(len(pairs))
+        return original(self, pairs)
+    monkeypatch.setattr(walk.Rewrite, 'apply_batch', concurrent)
     result = run('rename-class', OLD, NEW, '--json')
+    assert calls == [3, 1]      # boxes in one batch, then the person
     assert result.code == 0
     assert result.json['conflicts'] == []
-    stored = db['boxes'].find_one({'name': 'box0'})['content']
+    assert result.json['documents'] == 4
+    assert result.json['fields'] == {'_py_type': 7, 'class value': 3}
+    stored = db['boxes'].find_one({'name': 'box1'})['content']
     assert stored['note'] == 'theirs'
-    assert stored['gadget'] == {'_py_type': NEW, 'size': 0}
+    assert stored['gadget'] == {'_py_type': NEW, 'size': 1}
+    assert OLD not in repr(snapshot(db))
 
 
 def test_rename_interrupted_half_way_and_resumed(run, dm, db, make_dm,
                                                  monkeypatch):
     seed_gadgets(dm, db, n=4)       # 4 documents in boxes, 1 in Person
-    original = walk.Rewrite.apply
-    written = []
+    original = walk.Rewrite.apply_batch
+    batches = []
 
-    def interrupted(self, old, new):
-        if len(written) == 2:
+    def interrupted(self, pairs):
+        if len(batches) == 1:
             raise KeyboardInterrupt
-        written.append(old['_id'])
-        return original(self, old, new)
-    monkeypatch.setattr(walk.Rewrite, 'apply', interrupted)
+        batches.append(len(pairs))
+        return original(self, pairs)
+    monkeypatch.setattr(walk.Rewrite, 'apply_batch', interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run('rename-class', OLD, NEW)
-    monkeypatch.setattr(walk.Rewrite, 'apply', original)
+        run('rename-class', OLD, NEW, '--batch-size', '2')
+    monkeypatch.setattr(walk.Rewrite, 'apply_batch', original)
     # Half-way: two boxes renamed, the rest not.
     boxes = list(db['boxes'].find().sort('_id'))
     assert [b['content']['gadget']['_py_type'] for b in boxes] == [

@@ -142,13 +142,17 @@ class Upgrade:
     def __init__(self):
         self.counts = {}
         self.problems = []
+        self._counting = True
 
     def _count(self, shape):
-        self.counts[shape] = self.counts.get(shape, 0) + 1
+        if self._counting:
+            self.counts[shape] = self.counts.get(shape, 0) + 1
 
-    def rewrite(self, doc):
-        """Return ``(new_doc, changed)`` for the top-level document."""
+    def rewrite(self, doc, count=True):
+        """Return ``(new_doc, changed)`` for the top-level document
+        (``count``: add what it rewrites to ``counts``)."""
         self.problems = []
+        self._counting = count
         new = {}
         changed = False
         for key, value in doc.items():

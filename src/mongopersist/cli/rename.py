@@ -32,6 +32,10 @@ def add_arguments(parser):
     parser.add_argument('new', metavar='NEW', help='the new dotted name')
     parser.add_argument('--dry-run', action='store_true',
                         help='count what would change, write nothing')
+    parser.add_argument('--batch-size', type=int, default=walk.BATCH_SIZE,
+                        metavar='N',
+                        help='documents written per round trip (default '
+                             '%(default)s)')
     parser.add_argument('--restart', action='store_true',
                         help='ignore the checkpoint of an earlier run')
 
@@ -47,9 +51,18 @@ class Renamer:
     def _count(self, what):
         self.counts[what] = self.counts.get(what, 0) + 1
 
-    def document(self, doc):
-        """The renamed document, or ``None`` if it does not name OLD."""
-        new, changed = self._value(doc)
+    def document(self, doc, again=False):
+        """The renamed document, or ``None`` if it does not name OLD.
+
+        ``again``: the document was counted before (read again after a
+        conflict)."""
+        counts = self.counts
+        if again:
+            self.counts = {}
+        try:
+            new, changed = self._value(doc)
+        finally:
+            self.counts = counts
         return new if changed else None
 
     def _value(self, value):
@@ -130,7 +143,8 @@ def run(context):
             skipped.append('%s.%s' % (database, collection))
             continue
         changed, failed = walk.rewrite_all(
-            context, database, collection, renamer.document, dry_run)
+            context, database, collection, renamer.document, dry_run,
+            batch_size=options.batch_size)
         conflicts.extend(failed)
         if changed:
             per_collection.append({'database': database,

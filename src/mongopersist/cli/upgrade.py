@@ -19,6 +19,10 @@ HELP = "rewrite the original package's stored formats into the current one"
 def add_arguments(parser):
     parser.add_argument('--dry-run', action='store_true',
                         help='count what would change, write nothing')
+    parser.add_argument('--batch-size', type=int, default=walk.BATCH_SIZE,
+                        metavar='N',
+                        help='documents written per round trip (default '
+                             '%(default)s)')
 
 
 def _name_map(context, dry_run):
@@ -57,16 +61,17 @@ def run(context):
     conflicts = []
     type_map_added = _name_map(context, dry_run)
     for database, collection in walk.application_collections(context):
-        def change(doc):
-            new, changed = upgrade.rewrite(doc)
-            for path, reason in upgrade.problems:
+        def change(doc, again=False):
+            new, changed = upgrade.rewrite(doc, count=not again)
+            for path, reason in () if again else upgrade.problems:
                 problems.append({'database': database,
                                  'collection': collection,
                                  'id': doc.get('_id'), 'path': path,
                                  'problem': reason})
             return new if changed else None
         changed, failed = walk.rewrite_all(
-            context, database, collection, change, dry_run)
+            context, database, collection, change, dry_run,
+            batch_size=context.options.batch_size)
         conflicts.extend(failed)
         if changed:
             per_collection.append({'database': database,

@@ -1,5 +1,6 @@
 """What the commands share: which collections to walk, a progress bar,
 tables, the stored values of a document, and conditional rewrites."""
+import pymongo
 from bson.dbref import DBRef
 
 from mongopersist import journal, legacy, typemap
@@ -109,11 +110,11 @@ def references(doc):
 
 
 class Rewrite:
-    """Writes changed top-level fields of a document, conditionally.
+    """Writes changed top-level fields of documents, conditionally.
 
-    The write only happens if the fields it changes still hold what was
-    read (and ``_py_serial``, if the document has one, is unchanged; it is
-    then incremented, so a writer that loaded the old version gets a
+    A write only happens if the fields it changes still hold what was read
+    (and ``_py_serial``, if the document has one, is unchanged; it is then
+    incremented, so a writer that loaded the old version gets a
     ``ConflictError`` and retries).  Fields others changed in the meantime
     are left as they are.
     """
@@ -121,8 +122,10 @@ class Rewrite:
     def __init__(self, coll):
         self.coll = coll
 
-    def apply(self, old, new):
-        """Write ``new`` over ``old``; return true if it was written."""
+    @staticmethod
+    def update_for(old, new):
+        """The conditional ``UpdateOne`` that turns ``old`` into ``new``
+        (``None`` if they are the same)."""
         selector = {'_id': old['_id']}
         update = {}
         sets = {key: value for key, value in new.items()
@@ -131,6 +134,8 @@ class Rewrite:
         unsets = {key: '' for key in old if key not in new}
         for key in list(sets) + list(unsets):
             selector[key] = old[key] if key in old else {'$exists': False}
+        if not (sets or unsets):
+            return None
         serial = old.get('_py_serial')
         if isinstance(serial, int) and not isinstance(serial, bool):
             selector['_py_serial'] = serial
@@ -139,9 +144,24 @@ class Rewrite:
             update['$set'] = sets
         if unsets:
             update['$unset'] = unsets
-        if not update:
+        return pymongo.UpdateOne(selector, update)
+
+    def apply(self, old, new):
+        """Write ``new`` over ``old``; return true if it was written."""
+        operation = self.update_for(old, new)
+        if operation is None:
             return True
-        return self.coll.update_one(selector, update).matched_count == 1
+        return self.coll.bulk_write([operation]).matched_count == 1
+
+    def apply_batch(self, pairs):
+        """Write each ``(old, new)``; return true if all were written (one
+        round trip).  Otherwise some were changed by others meanwhile."""
+        operations = [op for op in (self.update_for(old, new)
+                                    for old, new in pairs) if op is not None]
+        if not operations:
+            return True
+        result = self.coll.bulk_write(operations, ordered=False)
+        return result.matched_count == len(operations)
 
     def delete(self, old):
         """Delete ``old`` if it is unchanged; return true if deleted."""
@@ -151,37 +171,64 @@ class Rewrite:
         return self.coll.delete_one(selector).deleted_count == 1
 
 
+#: Documents rewritten per round trip (``--batch-size``).
+BATCH_SIZE = 500
+
+
+def batches(iterable, size):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def rewrite_all(context, database, collection, change, dry_run,
-                attempts=3, checkpoint=None):
+                attempts=3, batch_size=BATCH_SIZE):
     """Rewrite every document of a collection that ``change(doc)`` changes.
 
-    ``change`` returns the new document or ``None``.  A document changed
-    by somebody else between the read and the write is read again and
-    rewritten (up to ``attempts`` times), else counted as a conflict.
-    ``checkpoint(doc)`` is called after each document written.  Returns
-    ``(changed, conflicts)``.
+    ``change(doc, again=False)`` returns the new document or ``None``
+    (``again`` is true when a document is read again after a conflict:
+    what it counts is counted already).  The documents that
+    change are written ``batch_size`` at a time, each conditionally (see
+    ``Rewrite``).  When somebody changed some of a batch between the read
+    and the write, those are read again and rewritten one by one (up to
+    ``attempts`` times), else counted as conflicts.  Returns ``(changed,
+    conflicts)``.
     """
     coll = context.client[database][collection]
     rewrite = Rewrite(coll)
     changed, conflicts = 0, []
-    for doc in documents(context, database, collection):
-        new = change(doc)
-        if new is None:
+
+    def pairs(docs):
+        for doc in docs:
+            new = change(doc)
+            if new is not None:
+                yield doc, new
+
+    for batch in batches(pairs(documents(context, database, collection)),
+                         batch_size):
+        if dry_run or rewrite.apply_batch(batch):
+            changed += len(batch)
             continue
-        if dry_run:
-            changed += 1
-            continue
-        for _ in range(attempts):
-            if rewrite.apply(doc, new):
+        for doc, new in batch:
+            if _retry(coll, rewrite, change, doc, new, attempts):
                 changed += 1
-                if checkpoint is not None:
-                    checkpoint(doc)
-                break
-            doc = coll.find_one({'_id': doc['_id']})
-            new = change(doc) if doc is not None else None
-            if new is None:
-                break
-        else:
-            conflicts.append(doc['_id'])
+            else:
+                conflicts.append(doc['_id'])
     return changed, conflicts
 
+
+def _retry(coll, rewrite, change, doc, new, attempts):
+    """Rewrite one document of a batch that did not all go through."""
+    for _ in range(attempts):
+        doc = coll.find_one({'_id': doc['_id']})
+        new = change(doc, again=True) if doc is not None else None
+        if new is None:
+            return True     # written by the batch, or nothing left to do
+        if rewrite.apply(doc, new):
+            return True
+    return False
