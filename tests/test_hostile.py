@@ -534,6 +534,12 @@ def enum_entry(cls_name, label, **state):
                   cls_name)
 
 
+def by_name(kind, stored_name):
+    """A class, function or constant stored by name."""
+    return Vector('%s value %s' % (kind, stored_name),
+                  {'_py_type': kind, 'path': stored_name}, stored_name)
+
+
 def inner_persistent(stored_name, **state):
     return Vector('inner _py_persistent_type=%s' % stored_name,
                   dict(state, _py_persistent_type=stored_name), stored_name)
@@ -662,22 +668,13 @@ VALUE_VECTORS += [
     Vector('_py_constant=this.x', {'_py_constant': 'this.x'}, 'this.x'),
     Vector('_py_constant of an allowed class',
            {'_py_constant': LEGACY_CLASS}, LEGACY_CLASS),
-    Vector('class value subprocess.Popen',
-           {'_py_type': 'type', 'path': 'subprocess.Popen'},
-           'subprocess.Popen'),
-    Vector('class value os.system (not a class)',
-           {'_py_type': 'type', 'path': 'os.system'}, 'os.system'),
-    Vector('class value antigravity.x',
-           {'_py_type': 'type', 'path': 'antigravity.x'}, 'antigravity.x'),
-    Vector('function value os.system',
-           {'_py_type': 'function', 'path': 'os.system'}, 'os.system'),
-    Vector('function value tests.canary.canary_function',
-           {'_py_type': 'function', 'path': 'tests.canary.canary_function'},
-           'tests.canary.canary_function'),
-    Vector('constant value os.environ',
-           {'_py_type': 'constant', 'path': 'os.environ'}, 'os.environ'),
-    Vector('constant value this.x',
-           {'_py_type': 'constant', 'path': 'this.x'}, 'this.x'),
+    by_name('type', 'subprocess.Popen'),
+    by_name('type', 'os.system'),                   # not a class
+    by_name('type', 'antigravity.x'),
+    by_name('function', 'os.system'),
+    by_name('function', 'tests.canary.canary_function'),
+    by_name('constant', 'os.environ'),
+    by_name('constant', 'this.x'),
     Vector('dict_data value os.system',
            lambda s: {'dict_data': [[1, {'_py_factory': 'os.system',
                                          '_py_factory_args': [touch(s)]}]]},

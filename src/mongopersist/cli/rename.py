@@ -30,12 +30,7 @@ def add_arguments(parser):
     parser.add_argument('old', metavar='OLD',
                         help='the stored dotted name (module.Class)')
     parser.add_argument('new', metavar='NEW', help='the new dotted name')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='count what would change, write nothing')
-    parser.add_argument('--batch-size', type=int, default=walk.BATCH_SIZE,
-                        metavar='N',
-                        help='documents written per round trip (default '
-                             '%(default)s)')
+    walk.add_rewrite_options(parser)
     parser.add_argument('--restart', action='store_true',
                         help='ignore the checkpoint of an earlier run')
 
@@ -65,6 +60,19 @@ class Renamer:
             self.counts = counts
         return new if changed else None
 
+    def _names_old(self, stored, key, item):
+        """What the field ``key`` of the stored dict is, if it names OLD."""
+        if item != self.old:
+            return None
+        if key in NAME_FIELDS:
+            return key
+        kind = stored.get('_py_type')
+        if key == 'class' and kind == 'enum.Enum':
+            return 'enum class'
+        if key == 'path' and kind == 'type':
+            return 'class value'
+        return None
+
     def _value(self, value):
         kind = type(value)
         if kind is list:
@@ -80,21 +88,10 @@ class Renamer:
         changed = False
         new = {}
         for key, item in value.items():
-            if key in NAME_FIELDS and item == self.old:
+            what = self._names_old(value, key, item)
+            if what is not None:
                 new[key] = self.new
-                self._count(key)
-                changed = True
-                continue
-            if (key == 'class' and item == self.old
-                    and value.get('_py_type') == 'enum.Enum'):
-                new[key] = self.new
-                self._count('enum class')
-                changed = True
-                continue
-            if (key == 'path' and item == self.old
-                    and value.get('_py_type') == 'type'):
-                new[key] = self.new
-                self._count('class value')
+                self._count(what)
                 changed = True
                 continue
             new[key], did = self._value(item)

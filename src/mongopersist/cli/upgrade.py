@@ -17,12 +17,7 @@ HELP = "rewrite the original package's stored formats into the current one"
 
 
 def add_arguments(parser):
-    parser.add_argument('--dry-run', action='store_true',
-                        help='count what would change, write nothing')
-    parser.add_argument('--batch-size', type=int, default=walk.BATCH_SIZE,
-                        metavar='N',
-                        help='documents written per round trip (default '
-                             '%(default)s)')
+    walk.add_rewrite_options(parser)
 
 
 def _name_map(context, dry_run):

@@ -175,6 +175,16 @@ class Rewrite:
 BATCH_SIZE = 500
 
 
+def add_rewrite_options(parser):
+    """``--dry-run`` and ``--batch-size``, for commands that rewrite."""
+    parser.add_argument('--dry-run', action='store_true',
+                        help='count what would change, write nothing')
+    parser.add_argument('--batch-size', type=int, default=BATCH_SIZE,
+                        metavar='N',
+                        help='documents written per round trip (default '
+                             '%(default)s)')
+
+
 def batches(iterable, size):
     batch = []
     for item in iterable:
