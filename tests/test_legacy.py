@@ -333,3 +333,24 @@ def test_class_first_stored_as_a_factory_loads_as_a_value(dm, db, make_dm):
                            'path': 'tests.operations_model.Token'}
     loaded = make_dm().root['holder']
     assert loaded.kind is Token and loaded.token.text == 't'
+
+
+@pytest.mark.parametrize('stored', [
+    {'_py_constant': 'gone.module.CONSTANT'},
+    {'_py_type': 'function', 'path': 'gone.module.function'},
+    {'_py_type': 'type', 'path': 'gone.module.Class'},
+], ids=repr)
+def test_broken_objects_keep_unknown_names_stored_by_name(db, dbname,
+                                                          make_dm, stored):
+    from mongopersist import broken
+    db[PERSON].insert_one({'_id': 1, 'name': 'x', 'value': stored})
+    with pytest.raises(interfaces.UnknownTypeError):
+        make_dm().load(DBRef(PERSON, 1, dbname)).value
+    dm = make_dm(broken_objects=True)
+    person = dm.load(DBRef(PERSON, 1, dbname))
+    assert broken.is_broken(person.value)
+    assert broken.stored_state(person.value) == stored
+    person.name = 'changed'
+    transaction.commit()
+    assert db[PERSON].find_one() == {'_id': 1, 'name': 'changed',
+                                     'value': stored}

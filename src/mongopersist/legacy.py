@@ -29,7 +29,7 @@ shapes into the current format, without loading any class; the
 """
 import datetime
 
-from mongopersist import interfaces, serializers
+from mongopersist import broken, interfaces, serializers
 
 DICT_DATA = 'dict_data'
 PY_CONSTANT = '_py_constant'
@@ -88,7 +88,12 @@ def read_single(reader, state, obj):
     if type(name) is not str:
         raise interfaces.StoredDataError(
             'A stored %s must be a dotted name' % PY_CONSTANT).at(PY_CONSTANT)
-    return reader.resolve(name, 'global')
+    try:
+        return reader.resolve(name, 'global')
+    except interfaces.UnknownTypeError:
+        if getattr(getattr(reader, '_jar', None), 'broken_objects', False):
+            return broken.Broken(name, state)
+        raise
 
 
 # -- rewriting stored documents -------------------------------------------

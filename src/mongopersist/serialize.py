@@ -638,7 +638,8 @@ class ObjectReader:
         except interfaces.UnknownTypeError as error:
             if (error.path is None and getattr(self._jar, 'broken_objects',
                                                False)
-                    and error.name in (name, state.get('class'))):
+                    and error.name in (name, state.get('class'),
+                                       state.get('path'))):
                 return broken.Broken(error.name, state)
             raise
         except interfaces.MongoPersistError:

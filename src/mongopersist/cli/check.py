@@ -28,6 +28,8 @@ HELP = ('find dangling references, refused or malformed stored data and '
 
 #: Ids looked up per query when checking references.
 BATCH = 500
+#: References collected before they are checked (bounds memory).
+PENDING_REFERENCES = 5000
 
 
 def add_arguments(parser):
@@ -111,18 +113,16 @@ def _check_references(context, problems, refs):
     for (database, collection), holders in sorted(
             wanted.items(), key=lambda item: repr(item[0])):
         coll = context.client[database][collection]
-        ids = []
-        for holder in holders:
-            if holder[4].id not in ids:
-                ids.append(holder[4].id)
-        existing = []
+        ids = list({repr(holder[4].id): holder[4].id
+                    for holder in holders}.values())
+        existing = set()
         for start in range(0, len(ids), BATCH):
             batch = ids[start:start + BATCH]
-            existing.extend(doc['_id'] for doc in coll.find(
+            existing.update(repr(doc['_id']) for doc in coll.find(
                 {'_id': {'$in': batch}}, {'_id': True}))
         for holder in holders:
             ref = holder[4]
-            if ref.id not in existing:
+            if repr(ref.id) not in existing:
                 problems.add(holder[0], holder[1], holder[2], holder[3],
                              'dangling reference to %s.%s _id=%r' % (
                                  database, collection, ref.id))
@@ -151,6 +151,9 @@ def run(context):
                                  'it)' % (field, cls.__name__))
             for path, ref in walk.references(doc):
                 refs.append((database, collection, doc.get('_id'), path, ref))
+            if len(refs) >= PENDING_REFERENCES:
+                _check_references(context, problems, refs)
+                refs = []
     root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
     for doc in root_coll.find().sort('name'):
         ref = doc.get('ref')
