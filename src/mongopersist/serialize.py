@@ -293,7 +293,8 @@ class ObjectWriter:
     def _write_dict(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            if _all_safe_keys(obj) and not legacy.is_dict_data(obj):
+            if _all_safe_keys(obj) and (legacy.DICT_DATA not in obj
+                                        or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
                     if _is_stored_as_is(value, type(value)):
