@@ -297,6 +297,9 @@ def test_rename_class_rewrites_every_occurrence(run, dm, db, make_dm):
         '_id': '%s.legacy_gadgets' % dm.default_database,
         'database': dm.default_database, 'collection': 'legacy_gadgets',
         'types': [OLD, PERSON]})
+    db['persistence_name_map'].insert_one({
+        'database': dm.default_database, 'collection': 'legacy_gadgets',
+        'path': OLD})
     db['legacy_gadgets'].insert_one({'_py_persistent_type': OLD,
                                      'enum': {'_py_type': 'enum.Enum',
                                               'class': OLD, 'name': 'X'}})
@@ -311,13 +314,14 @@ def test_rename_class_rewrites_every_occurrence(run, dm, db, make_dm):
     assert result.code == 0
     lines = result.out.splitlines()
     assert lines[0] == 'Renamed %s -> %s' % (OLD, NEW)
-    assert 'Rewrote 5 documents and 1 type map entries' in lines
+    assert 'Rewrote 5 documents and 2 type map entries' in lines
     assert ('Names replaced: _py_persistent_type 1, _py_type 7, '
             'class value 3, enum class 1') in lines
     text = repr(snapshot(db))
     assert OLD not in text
     assert db['persistence_type_map'].find_one(
         {'collection': 'legacy_gadgets'})['types'] == [NEW, PERSON]
+    assert db['persistence_name_map'].find_one()['path'] == NEW
     stored = db['boxes'].find_one({'name': 'box1'})['content']
     assert stored['gadget'] == {'_py_type': NEW, 'size': 1}
     assert stored['list'] == [[{'_py_type': NEW, 'size': 11}]]

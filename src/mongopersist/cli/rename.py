@@ -1,6 +1,7 @@
 """Rename a stored class: rewrite OLD to NEW wherever documents name it.
 
-Rewrites the type map entries, ``_py_persistent_type`` (of documents and of
+Rewrites the type map entries (and the original package's name map),
+``_py_persistent_type`` (of documents and of
 sub-objects), ``_py_type`` of values, the class of enum entries, classes
 stored as values and ``_py_factory`` at any depth.  Collections are walked
 in batches in ``_id`` order; each document is rewritten with a conditional
@@ -16,7 +17,7 @@ A collection named after the old class (the default collection name of a
 class without ``_p_mongo_collection``) keeps its name: give the renamed
 class ``_p_mongo_collection = 'OLD'`` (see docs/operations.rst).
 """
-from mongopersist import typemap
+from mongopersist import legacy, typemap
 from mongopersist.cli import walk
 
 HELP = 'rewrite a stored class name everywhere (resumable, online)'
@@ -119,6 +120,15 @@ def _rename_type_map(context, renamer, dry_run):
                                  {'$set': {'types': new}})
         if result.matched_count != 1:
             conflicts.append(entry['_id'])
+    # The original package's name map, in a database not upgraded yet.
+    name_map = context.client[context.root_database][
+        legacy.NAME_MAP_COLLECTION]
+    old_names = {'path': renamer.old}
+    if dry_run:
+        changed += name_map.count_documents(old_names)
+    else:
+        changed += name_map.update_many(
+            old_names, {'$set': {'path': renamer.new}}).modified_count
     return changed, conflicts
 
 
