@@ -149,6 +149,19 @@ def test_usage_errors_exit_2(client, monkeypatch):
     assert '--apply' in out.getvalue() and '--keep' in out.getvalue()
 
 
+def test_server_errors_exit_2(dbname):
+    err = io.StringIO()
+    code = cli.main(['inspect', '--uri', 'mongodb://127.0.0.1:1/?'
+                     'serverSelectionTimeoutMS=100&connectTimeoutMS=100',
+                     '-d', dbname], out=io.StringIO(), err=err)
+    assert code == 2
+    assert 'ServerSelectionTimeoutError' in err.getvalue()
+    err = io.StringIO()
+    assert cli.main(['inspect', '--uri', 'notmongo://x'],
+                    out=io.StringIO(), err=err) == 2
+    assert 'InvalidURI' in err.getvalue()
+
+
 def test_options_after_the_command_and_database_from_uri(client, dbname,
                                                          dm):
     stored_person(dm)

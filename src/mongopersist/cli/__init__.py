@@ -19,6 +19,8 @@ import json
 import os
 import sys
 
+from pymongo.errors import PyMongoError
+
 from mongopersist import interfaces, metadata
 from mongopersist.cli import check, gc, indexes, inspect, rename, upgrade
 
@@ -33,6 +35,8 @@ COMMANDS = {
     'upgrade-format': upgrade,
 }
 
+#: Exit codes: all well; problems found (or left after writing); usage,
+#: connection or server error.
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 
@@ -160,10 +164,14 @@ def main(argv=None, client=None, out=None, err=None):
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     _fill_defaults(options)
+    own_client = None
     try:
         for module in options.imports or ():
             importlib.import_module(module)
-        client = _connect(options, client)
+        if client is None:
+            client = own_client = _connect(options, None)
+        else:
+            _connect(options, client)
         context = Context(options, client, out, err)
         result, code = options.run(context)
     except UsageError as error:
@@ -175,6 +183,14 @@ def main(argv=None, client=None, out=None, err=None):
     except interfaces.MongoPersistError as error:
         print('mongopersist: error: %s' % error, file=err)
         return EXIT_PROBLEMS
+    except PyMongoError as error:
+        # Cannot connect, not allowed, bad URI: nothing was checked.
+        print('mongopersist: error: %s: %s' % (type(error).__name__, error),
+              file=err)
+        return EXIT_USAGE
+    finally:
+        if own_client is not None:
+            own_client.close()
     if context.json:
         json.dump(result, out, indent=2, sort_keys=True, default=to_json)
         out.write('\n')
