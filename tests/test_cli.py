@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import persistent
-import pymongo
 import pytest
 import transaction
 from bson.dbref import DBRef
@@ -25,7 +24,7 @@ from mongopersist.cli import walk
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Address, ExtendedAddress, Person, Phone
 from tests.operations_model import (
-    Box, Crate, Gadget, Part, Shape, Sharded, Widget)
+    Box, Gadget, Part, Shape, Sharded, Widget)
 
 PERSON = 'tests.model.Person'
 
@@ -281,7 +280,7 @@ def test_check_refuses_what_the_application_would(run, db, dbname):
     assert allowed.code == 0, allowed.json
 
 
-# -- rename-class ---------------------------------------------------------------
+# -- rename-class -------------------------------------------------------------
 OLD, NEW = 'tests.operations_model.Gadget', 'tests.operations_model.Widget'
 
 

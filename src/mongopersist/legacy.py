@@ -20,12 +20,16 @@ current format too (``mongopersist.serializers``).
 ``read_single`` reads the first two for the ``ObjectReader`` (dates load
 through the safe factories of ``metadata.SAFE_FACTORIES``), only through
 the data manager's ``TypeRegistry``: nothing is imported or called that the
-application did not allow.  The original package's *name map* (``persistence_name_map``: one document
+application did not allow.
+
+The original package's *name map* (``persistence_name_map``: one document
 ``{database, collection, path}`` per class and collection) stands in for
 the type map of collections that have no type-map entry
-(``name_map_types``).  ``upgrade`` rewrites a stored document's legacy
-shapes into the current format, without loading any class; the
-``mongopersist upgrade-format`` command runs it over a database.
+(``name_map_types``).
+
+``Upgrade`` rewrites a stored document's legacy shapes into the current
+format, without loading any class; ``mongopersist upgrade-format`` runs it
+over a database.
 """
 import datetime
 
