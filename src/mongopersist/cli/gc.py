@@ -54,14 +54,14 @@ def run(context):
     keep = set(options.keep)
     edges = {}          # node -> referenced nodes
     children = {}       # container node -> items referencing it as parent
-    docs = {}           # node -> the document's _py_serial
+    docs = {}           # node -> the document's _id and _py_serial
     kept = []           # nodes of --keep collections: reached by queries
     for database, collection in walk.application_collections(context):
         keeping = (collection in keep
                    or '%s.%s' % (database, collection) in keep)
         for doc in walk.documents(context, database, collection):
             node = (database, collection, _key(doc['_id']))
-            docs[node] = doc.get('_py_serial')
+            docs[node] = (doc['_id'], doc.get('_py_serial'))
             if keeping:
                 kept.append(node)
             targets = edges[node] = []
@@ -88,10 +88,11 @@ def run(context):
     if options.apply:
         for node in context.progress(unreachable, len(unreachable),
                                      'removing'):
-            database, collection, id = node
+            database, collection, _ = node
+            id, serial = docs[node]
             old = {'_id': id}
-            if docs[node] is not None:
-                old['_py_serial'] = docs[node]
+            if serial is not None:
+                old['_py_serial'] = serial
             coll = context.client[database][collection]
             if walk.Rewrite(coll).delete(old):
                 removed.append(node)
@@ -99,18 +100,19 @@ def run(context):
                 changed.append(node)
     result = {'database': context.database, 'documents': len(docs),
               'reachable': len(docs) - len(unreachable),
-              'unreachable': [_describe(node) for node in unreachable],
+              'unreachable': [_describe(node, docs) for node in unreachable],
               'applied': bool(options.apply),
               'removed': len(removed),
-              'changed_since': [_describe(node) for node in changed]}
+              'changed_since': [_describe(node, docs) for node in changed]}
     _print(context, result)
     if options.apply:
         return result, 1 if changed else 0
     return result, 1 if unreachable else 0
 
 
-def _describe(node):
-    return {'database': node[0], 'collection': node[1], 'id': node[2]}
+def _describe(node, docs):
+    return {'database': node[0], 'collection': node[1],
+            'id': docs[node][0]}
 
 
 def _print(context, result):
