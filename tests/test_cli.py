@@ -558,6 +558,8 @@ def test_gc_lists_and_removes_unreachable_documents(run, dm, db, dbname):
     assert table.out.splitlines()[-1] == (
         'Nothing removed (dry run): run with --apply to remove')
 
+    both = run('gc', '--apply', '--dry-run')
+    assert both.code == 1 and snapshot(db) == before
     applied = run('gc', '--apply')
     assert applied.code == 0
     assert 'Removed 3 documents' in applied.out.splitlines()

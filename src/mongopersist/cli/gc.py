@@ -25,7 +25,7 @@ def add_arguments(parser):
     parser.add_argument('--apply', action='store_true',
                         help='remove the unreachable documents')
     parser.add_argument('--dry-run', action='store_true',
-                        help='list only (the default)')
+                        help='list only (the default; wins over --apply)')
     parser.add_argument('--keep', action='append', default=[],
                         metavar='COLLECTION',
                         help='never list documents of COLLECTION (reached '
@@ -85,7 +85,8 @@ def run(context):
     unreachable = [node for node in docs if node not in reachable]
     unreachable.sort(key=repr)
     removed, changed = [], []
-    if options.apply:
+    applying = options.apply and not options.dry_run
+    if applying:
         for node in context.progress(unreachable, len(unreachable),
                                      'removing'):
             database, collection, _ = node
@@ -101,11 +102,11 @@ def run(context):
     result = {'database': context.database, 'documents': len(docs),
               'reachable': len(docs) - len(unreachable),
               'unreachable': [_describe(node, docs) for node in unreachable],
-              'applied': bool(options.apply),
+              'applied': bool(applying),
               'removed': len(removed),
               'changed_since': [_describe(node, docs) for node in changed]}
     _print(context, result)
-    if options.apply:
+    if applying:
         return result, 1 if changed else 0
     return result, 1 if unreachable else 0
 
