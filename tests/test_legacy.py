@@ -24,6 +24,8 @@ import bson
 import pytest
 import transaction
 from bson.dbref import DBRef
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from bson.objectid import ObjectId
 
 from mongopersist import cli, interfaces, legacy, metadata
@@ -354,3 +356,93 @@ def test_broken_objects_keep_unknown_names_stored_by_name(db, dbname,
     transaction.commit()
     assert db[PERSON].find_one() == {'_id': 1, 'name': 'changed',
                                      'value': stored}
+
+
+# -- properties ----------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.dates(), st.datetimes(), st.times()),
+       st.booleans())
+def test_decoding_agrees_with_the_pickled_bytes(value, as_text):
+    """The bytes CPython pickles a date, datetime or time as (Python 2
+    used the same layout) decode to the same value, also when they were
+    stored as a latin-1 string."""
+    data = value.__reduce__()[1][0]
+    stored = data.decode('latin-1') if as_text else bson.Binary(data, 0)
+    name = 'datetime.%s' % type(value).__name__
+    assert legacy.decode_pickled_date(name, [stored]) == value
+
+
+names = st.sampled_from(['a.Old', 'a.New', 'a.Other'])
+stored_values = st.recursive(
+    st.one_of(st.integers(), st.text(max_size=5), names),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(['x', 'path', 'class']), inner,
+                        max_size=3),
+        st.fixed_dictionaries({'_py_type': names}, optional={'x': inner}),
+        st.fixed_dictionaries({'_py_type': st.just('type'), 'path': names}),
+        st.fixed_dictionaries({'_py_type': st.just('enum.Enum'),
+                               'class': names, 'name': st.just('A')}),
+        st.fixed_dictionaries({'_py_persistent_type': names},
+                              optional={'x': inner})),
+    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(['f', 'g', '_py_persistent_type']),
+                       stored_values, max_size=3))
+def test_rename_replaces_exactly_the_class_names(doc):
+    from mongopersist.cli.rename import Renamer
+    doc = dict(doc, _id=1)
+    renamed = Renamer('a.Old', 'a.New').document(doc)
+    if renamed is None:
+        assert "'a.Old'" not in repr(_names(doc))
+        return
+    assert "'a.Old'" not in repr(_names(renamed))
+    # Renaming back gives the original wherever NEW was not there before.
+    if "'a.New'" not in repr(_names(doc)):
+        assert Renamer('a.New', 'a.Old').document(renamed) == doc
+    # Values that are not class names are untouched.
+    assert _without_names(renamed) == _without_names(doc)
+
+
+def _names(value):
+    """The class names a stored value holds, where rename-class looks."""
+    found = []
+    if isinstance(value, list):
+        for item in value:
+            found.extend(_names(item))
+    elif isinstance(value, dict):
+        kind = value.get('_py_type')
+        for key, item in value.items():
+            if _is_name(key, item, kind):
+                found.append(item)
+            else:
+                found.extend(_names(item))
+    return found
+
+
+def _is_name(key, item, kind):
+    return isinstance(item, str) and (
+        key in ('_py_type', '_py_persistent_type', '_py_factory')
+        or (key == 'class' and kind == 'enum.Enum')
+        or (key == 'path' and kind == 'type'))
+
+
+def _without_names(value):
+    if isinstance(value, list):
+        return [_without_names(item) for item in value]
+    if isinstance(value, dict):
+        kind = value.get('_py_type')
+        return {key: None if _is_name(key, item, kind)
+                else _without_names(item) for key, item in value.items()}
+    return value
+
+
+@settings(max_examples=100, deadline=None)
+@given(stored_values)
+def test_upgrade_is_idempotent(value):
+    upgrade = legacy.Upgrade()
+    once, _ = upgrade.rewrite({'_id': 1, 'v': value})
+    twice, changed = upgrade.rewrite(once)
+    assert not changed and twice == once
