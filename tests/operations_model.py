@@ -5,6 +5,8 @@ import enum
 import persistent
 import pymongo
 
+from tests.model import Address
+
 
 class Shape(enum.Enum):
     ROUND = 'round'
@@ -97,3 +99,8 @@ class Token:
 
     def __reduce__(self):
         return (Token, (self.text,))
+
+
+class Annex(Address):
+    """Joins the ``address`` collection of a database of the original
+    package (tests/test_legacy.py)."""

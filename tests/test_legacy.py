@@ -446,3 +446,22 @@ def test_upgrade_is_idempotent(value):
     once, _ = upgrade.rewrite({'_id': 1, 'v': value})
     twice, changed = upgrade.rewrite(once)
     assert not changed and twice == once
+
+
+def test_a_new_class_in_a_collection_of_the_name_map_keeps_the_old_ones(
+        db, dbname, make_dm, allowed):
+    """The type-map entry that writing a new class creates starts with the
+    classes of the name map, so documents without _py_persistent_type
+    stay of the first one."""
+    from tests.operations_model import Annex
+    original_database(db, dbname)
+    dm = make_dm()
+    dm.root['annex'] = Annex('Annex', '0')
+    transaction.commit()
+    assert db['persistence_type_map'].find_one(
+        {'_id': '%s.address' % dbname})['types'] == [
+        'tests.model.Address', 'tests.model.ExtendedAddress',
+        'tests.operations_model.Annex']
+    assert db['address'].find_one({'city': 'Annex'})[
+        '_py_persistent_type'] == 'tests.operations_model.Annex'
+    check_stephan(make_dm().root['stephan'])

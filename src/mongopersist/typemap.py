@@ -83,7 +83,8 @@ class CollectionTypeMap:
         key = (database, collection)
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
-            {'$addToSet': {'types': name},
+            {'$addToSet': {'types': {'$each': self._legacy.get(key, []) + [
+                name]}},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
         types = self._types[key] = self._checked_types(doc)
