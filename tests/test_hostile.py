@@ -690,6 +690,9 @@ VALUE_VECTORS += [
                           {'_py_factory': 'os.system',
                            '_py_factory_args': [touch(s)]}]},
            'os.system'),
+    factory('__builtin__.eval', canary.EVAL_PAYLOAD),
+    factory('__builtin__.__import__', 'antigravity'),
+    factory('copy_reg._reconstructor', 'tests.canary.NewCanary'),
     Vector('dict_data not pairs', {'dict_data': [1, 2]},
            error=interfaces.StoredDataError),
     Vector('dict_data pair of three', {'dict_data': [[1, 2, 3]]},
@@ -1040,6 +1043,9 @@ ALLOWED = {
                                 'class': 'tests.test_hostile.Color',
                                 'name': 'GREEN'}]]},
         lambda v: dict(v) == {(1, 2): Color.GREEN}),
+    'Python 2 factory name': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_factory': '__builtin__.set', '_py_factory_args': [[1, 2]]},
+        lambda v: v == {1, 2}),
     'legacy date': (lambda s: PLACEHOLDER, lambda s: {
         '_py_factory': 'datetime.date',
         '_py_factory_args': [b'\x07\xbc\x01\x19']},

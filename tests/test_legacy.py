@@ -66,6 +66,8 @@ def original_database(db, dbname):
         'scores': {'dict_data': [[1, 'one'], [[2, 3], 'pair']]},
         'default': {'_py_constant': 'tests.operations_model.DEFAULT'},
         'kind': {'_py_type': 'type', 'path': 'tests.model.Phone'},
+        'tags': {'_py_factory': '__builtin__.set',
+                 '_py_factory_args': [['a', 'b']]},
         'dates': [{'_py_factory': 'datetime.date',
                    '_py_factory_args': [OLD_DATE]},
                   {'_py_factory': 'datetime.datetime',
@@ -115,6 +117,7 @@ def check_stephan(stephan):
     assert dict(stephan.scores) == {1: 'one', (2, 3): 'pair'}
     assert stephan.default is DEFAULT
     assert stephan.kind is Phone
+    assert stephan.tags == {'a', 'b'}
     assert list(stephan.dates) == [
         datetime.date(1900, 1, 1),
         datetime.datetime(2011, 10, 1, 9, 45, 0, 123456),
@@ -146,7 +149,8 @@ def test_upgrade_format_rewrites_into_the_current_format(db, dbname, make_dm,
     assert data['documents'] == 1 and data['type_map_added'] == 2
     assert data['values'] == {
         'dict_data': 1, '_py_constant': 1, 'pickled datetime.date': 2,
-        'pickled datetime.datetime': 1, 'pickled datetime.time': 1}
+        'pickled datetime.datetime': 1, 'pickled datetime.time': 1,
+        'Python 2 factory name': 1}
     assert list(db[PERSON].find()) == before
     assert 'persistence_type_map' not in db.list_collection_names()
 
@@ -157,8 +161,9 @@ def test_upgrade_format_rewrites_into_the_current_format(db, dbname, make_dm,
     assert lines[2].split() == ['%s.%s' % (dbname, PERSON), '1']
     assert lines[3:] == [
         'Rewrote 1 documents',
-        'Values: _py_constant 1, dict_data 1, pickled datetime.date 2, '
-        'pickled datetime.datetime 1, pickled datetime.time 1',
+        'Values: Python 2 factory name 1, _py_constant 1, dict_data 1, '
+        'pickled datetime.date 2, pickled datetime.datetime 1, '
+        'pickled datetime.time 1',
         'Type map: 2 class names taken from persistence_name_map']
     doc = db[PERSON].find_one({'_id': STEPHAN})
     assert doc['_py_serial'] == 4
@@ -174,6 +179,8 @@ def test_upgrade_format_rewrites_into_the_current_format(db, dbname, make_dm,
     assert doc['dates'][1]['_py_type'] == 'datetime.datetime'
     assert doc['dates'][1]['iso'] == '2011-10-01T09:45:00.123456'
     assert doc['dates'][2] == {'_py_type': 'datetime.time', 'iso': '12:30:00'}
+    assert doc['tags'] == {'_py_factory': 'builtins.set',
+                           '_py_factory_args': [['a', 'b']]}
     assert doc['phone'] == before[0]['phone']      # already current
     assert db['persistence_type_map'].find_one(
         {'_id': '%s.address' % dbname})['types'] == [

@@ -10,6 +10,10 @@ package"):
 ``{'_py_constant': 'module.NAME'}``
     a module-level object whose ``__reduce__`` returns its name (this
     library writes ``{'_py_type': 'constant', 'path': 'module.NAME'}``);
+``{'_py_factory': '__builtin__.set', ...}``
+    factories of Python 2's modules (``__builtin__``, ``copy_reg``): they
+    load as the safe standard library factories of their Python 3 name
+    (``metadata.python3_name``), and are rewritten to it;
 ``{'_py_factory': 'datetime.date', '_py_factory_args': [b'...']}``
     dates, datetimes and times as Python 2 pickled them: their bytes (a
     ``Binary``, or a string when the bytes happened to be valid UTF-8).
@@ -33,7 +37,7 @@ over a database.
 """
 import datetime
 
-from mongopersist import broken, interfaces, serializers
+from mongopersist import broken, interfaces, metadata, serializers
 
 DICT_DATA = 'dict_data'
 PY_CONSTANT = '_py_constant'
@@ -193,6 +197,13 @@ class Upgrade:
             self._count(PY_CONSTANT)
             return {PY_TYPE: 'constant', 'path': name}, True
         factory = value.get(PY_FACTORY)
+        if isinstance(factory, str) and metadata.python3_name(
+                factory) != factory:
+            value = dict(value, **{PY_FACTORY: metadata.python3_name(
+                factory)})
+            self._count('Python 2 factory name')
+            new, _ = self._value(value, path)
+            return new, True
         if factory in _DATE_FACTORIES and set(value) == {
                 PY_FACTORY, PY_FACTORY_ARGS}:
             try:

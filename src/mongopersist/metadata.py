@@ -81,6 +81,19 @@ SAFE_FACTORIES = frozenset([
 ])
 
 
+# Modules of Python 2 that the original mongopersist named in documents
+# (``{'_py_factory': '__builtin__.set', ...}``), by their Python 3 name.
+PYTHON2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
+
+
+def python3_name(name):
+    """``name`` with a Python 2 module replaced by its Python 3 one
+    (``'__builtin__.set'`` -> ``'builtins.set'``); others unchanged."""
+    module, dot, rest = name.partition('.')
+    new = PYTHON2_MODULES.get(module)
+    return new + dot + rest if new is not None and dot else name
+
+
 def _own_name(obj):
     return '%s.%s' % (obj.__module__, obj.__qualname__)
 
@@ -369,8 +382,9 @@ class TypeRegistry:
             found = registry._factories.get(name)
             if found is not None:
                 return found
-        if name in SAFE_FACTORIES:
-            module, _, attr = name.rpartition('.')
+        safe = python3_name(name)
+        if safe in SAFE_FACTORIES:
+            module, _, attr = safe.rpartition('.')
             return getattr(importlib.import_module(module), attr)
         raise _unknown(
             'Stored data names the factory %r, which is not registered; '
