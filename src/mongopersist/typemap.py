@@ -81,10 +81,13 @@ class CollectionTypeMap:
         if name in types:
             return types
         key = (database, collection)
+        # A collection of the original package's name map: its classes
+        # come first in the new entry.
+        legacy_types = self._legacy.get(key)
+        added = {'$each': legacy_types + [name]} if legacy_types else name
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
-            {'$addToSet': {'types': {'$each': self._legacy.get(key, []) + [
-                name]}},
+            {'$addToSet': {'types': added},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
         types = self._types[key] = self._checked_types(doc)
