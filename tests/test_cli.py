@@ -282,6 +282,11 @@ def test_check_refuses_what_the_application_would(run, db, dbname):
     assert "'tests.trust_model.Untrusted'" in problem['problem']
     allowed = run('check', '--json', '--trust', 'tests.trust_model')
     assert allowed.code == 0, allowed.json
+    assert allowed.err == ''
+    missing = run('check', '--trust', 'no_such_application')
+    assert missing.err == (
+        'mongopersist: warning: --trust no_such_application: no such module '
+        'on the path (is it on PYTHONPATH?); its classes stay refused\n')
 
 
 # -- rename-class -------------------------------------------------------------

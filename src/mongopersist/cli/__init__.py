@@ -15,6 +15,7 @@ collections with a progress bar, conditional rewrites).
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -173,6 +174,11 @@ def main(argv=None, client=None, out=None, err=None):
         else:
             _connect(options, client)
         context = Context(options, client, out, err)
+        for prefix in options.trust or ():
+            if importlib.util.find_spec(prefix.partition('.')[0]) is None:
+                print('mongopersist: warning: --trust %s: no such module on '
+                      'the path (is it on PYTHONPATH?); its classes stay '
+                      'refused' % prefix, file=err)
         result, code = options.run(context)
     except UsageError as error:
         print('mongopersist: error: %s' % error, file=err)
