@@ -266,10 +266,11 @@ def test_check_clean_database(run, dm):
         'Checked 3 documents of %s: 0 problems' % dm.default_database]
 
 
-def test_check_refuses_what_the_application_would(run, db, dbname):
+def test_check_refuses_what_the_application_would(run, dm, db, dbname):
     """Names of modules neither imported nor trusted are refused; --trust
     allows them as the application's trusted_modules would."""
     import tests.trust_model  # noqa: F401 (imported, yet not allowed)
+    stored_person(dm)       # the process knows Person, as the application
     db['things'].insert_one({'_id': 1, 'v': {
         '_py_type': 'tests.trust_model.Untrusted', 'size': 1}})
     db['persistence_type_map'].insert_one({
