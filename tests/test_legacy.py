@@ -95,6 +95,7 @@ def original_database(db, dbname):
 @pytest.fixture
 def allowed():
     """What an application of the original package would allow now."""
+    metadata.register_type(Person)
     metadata.register_type(Phone)
     metadata.register_global(DEFAULT, 'tests.operations_model.DEFAULT')
     yield
@@ -311,7 +312,7 @@ def test_local_class_is_refused(dm, db):
 
 
 def test_functions_load_only_when_registered_or_stored_here(db, dbname,
-                                                            make_dm):
+                                                            make_dm, allowed):
     """Another process (here: names this process never stored) must
     register the function; the error names the document."""
     db[PERSON].insert_one({'_id': 1, 'name': 'x', 'f': {
@@ -351,7 +352,8 @@ def test_class_first_stored_as_a_factory_loads_as_a_value(dm, db, make_dm):
     {'_py_type': 'type', 'path': 'gone.module.Class'},
 ], ids=repr)
 def test_broken_objects_keep_unknown_names_stored_by_name(db, dbname,
-                                                          make_dm, stored):
+                                                          make_dm, stored,
+                                                          allowed):
     from mongopersist import broken
     db[PERSON].insert_one({'_id': 1, 'name': 'x', 'value': stored})
     with pytest.raises(interfaces.UnknownTypeError):
