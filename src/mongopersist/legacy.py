@@ -91,7 +91,7 @@ def read_single(reader, state, obj):
     if is_dict_data(state):
         return reader.read_legacy_items(state[DICT_DATA], obj, DICT_DATA)
     name = state.get(PY_CONSTANT, NOT_LEGACY)
-    if name is NOT_LEGACY:
+    if name is NOT_LEGACY or len(state) != 1:
         return NOT_LEGACY
     if type(name) is not str:
         raise interfaces.StoredDataError(

@@ -41,6 +41,9 @@ PY_LIST_ITEMS = '_py_listitems'
 PY_DICT_ITEMS = '_py_dictitems'
 PY_SERIAL = '_py_serial'
 DICT_TYPE = 'builtins.dict'
+# The one-field shapes of the original mongopersist (mongopersist.legacy).
+_LEGACY_DICT_DATA = legacy.DICT_DATA
+_LEGACY_CONSTANT = legacy.PY_CONSTANT
 
 # Fields of a top-level document that are not instance state.
 DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL])
@@ -293,7 +296,7 @@ class ObjectWriter:
     def _write_dict(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            if _all_safe_keys(obj) and (legacy.DICT_DATA not in obj
+            if _all_safe_keys(obj) and (_LEGACY_DICT_DATA not in obj
                                         or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
@@ -605,9 +608,8 @@ class ObjectReader:
             return self._read_special(state, obj, PY_PERSISTENT_TYPE)
         if PY_FACTORY in state:
             return self._read_special(state, obj, PY_FACTORY)
-        if len(state) == 1:
-            # Shapes of the original mongopersist (``dict_data``,
-            # ``_py_constant``): see mongopersist.legacy.
+        if _LEGACY_DICT_DATA in state or _LEGACY_CONSTANT in state:
+            # Shapes of the original mongopersist: see mongopersist.legacy.
             value = legacy.read_single(self, state, obj)
             if value is not legacy.NOT_LEGACY:
                 return value
