@@ -4,20 +4,28 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo test test-wire bench docs clean
+.PHONY: demo serve test test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,bench,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,pyramid,bench,docs]'
 	touch $(STAMP)
 
 ## demo: install and run the example application (embedded MongoDB
 ## stand-in unless MONGODB_URI is set)
 demo: $(STAMP)
 	$(BIN)/python examples/blog.py
+
+## serve: install and serve the example web application (examples/blogapp.py
+## with the settings of examples/blogapp.ini: Pyramid on waitress) on
+## http://127.0.0.1:6543/ (embedded stand-in unless MONGODB_URI is set).
+## Another port: make serve PORT=8080
+PORT ?= 6543
+serve: $(STAMP)
+	PYTHONPATH=examples $(BIN)/pserve examples/blogapp.ini http_port=$(PORT)
 
 ## test: install and run the whole suite
 test: $(STAMP)
@@ -32,6 +40,11 @@ test-wire: $(STAMP)
 ## bench: install and run the benchmarks
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## bench-pool: warm web requests with pooled data managers against a new
+## data manager per request (benchmarks/pool.py)
+bench-pool: $(STAMP)
+	$(BIN)/python -m benchmarks.pool
 
 ## docs: build the HTML documentation into docs/_build/html
 docs: $(STAMP)

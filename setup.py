@@ -21,6 +21,15 @@ TESTS_REQUIRE = [
     'tqdm >= 4.60',
 ]
 
+# The Pyramid layer (mongopersist.pyramid), the example web application and
+# the HTTP server it is served with (make serve, the load test).
+PYRAMID_REQUIRE = [
+    'pyramid >= 2.0',
+    'pyramid_tm >= 2.4',
+    'pyramid_retry >= 2.1',
+    'waitress',
+]
+
 setup(
     name='mongopersist',
     version='0.1.0.dev0',
@@ -55,7 +64,8 @@ setup(
         'console_scripts': ['mongopersist = mongopersist.cli:main_exit'],
     },
     extras_require={
-        'test': TESTS_REQUIRE,
+        'test': TESTS_REQUIRE + PYRAMID_REQUIRE + ['webtest'],
+        'pyramid': PYRAMID_REQUIRE,
         'embedded': ['mongomock >= 4.3'],
         # The progress bar of the ``mongopersist`` command (optional: the
         # command works without it).

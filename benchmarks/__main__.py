@@ -8,7 +8,7 @@ import sys
 from importlib import metadata as importlib_metadata
 
 from benchmarks import (
-    BASELINE, SCENARIOS, SYSTEMS, backend, counting, report, runner)
+    BASELINE, SCENARIOS, SYSTEMS, backend, counting, model, report, runner)
 from mongopersist import testing
 
 DEFAULT_JSON = os.path.join('benchmarks', 'results', 'results.json')
@@ -124,6 +124,9 @@ def main(argv=None, out=None):
         meta['cpus']), file=out)
     print(report.format_table(results), file=out)
     for line in report.format_parts(results, BASELINE):
+        print(line, file=out)
+    for line in report.format_per_transaction(
+            results, BASELINE, model.WARM_TRANSACTIONS):
         print(line, file=out)
     report.write_json(args.json, results, meta)
     png = report.chart_path(args.json)

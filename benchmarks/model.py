@@ -18,6 +18,10 @@ ADDRESS_COLLECTION = 'bench_address'
 HOUSEHOLD = 10
 # Every MODIFY_STEP-th object is changed by the modify scenarios (10%).
 MODIFY_STEP = 10
+# The warm scenarios: this many transactions, each reading the same held
+# objects (every MODIFY_STEP-th person) and changing WARM_CHANGES of them.
+WARM_TRANSACTIONS = 10
+WARM_CHANGES = 5
 
 CITIES = ('Boston', 'Berlin', 'Lisbon', 'Nairobi', 'Osaka', 'Lima', 'Perth')
 TAGS = ('admin', 'beta', 'customer', 'donor', 'editor', 'friend', 'guest',
@@ -106,6 +110,14 @@ class Dataset:
         return [Person(s.name, s.email, s.birthday, list(s.tags),
                        dict(s.scores), addresses[s.address], Phone(*s.phone))
                 for s in self.persons]
+
+
+def warm_changes(held, transaction):
+    """Which of the ``held`` objects warm transaction ``transaction``
+    changes (``WARM_CHANGES`` of them, a different few each time)."""
+    count = min(WARM_CHANGES, len(held))
+    start = transaction * WARM_CHANGES
+    return [held[(start + i) % len(held)] for i in range(count)]
 
 
 def renamed(name, run):

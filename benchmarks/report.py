@@ -56,6 +56,22 @@ def format_parts(results, baseline):
     return lines
 
 
+def format_per_transaction(results, baseline, transactions):
+    """Lines for the warm scenarios: round trips per transaction (the
+    measured block runs ``transactions`` of them) and the time ratio."""
+    lines = []
+    for r in results:
+        if not r.scenario.startswith('warm') or r.reads_per_commit is None:
+            continue
+        line = '%s / %s: %g reads and %g writes per transaction' % (
+            r.scenario, r.system, r.reads_per_commit / transactions,
+            r.writes_per_commit / transactions)
+        if r.ratio is not None and r.system != baseline:
+            line += ', %.2f x pymongo time' % r.ratio
+        lines.append(line)
+    return lines
+
+
 def write_json(path, results, meta):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -1,15 +1,17 @@
 """A small blog stored with mongopersist: ``make demo`` runs this file.
 
-The demo uses ``mongopersist.testing.client()``: a real MongoDB when the
-``MONGODB_URI`` environment variable is set, otherwise an in-process
-stand-in (mongomock), so it runs without a server.  It
+The demo connects with ``mongopersist.connect()``: to the MongoDB of the
+``MONGODB_URI`` environment variable when it is set, otherwise to the
+in-process stand-in (mongomock; a warning says the data lives in memory
+only), so it runs without a server.  It
 
 1. creates a blog with two authors, two posts and comments, and commits;
 2. changes a post, adds a comment and edits another in a second transaction;
 3. loads everything again through a fresh data manager and prints it;
 4. prints the raw documents stored in MongoDB.
 
-Run it with ``make demo`` or ``.venv/bin/python examples/blog.py``.
+Run it with ``make demo`` or ``.venv/bin/python examples/blog.py``.  The
+same blog as a web application: ``blogapp.py`` (``make serve``).
 """
 import datetime
 import os
@@ -20,6 +22,7 @@ import transaction
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import mongopersist  # noqa: E402
 from blogmodel import Author, Blog, Post  # noqa: E402
 from mongopersist import testing  # noqa: E402
 from mongopersist.datamanager import MongoDataManager  # noqa: E402
@@ -91,7 +94,8 @@ def stored_documents(client, dbname):
 def main(client=None, dbname=DATABASE, out=None):
     """Run the demo; return the reloaded summary and the raw documents."""
     out = out or sys.stdout
-    client = client or testing.client()
+    if client is None:
+        client = mongopersist.connect(database=dbname).client
     # Start from an empty demo database (it only holds what this writes).
     client.drop_database(dbname)
     transaction.abort()

@@ -9,6 +9,7 @@ script or is imported by the tests.
 * ``Comment`` is a *sub-object* (``_p_mongo_sub_object = True``): it is
   stored inside its post's document and changing it gets the post written.
 * ``Blog`` is the entry point stored in the data manager's root.
+* ``Counter`` counts the likes of a post in the web application.
 
 Lists that are changed in place use ``mongopersist.serialize.PersistentList``
 (stored as a plain array): a plain ``list`` attribute is only tracked once it
@@ -82,3 +83,20 @@ class Blog(persistent.Persistent):
         """Add ``post`` to the blog; it is inserted at commit."""
         self.posts.append(post)
         return post
+
+
+class Counter(persistent.Persistent):
+    """A count and its log (who counted): the likes of a post in the web
+    application (``blogapp.py``).  Both live in one document, so they
+    always agree."""
+    _p_mongo_collection = 'counters'
+
+    def __init__(self):
+        self.value = 0
+        self.log = PersistentList()
+
+    def increment(self, who):
+        """Count one more, by ``who``; return the new value."""
+        self.value += 1
+        self.log.append(who)
+        return self.value

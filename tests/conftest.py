@@ -66,3 +66,19 @@ def make_dm(client, dbname):
         kwargs.setdefault('default_database', dbname)
         return MongoDataManager(client, **kwargs)
     return make
+
+
+@pytest.fixture
+def retry_waits(monkeypatch):
+    """Retries (``Store.transaction``, the web layers) do not wait; the
+    list holds the waits they would have made.  (Patching ``time.sleep``
+    instead would also stop PyMongo's background threads from sleeping.)"""
+    from mongopersist import store
+    waits = []
+    delay = store.retry_delay
+
+    def recorded(retry):
+        waits.append(delay(retry))
+        return 0
+    monkeypatch.setattr(store, 'retry_delay', recorded)
+    return waits

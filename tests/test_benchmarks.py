@@ -10,9 +10,10 @@ import json
 import pytest
 
 from benchmarks import __main__ as cli
+from benchmarks import model
 
 SCENARIOS = ['insert', 'cold-load', 'modify', 'modify-conflicts',
-             'serialize', 'deserialize']
+             'serialize', 'deserialize', 'warm', 'warm-implicit']
 SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
            'zodb-file']
 ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
@@ -76,9 +77,25 @@ def test_round_trips_are_counted(run):
     assert rows['modify', 'mongoengine'].writes_per_commit == N // 10
     # mongopersist writes a collection's changes in one bulk write.
     assert rows['modify', 'mongopersist'].writes_per_commit == 1
+    # Warm transactions: raw PyMongo queries the held documents once per
+    # transaction; mongopersist reads their serials once (and, at commit,
+    # those of the documents it updates), never one read per object.
+    for scenario in ('warm', 'warm-implicit'):
+        assert rows[scenario, 'pymongo'].reads_per_commit == \
+            model.WARM_TRANSACTIONS
+        assert rows[scenario, 'mongopersist'].reads_per_commit <= \
+            2 * model.WARM_TRANSACTIONS
+        assert rows[scenario, 'mongopersist'].writes_per_commit == \
+            model.WARM_TRANSACTIONS
     # ZODB does not talk to MongoDB; (de)serializing makes no round trip.
     assert rows['insert', 'zodb-file'].writes_per_commit is None
     assert rows['serialize', 'mongopersist'].writes_per_commit == 0
+
+
+def test_warm_round_trips_are_printed_per_transaction(run):
+    printed = run[1]
+    assert 'warm / pymongo: 1 reads and 1 writes per transaction' in printed
+    assert 'warm / mongopersist: ' in printed
 
 
 def test_every_modify_run_writes(run):
@@ -94,3 +111,12 @@ def test_unknown_scenario_is_refused(capsys):
     with pytest.raises(SystemExit):
         cli.main(['--scenarios', 'insert,teleport'])
     assert 'teleport' in capsys.readouterr().err
+
+
+def test_the_pool_benchmark_counts_fewer_reads_for_pooled_requests(capsys):
+    from benchmarks import pool
+    new_reads, pooled_reads = pool.main(['--posts', '3', '--requests', '2'])
+    printed = capsys.readouterr().out
+    assert 'ratio new/pooled: reads' in printed
+    # The root entry and one validation query per collection.
+    assert pooled_reads <= 5 and pooled_reads < new_reads

@@ -60,13 +60,19 @@ def test_auto_mode_falls_back_on_a_standalone(rs):
         standalone.close()
 
 
-def test_always_refuses_a_deployment_without_transactions(client):
+def test_always_refuses_a_deployment_without_transactions(client, dbname):
     # The stand-in (or a standalone server) has no server transactions.
     if sessions.deployment_supports_transactions(client):
         pytest.skip('MONGODB_URI points at a deployment with transactions')
+    # Made without asking the server; refused on first use, before
+    # anything is written.
+    dm = MongoDataManager(client, default_database=dbname,
+                          transactions='always')
     with pytest.raises(interfaces.TransactionsNotSupportedError,
                        match='replica set or sharded cluster'):
-        MongoDataManager(client, default_database='x', transactions='always')
+        dm.insert(Simple(x=1))
+    transaction.abort()
+    assert client[dbname].list_collection_names() == []
 
 
 def test_unknown_mode_is_refused(client):

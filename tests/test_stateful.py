@@ -58,9 +58,23 @@ Invariant checked after every step: the stored documents (and root
 entries) equal ``stored``; every object a data manager has loaded in its
 open transaction has the model's state and is not a ghost; objects taken
 back have no jar and keep their state.  After each commit/abort: every
-object of that data manager is a ghost, and loading every stored document
-(a fresh transaction) gives exactly the stored fields; root entries load
-as the data manager's identical object.
+object of that data manager is a ghost (unless its transaction manager is
+explicit and conflicts are detected: then the object cache keeps them
+loaded), and loading every stored document (a fresh transaction) gives
+exactly the stored fields and serials; root entries load as the data
+manager's identical object.
+
+The object cache (``mongopersist.cache``): with conflict detection a data
+manager keeps loaded objects across transactions and validates them at
+the start of the next one.  The model keeps every version each document
+was stored as (``history``) and, per data manager, which was current when
+its transaction began (``floor``).  An object first used in a transaction
+may show any version stored since it began, never an older one (a stale
+read); the model tells which by the object's serial, and predicts
+conflicts by serials, as the conditional writes decide.  A third machine
+(``CachingAcrossTransactions``) runs with explicit transaction managers,
+whose transactions start with ``begin()``, so that objects stay loaded
+across them, and ``cache_size=1``.
 
 Every example starts from 0-2 committed documents and uses a fresh
 database, dropped in ``teardown``.
@@ -69,8 +83,9 @@ Restricted to keep the model exact: a data manager changes or removes only
 documents that were committed, or that it inserted itself (it can still
 load another's flushed but uncommitted documents through queries).
 
-Runtime: about 30-40 s for the file when it passes (200 examples of up to
-30 steps per machine, mongomock, one core); examples are derandomized
+Runtime: about 60-100 s for the file when it passes (200 examples of up
+to 30 steps per machine, 150 for the third, mongomock, one core);
+examples are derandomized
 (``derandomize=True``, no example database) so CI runs the same sequences
 every time.  A failure costs more: shrinking can take a few minutes.
 """
@@ -106,16 +121,18 @@ OPS = st.one_of(NAME_OPS, LIST_OPS, DICT_OPS, SUB_OPS)
 
 
 class Version:
-    """A stored version of a document: its fields and a unique token."""
+    """A stored version of a document: its fields, a unique token and,
+    with conflict detection, the ``_py_serial`` it is stored under."""
 
-    __slots__ = ('fields', 'token')
+    __slots__ = ('fields', 'token', 'serial')
 
-    def __init__(self, fields, token):
+    def __init__(self, fields, token, serial=None):
         self.fields = dict(fields)
         self.token = token
+        self.serial = serial
 
     def __repr__(self):
-        return 'V%d%r' % (self.token, self.fields)
+        return 'V%d/%s%r' % (self.token, self.serial, self.fields)
 
 
 class Txn:
@@ -151,15 +168,28 @@ class TwoDataManagers(RuleBasedStateMachine):
     """See the module docstring."""
 
     detect_conflicts = False
+    # Transaction managers that need ``begin()``: the cache then keeps
+    # objects loaded across transactions (validated at ``begin()``).
+    explicit = False
+    cache_size = 400
 
     def __init__(self):
         super().__init__()
         self.dbname = 'mp_stateful_%s' % uuid.uuid4().hex[:12]
-        self.tms = [transaction.TransactionManager() for _ in range(2)]
+        self.tms = [transaction.TransactionManager(explicit=self.explicit)
+                    for _ in range(2)]
         self.dms = [MongoDataManager(
             CLIENT, default_database=self.dbname, transactions='never',
-            detect_conflicts=self.detect_conflicts, transaction_manager=tm)
+            detect_conflicts=self.detect_conflicts, transaction_manager=tm,
+            cache_size=self.cache_size)
             for tm in self.tms]
+        for d in range(2):
+            self.begin(d)
+        # id -> every Version stored, in order; per data manager, id ->
+        # the index of the version stored when its transaction began: a
+        # transaction never sees an older one.
+        self.history = {}
+        self.floor = [{}, {}]
         self.txns = [Txn(), Txn()]
         self.handles = [{}, {}]     # id -> the data manager's object
         self.pool = []              # [object, fields]: taken back objects
@@ -172,6 +202,36 @@ class TwoDataManagers(RuleBasedStateMachine):
         for tm in self.tms:
             tm.abort()
         CLIENT.drop_database(self.dbname)
+
+    def begin(self, d):
+        """A transaction of ``d`` ended: start the next one."""
+        if self.explicit:
+            self.tms[d].begin()
+
+    def end(self, d, commit=False):
+        """End ``d``'s transaction (the library's side) and begin anew."""
+        if commit:
+            self.tms[d].commit()
+        else:
+            self.tms[d].abort()
+        self.begin(d)
+
+    def serial_of(self, k):
+        if not self.detect_conflicts:
+            return None
+        doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+        return None if doc is None else doc.get('_py_serial')
+
+    def sync_history(self):
+        for k, version in self.stored.items():
+            versions = self.history.setdefault(k, [])
+            if not versions or versions[-1] is not version:
+                versions.append(version)
+
+    def set_floor(self, d):
+        """``d``'s transaction begins: what is stored now is its floor."""
+        self.sync_history()
+        self.floor[d] = {k: len(self.history[k]) - 1 for k in self.stored}
 
     # -- helpers ----------------------------------------------------------
     def token(self):
@@ -202,12 +262,30 @@ class TwoDataManagers(RuleBasedStateMachine):
         if obj is None:
             obj = self.dms[d].load(self.ref(k))
             self.handles[d][k] = obj
+        obj._p_activate()
         if k not in t.view:
-            version = self.stored[k]
+            version = self.seen_version(d, k, obj)
             t.view[k] = dict(version.fields)
             t.base[k] = version
-        obj._p_activate()
         return obj
+
+    def seen_version(self, d, k, obj):
+        """The version ``d``'s object ``k`` shows when first used in the
+        transaction: with conflict detection, any version stored since the
+        transaction began (the cache validated what it held then), told
+        apart by the serial; without, what is stored now."""
+        if not self.detect_conflicts or k not in self.floor[d]:
+            return self.stored[k]
+        self.sync_history()
+        serial = int.from_bytes(obj._p_serial, 'big')
+        since = self.history[k][self.floor[d][k]:]
+        matching = [v for v in since if v.serial == serial]
+        assert matching, (
+            'stale read of %s: serial %d, versions since the transaction '
+            'began: %r' % (k, serial, since))
+        version = matching[-1]
+        assert object_fields(obj) == version.fields, (k, version)
+        return version
 
     def detach(self, d, k):
         t = self.txns[d]
@@ -237,7 +315,9 @@ class TwoDataManagers(RuleBasedStateMachine):
         for kind, k in self.plan(d):
             if kind != 'insert':
                 current = self.stored.get(k)
-                if current is None or current.token != t.base[k].token:
+                # Conditional on the serial loaded (a version put back by
+                # an abort has a new one).
+                if current is None or current.serial != t.base[k].serial:
                     found.append(k)
         return found
 
@@ -247,7 +327,8 @@ class TwoDataManagers(RuleBasedStateMachine):
             if only is not None and k != only:
                 continue
             if kind == 'insert':
-                version = Version(t.view[k], self.token())
+                version = Version(t.view[k], self.token(),
+                                  self.serial_of(k))
                 self.stored[k] = version
                 t.undo.append(('doc', k, None, version, FIELDS, version.fields))
                 t.base[k] = version
@@ -264,9 +345,9 @@ class TwoDataManagers(RuleBasedStateMachine):
                     for f in changed:
                         if fields is not None:
                             fields[f] = t.view[k][f]
-                version = Version(t.view[k], self.token())
+                version = Version(t.view[k], self.token(), self.serial_of(k))
                 if current is not None:
-                    written = Version(fields, version.token)
+                    written = Version(fields, version.token, version.serial)
                     self.stored[k] = written
                     t.undo.append(
                         ('doc', k, current, written, changed, t.view[k]))
@@ -288,7 +369,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         if self.conflicts(d):
             with pytest.raises(interfaces.ConflictError):
                 action()
-            self.tms[d].abort()
+            self.end(d)
             self.model_abort(d)
             self.check_fresh(d)
             return False, None
@@ -298,6 +379,16 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     # -- the model of taking writes back --------------------------------
     def take_back(self, entries):
+        self._take_back(entries)
+        if self.detect_conflicts:
+            for k, version in list(self.stored.items()):
+                serial = self.serial_of(k)
+                if version.serial != serial:
+                    # Put back under a new serial.
+                    self.stored[k] = Version(version.fields, version.token,
+                                             serial)
+
+    def _take_back(self, entries):
         loose = {}      # id -> {field: allowed values}: outcome not exact
         for entry in reversed(entries):
             if entry[0] == 'root':
@@ -347,14 +438,17 @@ class TwoDataManagers(RuleBasedStateMachine):
                     'manager: %s.%s is %r, allowed %r' % (
                         k, f, fields[f], allowed[f]))
             if fields != self.stored[k].fields:
-                self.stored[k] = Version(fields, self.token())
+                self.stored[k] = Version(fields, self.token(),
+                                         self.serial_of(k))
 
-    def model_abort(self, d):
+    def model_abort(self, d, ended=True):
         t = self.txns[d]
         self.take_back(t.undo)
         for k in sorted(t.inserted, key=str):
             self.detach(d, k)
         self.txns[d] = Txn()
+        if ended:
+            self.set_floor(d)
 
     def model_commit(self, d):
         t = self.txns[d]
@@ -364,6 +458,7 @@ class TwoDataManagers(RuleBasedStateMachine):
             self.committed.discard(k)
             self.detach(d, k)
         self.txns[d] = Txn()
+        self.set_floor(d)
 
     # -- rules ------------------------------------------------------------
     @initialize(names=st.lists(NAMES, max_size=2))
@@ -488,8 +583,10 @@ class TwoDataManagers(RuleBasedStateMachine):
             mine = self.handles[d].setdefault(k, obj)
             assert obj is mine, 'identity map broken for %s' % k
             if k not in t.view:
-                t.view[k] = dict(self.stored[k].fields)
-                t.base[k] = self.stored[k]
+                # Returned as loaded if it is (the identity map holds).
+                version = self.seen_version(d, k, obj)
+                t.view[k] = dict(version.fields)
+                t.base[k] = version
 
     @rule(d=DMS)
     def flush(self, d):
@@ -510,8 +607,9 @@ class TwoDataManagers(RuleBasedStateMachine):
         savepoint.rollback()
         if not snap.joined:
             if t.joined:
-                # Joined after the savepoint: rolling back aborts it.
-                self.model_abort(d)
+                # Joined after the savepoint: rolling back aborts it
+                # (the ``transaction`` goes on).
+                self.model_abort(d, ended=False)
             self.txns[d].savepoint = (savepoint, snap)
             return
         entries = t.undo[snap.undo:]
@@ -524,7 +622,11 @@ class TwoDataManagers(RuleBasedStateMachine):
                          - snap.dirty - snap.new - since)
         del t.mutated[snap.mutated:]
         for k in list(t.view):
-            if k in changed_since:
+            if k in changed_since and k in t.inserted:
+                # Reloaded at once (an abort takes it back with a state).
+                t.view[k] = dict(self.stored[k].fields)
+                t.base[k] = self.stored[k]
+            elif k in changed_since:
                 del t.view[k]
                 t.base.pop(k, None)
             elif k in snap.view:
@@ -541,16 +643,16 @@ class TwoDataManagers(RuleBasedStateMachine):
         if self.conflicts(d):
             with pytest.raises(interfaces.ConflictError):
                 self.tms[d].commit()
-            self.tms[d].abort()
+            self.end(d)
             self.model_abort(d)
         else:
-            self.tms[d].commit()
+            self.end(d, commit=True)
             self.model_commit(d)
         self.check_fresh(d)
 
     @rule(d=DMS)
     def abort(self, d):
-        self.tms[d].abort()
+        self.end(d)
         self.model_abort(d)
         self.check_fresh(d)
 
@@ -571,19 +673,27 @@ class TwoDataManagers(RuleBasedStateMachine):
         dm = self.dms[d]
         for k, obj in self.handles[d].items():
             assert obj._p_jar is dm, k
-            assert obj._p_status == 'ghost', (k, obj._p_status)
+            if not (self.explicit and self.detect_conflicts):
+                # Without begin() nothing would tell the data manager when
+                # the next transaction starts: held objects become ghosts
+                # (which reload from validated documents).
+                assert obj._p_status == 'ghost', (k, obj._p_status)
         for k in sorted(self.stored, key=str):
             obj = self.handles[d].get(k)
             if obj is None:
                 obj = self.handles[d][k] = dm.load(self.ref(k))
             assert object_fields(obj) == self.stored[k].fields, k
+            if self.detect_conflicts:
+                assert obj._p_serial == self.stored[k].serial.to_bytes(
+                    8, 'big'), k
         for name, k in self.root.items():
             obj = dm.root[name]
             assert obj._p_oid.id == k
             if k in self.handles[d]:
                 assert obj is self.handles[d][k], name
-        # Nothing joined: this only turns the objects into ghosts again.
-        self.tms[d].abort()
+        # Nothing joined: this only ends the transaction.
+        self.end(d)
+        self.set_floor(d)
 
     @invariant()
     def consistent(self):
@@ -610,10 +720,18 @@ class DetectingConflicts(TwoDataManagers):
     detect_conflicts = True
 
 
+class CachingAcrossTransactions(DetectingConflicts):
+    """Explicit transactions: loaded objects stay loaded across them."""
+    explicit = True
+    cache_size = 1
+
+
 TestLastWriterWins = TwoDataManagers.TestCase
 TestLastWriterWins.settings = SETTINGS
 TestDetectingConflicts = DetectingConflicts.TestCase
 TestDetectingConflicts.settings = SETTINGS
+TestCachingAcrossTransactions = CachingAcrossTransactions.TestCase
+TestCachingAcrossTransactions.settings = settings(SETTINGS, max_examples=150)
 
 
 # -- plain examples of what the machine checks ------------------------------

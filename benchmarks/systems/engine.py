@@ -124,6 +124,23 @@ class MongoEngine(System):
                 # Raises SaveConditionError if someone else saved meanwhile.
                 person.save(save_condition={'version': version})
 
+    def warm(self, measure, run):
+        """No cache: each transaction queries the held documents again."""
+        ids = [p.id for p in MEPerson.objects.only('id')][::model.MODIFY_STEP]
+        with measure:
+            for number in range(model.WARM_TRANSACTIONS):
+                stamp = run * model.WARM_TRANSACTIONS + number
+                people = list(MEPerson.objects(id__in=ids))
+                for person in people:
+                    person.name
+                for person in model.warm_changes(people, number):
+                    person.name = model.renamed(person.name, stamp)
+                    version = person.version
+                    person.version = (version or 0) + 1
+                    person.save(save_condition={'version': version})
+
+    warm_implicit = warm
+
     def serialize(self, measure, run):
         people = self._documents(with_ids=True)[1]
         with measure:

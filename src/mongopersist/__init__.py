@@ -2,10 +2,15 @@
 
 Persistent Python objects (``persistent.Persistent`` subclasses) are stored
 as plain MongoDB documents when the ``transaction`` package commits.  Start
-with ``mongopersist.datamanager.MongoDataManager``.
+with ``mongopersist.connect()``: it returns the application's ``Store``,
+whose ``open()`` gives a ``MongoDataManager`` per thread or request.
 """
 from mongopersist.interfaces import (  # noqa: F401
-    CircularReferenceError, CommitError, ConflictError, UnstorableObjectError)
+    CircularReferenceError, CommitError, ConfigurationError, ConflictError,
+    UnstorableObjectError)
+from mongopersist.store import (  # noqa: F401
+    InMemoryStoreWarning, Store, connect, store_from_settings)
 
-__all__ = ['CircularReferenceError', 'CommitError', 'ConflictError',
-           'UnstorableObjectError']
+__all__ = ['CircularReferenceError', 'CommitError', 'ConfigurationError',
+           'ConflictError', 'InMemoryStoreWarning', 'Store',
+           'UnstorableObjectError', 'connect', 'store_from_settings']

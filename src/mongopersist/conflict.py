@@ -49,8 +49,10 @@ class NoCheckConflictHandler:
 
     def stamp(self, doc, loaded):
         if loaded is not None and PY_SERIAL in loaded:
-            # Keep a serial written by a conflict-detecting peer.
-            doc[PY_SERIAL] = loaded[PY_SERIAL]
+            # A document a conflict-detecting peer wrote: bump its serial,
+            # so that the peer's conditional writes and its object cache
+            # (``mongopersist.cache``) see that it changed.
+            doc[PY_SERIAL] = self.serial_of(loaded) + 1
         return doc
 
     def write_filter(self, oid, loaded):

@@ -10,26 +10,33 @@ about their changes).  The work is shared out:
 * ``mongopersist.conflict``: what a write is conditional on;
 * ``mongopersist.typemap``: which classes live in which collection;
 * ``mongopersist.root``: the named entry points;
+* ``mongopersist.cache``: loaded objects and documents, across transactions;
+* ``mongopersist.invalidation``: changes pushed by a change stream;
 * ``mongopersist.undo``: taking back what an aborted transaction wrote;
 * ``mongopersist.journal``: what a crash in the middle of one left;
 * ``mongopersist.metadata``: which stored names may load as which classes.
 """
+import logging
 import threading
-import weakref
 
 import persistent
 import transaction
 import zope.interface
 from bson.objectid import ObjectId
 
+from pymongo.errors import PyMongoError
+
 from mongopersist import (
     broken, commit, conflict, interfaces, journal, metadata, query,
-    serialize, sessions)
+    serialize, sessions, settings)
+from mongopersist.cache import DEFAULT_SIZE, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
+
+LOG = logging.getLogger('mongopersist')
 
 
 def p64(number):
@@ -59,7 +66,13 @@ class MongoDataManager:
         cluster) and without otherwise; ``'always'`` refuses to start
         without them; ``'never'`` writes without them.  The default is the
         class attribute ``default_transactions`` (``'auto'``).  See
-        ``docs/transactions.rst`` for what is atomic in each mode.
+        ``docs/transactions.rst`` for what is atomic in each mode.  The
+        deployment is asked whether it has them when this data manager
+        first joins a transaction, never in the constructor.
+    :param deployment: the ``mongopersist.sessions.Deployment`` of
+        ``client``, shared by the data managers of a ``mongopersist.Store``
+        so that the deployment is asked once (default: this data
+        manager's own).
     :param trusted_modules: module name prefixes whose classes loading may
         use (besides the process-wide ones, ``metadata.trust_modules``).
     :param allowed_databases: databases that stored references may point
@@ -68,6 +81,15 @@ class MongoDataManager:
     :param broken_objects: load documents of unknown or refused classes as
         read-only ``mongopersist.broken.Broken`` placeholders instead of
         raising ``UnknownTypeError``.
+    :param cache_size: how many recently used objects stay in memory across
+        transactions (``mongopersist.cache.ObjectCache``); with conflict
+        detection, loaded objects survive transaction boundaries and are
+        validated against the stored ``_py_serial`` (``docs/cache.rst``).
+    :param watch_changes: keep a change stream open on this data manager's
+        databases (``mongopersist.invalidation.ChangeWatcher``): changed
+        documents are invalidated as the stream reports them, instead of
+        by a validating read per transaction.  Needs a replica set or
+        sharded cluster and conflict detection.
 
     Loading resolves stored names only to what the application allowed:
     see ``docs/security.rst``.
@@ -83,18 +105,18 @@ class MongoDataManager:
                  conflict_handler=None, serializers=None,
                  transaction_manager=None, transactions=None,
                  trusted_modules=(), allowed_databases=(),
-                 broken_objects=False):
+                 broken_objects=False, cache_size=DEFAULT_SIZE,
+                 watch_changes=False, deployment=None):
+        settings.refuse_unacknowledged(client)
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
         self.default_database = default_database
         self.root_database = root_database or default_database
-        self.transaction_manager = transaction_manager or transaction.manager
-        # A thread-local manager tells this data manager about the
-        # transaction boundaries of the creating thread only.
-        self._thread = (threading.get_ident() if isinstance(
-            self.transaction_manager, transaction.ThreadTransactionManager)
-            else None)
+        #: Called with this data manager by ``close()`` instead of shutting
+        #: it down: the pool of the ``Store`` that opened it.
+        self._release = None
+        self._closed = False
         if conflict_handler is None:
             conflict_handler = (conflict.SimpleSerialConflictHandler
                                 if detect_conflicts
@@ -116,26 +138,47 @@ class MongoDataManager:
         self._types = CollectionTypeMap(client, self.root_database,
                                         registry=self.type_registry)
         self.root = Root(self, self.root_database, root_collection)
-        self.transactions = sessions.choose(
-            client, transactions or self.default_transactions)
+        self._transactions_mode = sessions.check_mode(
+            transactions or self.default_transactions)
+        self._transactions = None   # learnt on first need (no I/O here)
+        self._deployment = deployment or sessions.Deployment(client)
         self._server_txn = None
         self._journal = journal.Journal(self)
-        # The identity map: one DBRef, one Python object.
-        self._cache = weakref.WeakValueDictionary()
+        # The identity map, the strong cache and the loaded documents.
+        self._cache = ObjectCache(cache_size)
+        # What the cache holds must be validated before it is used.
+        self._needs_validation = False
+        self._watcher = None
+        if watch_changes:
+            if not self.detect_conflicts:
+                raise ValueError('watch_changes needs conflict detection: '
+                                 'own writes are told apart by _py_serial')
+            from mongopersist.invalidation import ChangeWatcher
+            self._watcher = ChangeWatcher(client, self._watched_databases)
         self.state_generation = 0
         self._reset_transaction_state()
         self._invalidated = False
+        self._activated = False
         #: Oids whose writes the last abort or savepoint rollback could not
         #: take back, because somebody else changed the document since.
         self.unrestored = []
-        self.transaction_manager.registerSynch(self)
+        self._bind(transaction_manager or transaction.manager)
+
+    def _bind(self, transaction_manager):
+        """Follow the transactions of ``transaction_manager`` from now on."""
+        self.transaction_manager = transaction_manager
+        # A thread-local manager tells this data manager about the
+        # transaction boundaries of the calling thread only.
+        self._thread = (threading.get_ident() if isinstance(
+            transaction_manager, transaction.ThreadTransactionManager)
+            else None)
+        transaction_manager.registerSynch(self)
 
     def _reset_transaction_state(self):
         # Changes whenever what the data manager knows may have gone stale
         # (a transaction boundary, a savepoint rollback): caches compare it.
         self.state_generation += 1
         self._joined = None
-        self._loaded_docs = {}      # oid -> document as loaded or written
         self._prefetched = {}       # oid -> document read before activation
         self._new = {}              # oid -> new object, not yet written
         self._inserted = {}         # oid -> every object inserted
@@ -149,6 +192,24 @@ class MongoDataManager:
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__, self.default_database)
+
+    @property
+    def _loaded_docs(self):
+        """oid -> document as loaded or last written (kept by the cache
+        across transactions while its object lives)."""
+        return self._cache.docs
+
+    @_loaded_docs.setter
+    def _loaded_docs(self, docs):
+        self._cache.docs = docs
+
+    @property
+    def cache_size(self):
+        """How many recently used objects stay alive across transactions."""
+        return self._cache.size
+
+    def _watched_databases(self):
+        return set(self._databases)
 
     # -- collections ------------------------------------------------------
     def get_collection(self, db_name, coll_name):
@@ -204,22 +265,54 @@ class MongoDataManager:
         return server_txn.session if server_txn is not None else None
 
     def _check_thread(self):
-        """Refuse use from a thread whose transactions this cannot hear."""
+        """Refuse use once closed, and from a thread whose transactions
+        this cannot hear."""
+        if self._closed:
+            raise interfaces.DataManagerStateError(
+                '%r is closed: it may be serving somebody else now.  Open '
+                'a data manager again (store.open()) for more work' % (self,))
         if self._thread is not None and threading.get_ident() != self._thread:
             raise interfaces.WrongThreadError(
-                '%r belongs to the thread that created it: it follows that '
+                '%r belongs to the thread that opened it: it follows that '
                 'thread\'s transactions (transaction.manager is '
                 'thread-local).  Open one data manager per thread, or give '
                 'it its own transaction_manager to use it from any thread, '
                 'one at a time' % (self,))
 
-    def _join_txn(self):
+    @property
+    def transactions(self):
+        """Whether this data manager runs server transactions.
+
+        Decided on first use from the ``transactions`` mode and the
+        deployment (which may raise ``TransactionsNotSupportedError`` or
+        PyMongo's ``ConnectionFailure``), then kept.
+        """
+        if self._transactions is None:
+            self._transactions = sessions.choose(self._deployment,
+                                                 self._transactions_mode)
+        return self._transactions
+
+    def _use(self):
+        """Check the thread; validate the cache at its first use in a
+        transaction."""
         self._check_thread()
+        if self._needs_validation:
+            self._validate()
+
+    def _join_txn(self):
+        self._use()
         txn = self.transaction_manager.get()
         if self._joined is not txn:
+            try:
+                use_server_transaction = self.transactions
+            except BaseException:
+                # Nothing joined, nothing written: forget the change that
+                # brought us here, as an abort would.
+                self._end_transaction(committed=False)
+                raise
             txn.join(self)
             self._joined = txn
-            if self.transactions and self._server_txn is None:
+            if use_server_transaction and self._server_txn is None:
                 self._server_txn = sessions.ServerTransaction(self._client)
 
     # -- objects --------------------------------------------------------------
@@ -276,14 +369,15 @@ class MongoDataManager:
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
-        self._check_thread()
-        obj = self._cache.get(dbref)
+        self._use()
+        cache = self._cache
+        obj = cache.get(dbref)
+        if obj is None:
+            dbref = metadata.OID(dbref.collection, dbref.id,
+                                 dbref.database or self.default_database)
+            obj = cache.get(dbref)
         if obj is not None:
-            return obj
-        dbref = metadata.OID(dbref.collection, dbref.id,
-                             dbref.database or self.default_database)
-        obj = self._cache.get(dbref)
-        if obj is not None:
+            cache.used(obj._p_oid, obj)
             return obj
         self._check_reference(dbref)
         with self._reading(dbref):
@@ -328,11 +422,13 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        self._check_thread()
+        self._use()
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
         obj = self._cache.get(dbref)
         if obj is None:
             obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
+        else:
+            self._cache.used(dbref, obj)
         if obj._p_status == 'ghost':
             # Activate through persistent so it stops being a ghost; setstate
             # takes the document from here instead of reading it again.
@@ -398,12 +494,16 @@ class MongoDataManager:
     # -- IPersistentDataManager ---------------------------------------------
     def setstate(self, obj):
         """Load the state of the ghost ``obj`` from its document."""
-        self._check_thread()
+        self._use()
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
         if doc is None:
+            # Validated in this transaction, or loaded or written in it.
+            doc = self._cache.docs.get(ref)
+        if doc is None:
             doc = self._find_document(ref)
         self._activate(obj, doc)
+        self._cache.used(ref, obj)
 
     def _activate(self, obj, doc):
         ref = obj._p_oid
@@ -416,11 +516,15 @@ class MongoDataManager:
                 obj.__class__ = self._class_of_document(ref, doc)
             self._reader.set_ghost_state(obj, doc)
         self._loaded_docs[ref] = doc
+        # Loaded after this data manager's transaction ended (in the same
+        # ``transaction``), or before ``begin()``: the boundary must see it.
         self._invalidated = False
+        self._activated = True
         obj._p_serial = p64(serial)
 
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
+        self._use()
         owner = getattr(obj, '_p_mongo_doc_object', None)
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
@@ -439,6 +543,13 @@ class MongoDataManager:
         if obj._p_oid in self._deleted:
             # Removed (and its removal written): nothing to write.
             return
+        if obj._p_status == 'ghost' and obj._p_oid is not None:
+            # Validating the cache (just now) found the state it was
+            # changing stale: the change must be made again on fresh state.
+            raise interfaces.ConflictError(
+                'The %s changed in the database since it was loaded in an '
+                'earlier transaction (oid %r); it was reloaded, retry the '
+                'transaction' % (type(obj).__name__, obj._p_oid.id))
         self._registered[id(obj)] = obj
         self._join_txn()
 
@@ -627,40 +738,179 @@ class MongoDataManager:
         server_txn, self._server_txn = self._server_txn, None
         if server_txn is not None:
             server_txn.end()
-        if not committed:
-            self._forget_new(list(self._inserted.values()))
-            for ref, obj in self._deleted.items():
-                self._cache[ref] = obj     # its document was put back
-        else:
+        cache = self._cache
+        if committed:
+            # Still registered: objects holding values that do not report
+            # changes (a new object's plain list).  They reload (from the
+            # document written, once validated) so that they do.
+            unsure = [obj._p_oid for obj in self._registered.values()]
             for obj in self._deleted.values():
                 # Removed for good: the object may be inserted again.
                 _detach(obj)
+        else:
+            # What this transaction changed or wrote is not what is stored.
+            unsure = self._touched()
+            self._forget_new(list(self._inserted.values()))
+            for ref, obj in self._deleted.items():
+                if obj._p_jar is self:
+                    # Its document was put back (unless this transaction
+                    # inserted it too: then it was taken back, detached).
+                    cache[ref] = obj
         for obj in self._changed_sub.values():
             obj._p_changed = False
+        for ref in unsure:
+            if committed:
+                obj = cache.get(ref)
+                if obj is not None and obj._p_status != 'ghost':
+                    obj._p_invalidate()
+            else:
+                cache.forget(ref)
         self._reset_transaction_state()
-        self._invalidate_all()
+        self._boundary()
         self._invalidated = True
 
-    def _invalidate_all(self):
-        """Turn every loaded object into a ghost: it reloads when used."""
-        for obj in list(self._cache.values()):
-            if obj._p_status != 'ghost':
-                obj._p_invalidate()
+    def _touched(self):
+        """The oids of every object this transaction changed or wrote."""
+        touched = set(self._written_oids)
+        touched.update(obj._p_oid for obj in self._registered.values())
+        touched.update(sub._p_mongo_doc_object._p_oid
+                       for sub in self._changed_sub.values())
+        touched.update(self._removed)
+        touched.update(self._deleted)
+        touched.discard(None)
+        return touched
+
+    # -- transaction boundaries: what the cache holds may be stale --------
+    def _explicit(self):
+        return bool(getattr(self.transaction_manager, 'explicit', False))
+
+    def _boundary(self):
+        """A transaction ended: from now on, what the cache holds may be
+        stale until validated (see ``docs/cache.rst``)."""
+        self._activated = False
+        self._prefetched.clear()
+        cache = self._cache
+        cache.end_transaction()
+        if not self.detect_conflicts:
+            # No serials to validate with: every object reloads.
+            cache.forget_all()
+            return
+        self._needs_validation = True
+        if self._watcher is not None:
+            # Apply the invalidations received so far, as ZODB does.
+            self._validate()
+            self._needs_validation = True
+        elif not self._explicit():
+            # The next transaction may start without ``begin()``, and read
+            # held objects before anything tells this data manager: they
+            # become ghosts, which reload from their validated documents.
+            cache.deactivate_all()
+
+    def _validate(self):
+        """Bring the cache up to date: apply pushed invalidations, or read
+        the serials of what it holds (one query per collection)."""
+        self._needs_validation = False
+        watcher = self._watcher
+        if watcher is not None:
+            changes = watcher.changes()
+            if changes is not None:
+                self._cache.invalidate(changes)
+                return
+            # The watcher lost track (and started again): read serials.
+        try:
+            self._cache.validate(self._read_serials)
+        except PyMongoError as error:
+            LOG.warning('Could not validate the object cache (%s: %s); '
+                        'every object reloads', type(error).__name__, error)
+            self._cache.forget_all()
+
+    def _read_serials(self, database, collection, ids):
+        """The stored ``_py_serial`` of the documents ``ids``, by ``_id``."""
+        coll = self._raw_collection(database, collection)
+        return {doc['_id']: doc.get(serialize.PY_SERIAL)
+                for doc in coll.find({'_id': {'$in': ids}},
+                                     {serialize.PY_SERIAL: 1},
+                                     session=self._session)}
 
     # -- ISynchronizer: fresh state in every transaction ------------------
     def beforeCompletion(self, txn):
         pass
 
     def afterCompletion(self, txn):
-        """Make the next transaction read fresh state (if not done yet)."""
+        """A transaction ended: what the cache holds may be stale."""
         if self._joined is None and not self._invalidated:
-            self._invalidate_all()
-            self._prefetched.clear()
-            self._loaded_docs.clear()
+            self._boundary()
         self._invalidated = False
 
     def newTransaction(self, txn):
-        self.afterCompletion(txn)
+        """``begin()``: validate held objects now (they may be read before
+        this data manager is asked for anything)."""
+        if self._joined is None and self._activated:
+            # Loaded since the last transaction ended, outside any.
+            self._boundary()
+        if self._needs_validation and (self._watcher is not None
+                                       or self._explicit()):
+            self._check_thread()
+            self._validate()
+
+    def _busy(self):
+        """Whether this data manager takes part in a transaction."""
+        return self._joined is not None or bool(
+            self._new or self._registered or self._removed
+            or self._changed_sub)
+
+    def close(self):
+        """End the use of this data manager; closing twice does nothing.
+
+        It stops following its transaction manager and refuses further use
+        (``DataManagerStateError``).  Opened by a ``mongopersist.Store``, it
+        goes back to the store's pool, with its cache, for the next
+        ``store.open()``; otherwise it stops watching for changes (if
+        ``watch_changes``).  Closing a data manager that still takes part
+        in a transaction (joined, or with changes not yet committed) is
+        refused with ``DataManagerStateError``: commit or abort first.
+        """
+        if self._closed:
+            return
+        self._check_thread()
+        if self._busy():
+            raise interfaces.DataManagerStateError(
+                '%r takes part in a transaction: commit or abort it before '
+                'closing the data manager' % (self,))
+        try:
+            self.transaction_manager.unregisterSynch(self)
+        except KeyError:
+            pass
+        # While closed it hears of no transaction boundary: whatever it
+        # holds is validated when it is opened again.
+        self._boundary()
+        self._closed = True
+        if self._release is not None:
+            self._release(self)
+        else:
+            self._shut_down()
+
+    def _reopen(self, transaction_manager):
+        """Opened again (by a store's pool) for ``transaction_manager``:
+        follow it; validate what the cache holds now if a transaction of
+        an explicit manager is running already (it began while this data
+        manager was closed), else at ``begin()`` or first use."""
+        self._closed = False
+        # Registering announces a running transaction (newTransaction,
+        # which validates for an explicit manager) with transaction >= 2.x;
+        # validated here otherwise.
+        self._bind(transaction_manager)
+        if self._needs_validation and self._explicit():
+            try:
+                transaction_manager.get()
+            except transaction.interfaces.NoTransaction:
+                return
+            self._validate()
+
+    def _shut_down(self):
+        """Stop watching for changes (the data manager is done for)."""
+        if self._watcher is not None:
+            self._watcher.close()
 
 
 def _detach(obj):

@@ -124,6 +124,13 @@ class WrongThreadError(MongoPersistError):
     boundaries and would serve stale state)."""
 
 
+class DataManagerStateError(MongoPersistError):
+    """A data manager was used after it was closed (it may be another
+    user's now: a store's pool hands closed data managers out again), or
+    closed while it still takes part in a transaction (commit or abort
+    first)."""
+
+
 class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
     """Somebody else changed a document after this transaction loaded it.
 
@@ -166,6 +173,19 @@ class TransientTransactionError(MongoPersistError,
 
 class TransactionsNotSupportedError(MongoPersistError):
     """Server transactions were required but the deployment has none."""
+
+
+class ConfigurationError(MongoPersistError, ValueError):
+    """A setting of a store or data manager is unknown, malformed or
+    refused (see ``mongopersist.settings``).
+
+    ``setting`` names the setting at fault (with its prefix when it came
+    from a settings mapping).
+    """
+
+    def __init__(self, message, setting=None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class CommitError(MongoPersistError):
@@ -265,10 +285,20 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     def count(cls, filter=None):
         """Return how many instances of ``cls`` have a matching document."""
 
+    cache_size = zope.interface.Attribute(
+        'How many recently used objects stay loaded across transactions.')
+
+    def close():
+        """End the use of the data manager: back to its store's pool
+        (``Store.open``), else stop watching for changes
+        (``watch_changes``).  Refused in a transaction; a closed data
+        manager refuses use (``DataManagerStateError``)."""
+
 
 __all__ = [
-    'CircularReferenceError', 'CommitError', 'ConflictError',
-    'DocumentLimitError', 'DocumentNotFoundError', 'IDataManager',
+    'CircularReferenceError', 'CommitError', 'ConfigurationError',
+    'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
+    'DocumentNotFoundError', 'IDataManager',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'StoredDataError', 'TransactionsNotSupportedError',

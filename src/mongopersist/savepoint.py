@@ -67,15 +67,32 @@ class Savepoint:
             if ref in jar._loaded_docs:
                 jar._loaded_docs[ref] = doc
         for ref, obj in deleted_since.items():
-            jar._cache[ref] = obj       # removed since: its document is back
+            if obj._p_jar is jar:
+                # Removed since: its document is back (unless it was
+                # inserted since too, and taken back with its insert).
+                jar._cache[ref] = obj
         jar.state_generation += 1
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.
         for obj, state in self._states.values():
             obj.__setstate__(_copy_state(state, self._keep))
             obj._p_changed = True
+        # Written since (and saved, so no longer registered) counts as
+        # changed since; a removal put back leaves the object as it was.
+        changed_since += [
+            jar._cache.get(ref) for ref in written_since
+            if not (ref in deleted_since and ref in put_back)]
         for obj in changed_since:
             # Objects new or changed at the savepoint got their state back
             # above; the others reload what is stored.
-            if obj._p_jar is jar and id(obj) not in self._states:
+            if (obj is not None and obj._p_jar is jar
+                    and id(obj) not in self._states):
                 obj._p_invalidate()
+                # It reloads what is stored, not a document kept from
+                # before (a write since may not have been taken back).
+                jar._loaded_docs.pop(obj._p_oid, None)
+                if jar._inserted.get(obj._p_oid) is obj:
+                    # Inserted by this transaction: if it aborts, the
+                    # object is taken back keeping its state, so load it
+                    # now (what the insert wrote).
+                    obj._p_activate()

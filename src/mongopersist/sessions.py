@@ -6,7 +6,14 @@ so a commit is all-or-nothing.  ``ServerTransaction`` owns that session:
 started when the data manager joins a transaction, committed in
 ``tpc_vote``, aborted on ``abort``/``tpc_abort``, ended when the
 transaction is over.
+
+Whether the deployment has server transactions is a ``Deployment`` fact,
+learnt from the server on first need and kept: making a data manager does
+no network I/O.
 """
+import threading
+
+from pymongo import ReadPreference
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from mongopersist import interfaces
@@ -20,16 +27,29 @@ UNKNOWN_COMMIT_LABEL = 'UnknownTransactionCommitResult'
 # the MongoDB drivers' transactions specification recommends.
 COMMIT_RETRIES = 3
 
+# The server's code for a command it does not know (``hello`` is MongoDB
+# 4.4.2+, backported to 4.2.10, 4.0.21 and 3.6.21).
+COMMAND_NOT_FOUND = 59
+
 
 def deployment_supports_transactions(client):
     """Return true if the deployment behind ``client`` runs transactions.
 
     Judged from the ``hello`` reply: a replica set member (``setName``) or
-    a mongos (``msg: 'isdbgrid'``) with a wire version that has them.
+    a mongos (``msg: 'isdbgrid'``) with a wire version that has them.  A
+    client without commands (the in-process stand-in) has none.  A server
+    that cannot be reached raises PyMongo's ``ConnectionFailure`` (after
+    the client's ``serverSelectionTimeoutMS``): nobody can tell whether
+    the deployment has transactions, so running on without them would be
+    a guess.
     """
     try:
         hello = client.admin.command('hello')
-    except (PyMongoError, NotImplementedError, AttributeError):
+    except OperationFailure as error:
+        if error.code != COMMAND_NOT_FOUND:
+            raise
+        hello = client.admin.command('isMaster')
+    except (NotImplementedError, AttributeError):
         return False
     wire = hello.get('maxWireVersion', 0)
     if hello.get('msg') == 'isdbgrid':
@@ -37,14 +57,51 @@ def deployment_supports_transactions(client):
     return 'setName' in hello and wire >= 7
 
 
-def choose(client, mode):
-    """Return whether to use server transactions for ``mode``."""
+class Deployment:
+    """Facts about the deployment behind one client, learnt once.
+
+    Shared by the data managers of one ``mongopersist.Store``; a data
+    manager made on its own has its own.  Nothing is asked of the server
+    before a fact is first needed, and a fact is asked for once (also
+    when several threads need it at the same time).  A failure to ask is
+    raised to the caller and asked again next time.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self._has_transactions = None
+        self._lock = threading.Lock()
+
+    @property
+    def has_transactions(self):
+        """Whether the deployment runs server transactions."""
+        if self._has_transactions is None:
+            with self._lock:
+                if self._has_transactions is None:
+                    self._has_transactions = (
+                        deployment_supports_transactions(self.client))
+        return self._has_transactions
+
+
+def check_mode(mode):
+    """Refuse a ``transactions`` mode that is not one of ``MODES``."""
     if mode not in MODES:
         raise ValueError('transactions must be one of %s, not %r'
                          % (', '.join(MODES), mode))
+    return mode
+
+
+def choose(deployment, mode):
+    """Return whether to use server transactions for ``mode``.
+
+    ``deployment`` is a ``Deployment`` (or a client, asked afresh).
+    """
+    check_mode(mode)
     if mode == 'never':
         return False
-    supported = deployment_supports_transactions(client)
+    if not isinstance(deployment, Deployment):
+        deployment = Deployment(deployment)
+    supported = deployment.has_transactions
     if mode == 'always' and not supported:
         raise interfaces.TransactionsNotSupportedError(
             "transactions='always' needs a replica set or sharded cluster; "
@@ -63,11 +120,18 @@ def is_transient(error):
 
 
 class ServerTransaction:
-    """A client session running one server transaction."""
+    """A client session running one server transaction.
+
+    Everything inside it reads from the primary, whatever the client's
+    read preference (a server transaction cannot read from secondaries);
+    its commit uses the client's write concern.
+    """
 
     def __init__(self, client):
         self.session = client.start_session()
-        self.session.start_transaction()
+        self.session.start_transaction(
+            read_preference=ReadPreference.PRIMARY,
+            write_concern=client.write_concern)
 
     @property
     def active(self):

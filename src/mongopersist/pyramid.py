@@ -1,0 +1,70 @@
+"""Pyramid integration: ``config.include('mongopersist.pyramid')``.
+
+* reads the ``mongopersist.*`` settings (see ``store_from_settings``) and
+  registers the application's ``Store`` (unless one is registered
+  already: ``config.registry['mongopersist.store'] = store``);
+* includes ``pyramid_tm``: one transaction per request, ``request.tm``;
+* adds ``request.dm``, a data manager of the request's own, bound to
+  ``request.tm`` (opened from the store's pool on first use, reified, and
+  given back to the pool when the request is finished);
+* with ``pyramid_retry`` included, conflicts (``ConflictError`` is a
+  ``transaction.interfaces.TransientError``, which pyramid_tm marks
+  retryable) are retried, after a short random wait that grows with each
+  retry.
+
+A store put in the WSGI environ (``environ['mongopersist.store']``) is used
+for that request instead of the registered one, for tests.  See
+``docs/applications.rst``.
+"""
+import time
+
+from mongopersist import store as store_module
+from mongopersist.store import Store, store_from_settings
+
+#: Registry and environ key of the store.
+STORE_KEY = 'mongopersist.store'
+
+
+def get_store(request):
+    """Return the store of ``request``: the environ's, else the registry's."""
+    found = request.environ.get(STORE_KEY)
+    if found is None:
+        found = request.registry.get(STORE_KEY)
+    if found is None:
+        raise LookupError(
+            "no mongopersist store: config.include('mongopersist.pyramid') "
+            'registers one from the settings')
+    return found
+
+
+def request_dm(request):
+    """The data manager of ``request`` (``request.dm``), bound to
+    ``request.tm``; back to the store's pool when the request is finished
+    (after pyramid_tm ended its transaction)."""
+    store = get_store(request)
+    dm = store.open(request.tm)
+    request.add_finished_callback(lambda request: store.give_back(dm))
+    return dm
+
+
+def wait_before_retry(event):
+    """Before pyramid_retry runs a request again: wait a little, growing
+    with each retry, at random (so conflicting requests spread out)."""
+    retry = event.environ.get('retry.attempt', 0) + 1
+    time.sleep(store_module.retry_delay(retry))
+
+
+def includeme(config):
+    """Set up the store, ``request.tm`` and ``request.dm``."""
+    registry = config.registry
+    if not isinstance(registry.get(STORE_KEY), Store):
+        given = registry.settings.get(STORE_KEY)
+        registry[STORE_KEY] = (given if isinstance(given, Store)
+                               else store_from_settings(registry.settings))
+    config.include('pyramid_tm')
+    config.add_request_method(request_dm, 'dm', reify=True)
+    try:
+        from pyramid_retry import IBeforeRetry
+    except ImportError:     # pragma: no cover (pyramid_retry is optional)
+        return
+    config.add_subscriber(wait_before_retry, IBeforeRetry)
