@@ -699,3 +699,61 @@ def test_rename_keeps_what_concurrent_writers_wrote(client, edits,
             assert doc['note'] == expected[doc['_id']]['note']
     finally:
         client.drop_database(dbname)
+
+
+# -- --config: the application's settings file ---------------------------------
+def write_settings(tmp_path, text):
+    path = tmp_path / 'app.ini'
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_reads_database_and_trust_from_the_settings_file(
+        client, dm, db, dbname, tmp_path):
+    import tests.trust_model  # noqa: F401 (imported, yet not allowed)
+    stored_person(dm)
+    db['things'].insert_one({'_id': 1, 'v': {
+        '_py_type': 'tests.trust_model.Untrusted', 'size': 1}})
+    db['persistence_type_map'].insert_one({
+        '_id': '%s.things' % dbname, 'database': dbname,
+        'collection': 'things', 'types': [PERSON]})
+    path = write_settings(tmp_path, (
+        '[app:main]\nuse = egg:myapp\n'
+        'mongopersist.database = %s\n'
+        'mongopersist.trusted_modules = tests.trust_model\n'
+        'other.setting = ignored\n'
+        '[other]\nmongopersist.database = %s\n') % (dbname, dbname))
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(list(argv), client=client, out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+    code, out, err = run('check', '--config', path, '--json')
+    assert (code, err) == (0, '')
+    assert json.loads(out)['database'] == dbname
+    # Another section: the same database, but nothing trusted.
+    code, out, err = run('check', '--config', path, '--section', 'other',
+                         '--json')
+    assert code == 1
+    assert 'tests.trust_model.Untrusted' in out
+    # --database wins over the file.
+    code, out, err = run('inspect', '--config', path, '--database',
+                         dbname + '_other', '--json')
+    assert code == 0 and json.loads(out)['collections'] == []
+
+
+@pytest.mark.parametrize('text, message', [
+    ('[app:main]\nmongopersist.databse = x\n',
+     'unknown setting mongopersist.databse'),
+    ('[app:main]\nmongopersist.detect_conflicts = maybe\n',
+     'mongopersist.detect_conflicts'),
+    ('[server:main]\nport = 1\n', 'No section'),
+    ('not an ini file', 'cannot read section [app:main]'),
+])
+def test_config_errors_exit_2(client, tmp_path, text, message):
+    path = write_settings(tmp_path, text)
+    err = io.StringIO()
+    assert cli.main(['inspect', '--config', path], client=client,
+                    out=io.StringIO(), err=err) == 2
+    assert message in err.getvalue(), err.getvalue()
+    assert path in err.getvalue()

@@ -13,12 +13,14 @@ collections with a progress bar, conditional rewrites).
 ``docs/operations.rst`` shows each with its output.
 """
 import argparse
+import configparser
 import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import sys
+import warnings
 
 from pymongo.errors import PyMongoError
 
@@ -26,6 +28,8 @@ from mongopersist import interfaces, metadata
 from mongopersist.cli import check, gc, indexes, inspect, rename, upgrade
 
 URI_VARIABLE = 'MONGODB_URI'
+#: The section of a settings file read by default (Paste/Pyramid's).
+DEFAULT_SECTION = 'app:main'
 
 COMMANDS = {
     'inspect': inspect,
@@ -54,6 +58,15 @@ def _common_options(parser, default):
     group.add_argument(
         '--database', '-d', default=default,
         help="the application's database (default: the URI's database)")
+    group.add_argument(
+        '--config', default=default, metavar='FILE',
+        help="the application's settings file (.ini): its mongopersist.* "
+             'settings give the server, database and trusted modules '
+             '(--uri, --database and --trust still win)')
+    group.add_argument(
+        '--section', default=default, metavar='NAME',
+        help='the section of --config to read (default: %s)'
+             % DEFAULT_SECTION)
     group.add_argument(
         '--root-database', default=default,
         help='database of the root and type map (default: --database)')
@@ -122,13 +135,49 @@ class Context:
             print(text, file=self.out)
 
 
+def _settings_store(options):
+    """The ``mongopersist.Store`` of the ``--config`` file's settings
+    (``mongopersist.store_from_settings``)."""
+    import mongopersist
+    path = options.config
+    section = options.section or DEFAULT_SECTION
+    parser = configparser.ConfigParser(
+        defaults={'here': os.path.dirname(os.path.abspath(path))})
+    try:
+        with open(path, encoding='utf-8') as f:
+            parser.read_file(f)
+        settings = dict(parser.items(section))
+    except (OSError, configparser.Error) as error:
+        raise UsageError('cannot read section [%s] of %s: %s' % (
+            section, path, error))
+    try:
+        return mongopersist.store_from_settings(settings)
+    except interfaces.ConfigurationError as error:
+        raise UsageError('%s [%s]: %s' % (path, section, error))
+
+
 def _connect(options, client):
+    """The client to use (the given one, or one made from the options);
+    fills in ``options.database`` and the ``--config`` file's settings.
+    Returns ``(client, client to close or None)``."""
+    own = None
+    if options.config:
+        with warnings.catch_warnings():
+            # An in-memory store is what the file says; nothing to warn.
+            warnings.simplefilter('ignore')
+            store = _settings_store(options)
+        options.database = options.database or store.database
+        options.trust = list(options.trust or ()) + list(
+            store.trusted_modules)
+        if client is None and not options.uri:
+            return store.client, store
+        store.close()
     uri = options.uri or os.environ.get(URI_VARIABLE)
     if client is None:
         if not uri:
             raise UsageError('no server: give --uri or set %s' % URI_VARIABLE)
         import pymongo
-        client = pymongo.MongoClient(uri)
+        client = own = pymongo.MongoClient(uri)
     if not options.database:
         default = None
         if uri:
@@ -138,12 +187,12 @@ def _connect(options, client):
             raise UsageError('no database: give --database, or name one in '
                              'the URI (mongodb://host/DATABASE)')
         options.database = default
-    return client
+    return client, own
 
 
 def _fill_defaults(options):
     for name in ('uri', 'database', 'root_database', 'json', 'no_progress',
-                 'imports', 'trust'):
+                 'imports', 'trust', 'config', 'section'):
         if not hasattr(options, name):
             setattr(options, name, None)
 
@@ -169,10 +218,7 @@ def main(argv=None, client=None, out=None, err=None):
     try:
         for module in options.imports or ():
             importlib.import_module(module)
-        if client is None:
-            client = own_client = _connect(options, None)
-        else:
-            _connect(options, client)
+        client, own_client = _connect(options, client)
         context = Context(options, client, out, err)
         for prefix in options.trust or ():
             if importlib.util.find_spec(prefix.partition('.')[0]) is None:
