@@ -10,8 +10,9 @@ MongoDB-based ones, on the same backend: the client of
 
 # Scenario names, in the order they run (later ones use the data that the
 # insert scenario left behind).
-SCENARIOS = ('insert', 'cold-load', 'modify', 'modify-conflicts',
-             'serialize', 'deserialize', 'warm', 'warm-implicit')
+SCENARIOS = ('insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
+             'modify-conflicts', 'serialize', 'deserialize', 'warm',
+             'warm-implicit')
 
 # System names, in table order.  ``pymongo`` is the baseline.
 SYSTEMS = ('pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',

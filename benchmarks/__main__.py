@@ -128,6 +128,8 @@ def main(argv=None, out=None):
     for line in report.format_per_transaction(
             results, BASELINE, model.WARM_TRANSACTIONS):
         print(line, file=out)
+    for line in report.format_goals(results, BASELINE):
+        print(line, file=out)
     report.write_json(args.json, results, meta)
     png = report.chart_path(args.json)
     report.write_chart(png, results, meta)

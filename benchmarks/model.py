@@ -18,6 +18,8 @@ ADDRESS_COLLECTION = 'bench_address'
 HOUSEHOLD = 10
 # Every MODIFY_STEP-th object is changed by the modify scenarios (10%).
 MODIFY_STEP = 10
+# One-object requests per run of the one-object scenario (at most N).
+REQUESTS = 100
 # The warm scenarios: this many transactions, each reading the same held
 # objects (every MODIFY_STEP-th person) and changing WARM_CHANGES of them.
 WARM_TRANSACTIONS = 10
@@ -96,6 +98,18 @@ class Dataset:
             scores=scores,
             address=i // HOUSEHOLD % len(self.addresses),
             phone=('+1', '%03d' % (200 + i % 800), '%07d' % i))
+
+    @property
+    def request_count(self):
+        """How many one-object requests the one-object scenario makes."""
+        return min(self.n, REQUESTS)
+
+    def requested(self, run):
+        """The indexes of the people the one-object requests of ``run``
+        change (spread over the data set)."""
+        count = self.request_count
+        return [(run * 7 + i * (self.n // count)) % self.n
+                for i in range(count)]
 
     @property
     def modified_count(self):

@@ -56,6 +56,52 @@ def format_parts(results, baseline):
     return lines
 
 
+#: The goals of issue 9 the summary checks: (scenario, what, goal).
+GOALS = (
+    ('serialize', 'time', 3.0),
+    ('deserialize', 'time', 3.5),
+    ('cold-walk', 'reads', 5),
+    ('one-object', 'round trips', 2),
+)
+
+
+def format_goals(results, baseline, system='mongopersist'):
+    """Lines comparing ``system`` with ``baseline`` (same run) where
+    issue 9 set goals: time ratios to ``bson.encode``/``bson.decode``
+    (raw PyMongo's (de)serialization), reads of the cold walk, and round
+    trips per one-object request."""
+    rows = {(r.scenario, r.system): r for r in results}
+    lines = []
+    for scenario, what, goal in GOALS:
+        ours = rows.get((scenario, system))
+        base = rows.get((scenario, baseline))
+        if ours is None or base is None:
+            continue
+        if what == 'time':
+            lines.append('%s: %s takes %.2f x the time of %s (bson.%s of '
+                         'equal dicts); goal <= %g x' % (
+                             scenario, system, ours.ratio, baseline,
+                             'encode' if scenario == 'serialize'
+                             else 'decode', goal))
+        elif what == 'reads':
+            lines.append('%s: %s %s reads, %s %s; goal <= %d' % (
+                scenario, system, _fmt_count(ours.reads_per_commit),
+                baseline, _fmt_count(base.reads_per_commit), goal))
+        else:
+            lines.append('%s: %s %s round trips per request, %s %s; '
+                         'goal %d' % (
+                             scenario, system, _per_request(ours), baseline,
+                             _per_request(base), goal))
+    return lines
+
+
+def _per_request(result):
+    if result.writes_per_commit is None:
+        return '-'
+    return '%g' % ((result.reads_per_commit + result.writes_per_commit)
+                   / result.count)
+
+
 def format_per_transaction(results, baseline, transactions):
     """Lines for the warm scenarios: round trips per transaction (the
     measured block runs ``transactions`` of them) and the time ratio."""

@@ -93,6 +93,8 @@ def _median_or_none(values):
 def object_count(scenario, dataset):
     if scenario in ('modify', 'modify-conflicts'):
         return dataset.modified_count
+    if scenario == 'one-object':
+        return dataset.request_count
     if scenario in ('warm', 'warm-implicit'):
         # Object reads: the held objects, in every transaction.
         return dataset.modified_count * model.WARM_TRANSACTIONS

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import transaction
 
-from mongopersist import testing
+from mongopersist import testing, typemap
 from mongopersist.datamanager import MongoDataManager
 from tests.roundtrips import roundtrips  # noqa: F401 (a fixture for all)
 
@@ -64,6 +64,8 @@ def make_dm(client, dbname):
     """Make more data managers on the same database (a 'second process')."""
     def make(**kwargs):
         kwargs.setdefault('default_database', dbname)
+        # A new process has read no type map yet.
+        typemap.forget_process_cache()
         return MongoDataManager(client, **kwargs)
     return make
 

@@ -12,8 +12,9 @@ import pytest
 from benchmarks import __main__ as cli
 from benchmarks import model
 
-SCENARIOS = ['insert', 'cold-load', 'modify', 'modify-conflicts',
-             'serialize', 'deserialize', 'warm', 'warm-implicit']
+SCENARIOS = ['insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
+             'modify-conflicts', 'serialize', 'deserialize', 'warm',
+             'warm-implicit']
 SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
            'zodb-file']
 ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
@@ -90,6 +91,25 @@ def test_round_trips_are_counted(run):
     # ZODB does not talk to MongoDB; (de)serializing makes no round trip.
     assert rows['insert', 'zodb-file'].writes_per_commit is None
     assert rows['serialize', 'mongopersist'].writes_per_commit == 0
+    # The cold walk: raw PyMongo reads the people, then their addresses in
+    # one $in; mongopersist loads each query page's addresses together.
+    assert rows['cold-walk', 'pymongo'].reads_per_commit == 2
+    assert rows['cold-walk', 'mongopersist'].reads_per_commit == 2
+    # A one-object request: a find and an update, for both.
+    for system in ('pymongo', 'mongopersist'):
+        row = rows['one-object', system]
+        assert row.count == N
+        assert (row.reads_per_commit, row.writes_per_commit) == (N, N)
+
+
+def test_the_goals_are_reported_against_the_same_run(run):
+    printed = run[1]
+    for text in ('serialize: mongopersist takes', 'bson.encode',
+                 'deserialize: mongopersist takes', 'bson.decode',
+                 'cold-walk: mongopersist 2 reads, pymongo 2',
+                 'one-object: mongopersist 2 round trips per request, '
+                 'pymongo 2'):
+        assert text in printed
 
 
 def test_warm_round_trips_are_printed_per_transaction(run):

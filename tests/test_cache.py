@@ -15,6 +15,7 @@ import transaction
 from pymongo.errors import AutoReconnect
 from transaction.interfaces import NoTransaction
 
+from mongopersist import batching
 from mongopersist import cache as cache_module
 from mongopersist import interfaces
 from mongopersist.datamanager import MongoDataManager
@@ -349,7 +350,11 @@ def test_queries_return_validated_objects(held, db, tm):
 
 
 # -- the strong cache ------------------------------------------------------
-def test_one_read_per_document_in_a_cold_walk(roundtrips, dbname):
+def test_one_read_per_document_in_a_cold_walk(roundtrips, dbname,
+                                              monkeypatch):
+    # Pages of one result: no two people's addresses load together
+    # (mongopersist.batching), so only the strong cache keeps them.
+    monkeypatch.setattr(batching, 'PAGE_SIZES', (1,))
     dm = MongoDataManager(roundtrips.client, default_database=dbname)
     addresses = [Address('city%d' % i, str(i)) for i in range(5)]
     for i in range(30):

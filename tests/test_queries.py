@@ -8,7 +8,7 @@ import pytest
 import transaction
 from bson.dbref import DBRef
 
-from mongopersist import metadata, query, sessions
+from mongopersist import batching, metadata, query, sessions
 from mongopersist.collection import MongoCollection, pipeline_collections
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PY_PERSISTENT_TYPE, get_dotted_name
@@ -285,18 +285,24 @@ def test_queried_object_in_next_transaction_reloads_from_the_query(dm):
     assert stephan.name == 'stephan'
 
 
-def test_find_objects_streams(make_dm):
+def test_find_objects_streams(make_dm, monkeypatch):
+    # Objects are made a page at a time (mongopersist.batching).
+    monkeypatch.setattr(batching, 'PAGE_SIZES', (1, 2))
     dm = make_dm()
-    store_people(dm, 'a', 'b', 'c')
+    store_people(dm, 'a', 'b', 'c', 'd')
     other = make_dm()
     objects = other.find_objects(Person, sort='name')
+
+    def made():
+        return sorted(ref.id for ref in other._cache.keys()
+                      if ref.collection == PERSON)
     first = next(objects)
     assert first.name == 'a'
-    # Only the first object was made so far.
-    names = sorted(ref.id for ref in other._cache.keys()
-                   if ref.collection == PERSON)
-    assert names == [first._p_oid.id]
-    assert [p.name for p in objects] == ['b', 'c']
+    # Only the first page (one object) was made so far.
+    assert made() == [first._p_oid.id]
+    assert next(objects).name == 'b'
+    assert len(made()) == 3
+    assert [p.name for p in objects] == ['c', 'd']
 
 
 def test_find_objects_queries_at_once(dm, db):

@@ -993,3 +993,61 @@ def test_failed_commit_records_no_collection_type(dm, db):
         transaction.commit()
     transaction.abort()
     assert list(db[TYPE_MAP_COLLECTION].find()) == []
+
+
+class _Slotted:
+    __slots__ = ('a',)
+
+    def __init__(self, a):
+        self.a = a
+
+
+class _WithState:
+    def __init__(self, a):
+        self.a = a
+
+    def __getstate__(self):
+        return {'b': self.a}
+
+    def __setstate__(self, state):
+        self.a = state['b']
+
+
+class _Empty:
+    pass
+
+
+class _Point(collections.namedtuple('_Point', 'x y')):
+    pass
+
+
+@pytest.mark.parametrize('value', [
+    Phone('+1', '555', '1234'), _Empty(), _Slotted(1), _WithState(2),
+    _Point(1, 2), collections.OrderedDict(a=1), fractions.Fraction(1, 3),
+    collections.Counter('aab'), threading.Lock()],
+    ids=lambda value: type(value).__name__)
+def test_the_plain_class_plan_writes_what_reduce_writes(dm, value):
+    """Value objects of plain classes skip ``__reduce_ex__``; the document
+    is the one the reduction gives, and other classes keep it."""
+    holder = Simple(value=value)
+    dm.insert(holder)
+    writer = dm._writer
+    try:
+        fast = writer.get_document(holder)
+    except interfaces.UnstorableObjectError as error:
+        fast = error
+    planned = serialize._plain_class_name(type(value), value)
+    original = serialize._plain_class_name
+    try:
+        serialize._plain_class_name = lambda kind, obj: None
+        try:
+            slow = writer.get_document(holder)
+        except interfaces.UnstorableObjectError as error:
+            slow = error
+    finally:
+        serialize._plain_class_name = original
+    if isinstance(slow, Exception):
+        assert type(fast) is type(slow) and str(fast) == str(slow)
+    else:
+        assert fast == slow
+    assert (planned is not None) == (type(value) in (Phone, _Empty))

@@ -149,6 +149,7 @@ class Txn:
         self.undo = []       # ('doc', id, before, written, fields, document)
                              # or ('root', name, before, written)
         self.mutated = []    # ids, in the order they were changed
+        self.prefetched = {}     # id -> Version read ahead by prefetch
         self.joined = False
         self.savepoint = None    # (transaction savepoint, Snapshot)
 
@@ -269,7 +270,10 @@ class TwoDataManagers(RuleBasedStateMachine):
             self.handles[d][k] = obj
         obj._p_activate()
         if k not in t.view:
-            version = self.seen_version(d, k, obj)
+            # Filled from the document prefetch read, if it did.
+            version = t.prefetched.pop(k, None)
+            if version is None:
+                version = self.seen_version(d, k, obj)
             t.view[k] = dict(version.fields)
             t.base[k] = version
         return obj
@@ -597,6 +601,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         t = self.txns[d]
         for obj in found:
             k = obj._p_oid.id
+            t.prefetched.pop(k, None)     # filled from the query's document
             mine = self.handles[d].setdefault(k, obj)
             assert obj is mine, 'identity map broken for %s' % k
             if k not in t.view:
@@ -604,6 +609,24 @@ class TwoDataManagers(RuleBasedStateMachine):
                 version = self.seen_version(d, k, obj)
                 t.view[k] = dict(version.fields)
                 t.base[k] = version
+
+    @rule(d=DMS)
+    def prefetch(self, d):
+        """Read ahead the documents of every stored object not loaded."""
+        t = self.txns[d]
+        ids = [k for k in sorted(self.stored, key=str)
+               if k not in t.view and k not in t.prefetched]
+        dm = self.dms[d]
+        objects = dm.prefetch([self.ref(k) for k in ids])
+        for k, obj in zip(ids, objects):
+            assert self.handles[d].setdefault(k, obj) is obj, k
+        # Read now: two or more ghosts whose documents the cache does not
+        # hold (validated ones fill from the cache; one alone is read when
+        # used).
+        read = {oid.id for oid in dm._batches._documents}
+        for k in ids:
+            if k in read:
+                t.prefetched[k] = self.stored[k]
 
     @rule(d=DMS)
     def flush(self, d):
@@ -629,6 +652,7 @@ class TwoDataManagers(RuleBasedStateMachine):
                 self.model_abort(d, ended=False)
             self.txns[d].savepoint = (savepoint, snap)
             return
+        t.prefetched.clear()     # dropped by the rollback
         entries = t.undo[snap.undo:]
         del t.undo[snap.undo:]
         self.take_back(entries)
@@ -654,6 +678,13 @@ class TwoDataManagers(RuleBasedStateMachine):
                     t.base.pop(k, None)
         for name in ('new', 'inserted', 'dirty', 'removed', 'deleted'):
             setattr(t, name, set(getattr(snap, name)))
+        # A write taken back puts the version before it back under a new
+        # serial, which the data manager now holds as loaded.
+        for k in {entry[1] for entry in entries if entry[0] == 'doc'}:
+            base, current = t.base.get(k), self.stored.get(k)
+            if (base is not None and current is not None
+                    and current.token == base.token):
+                t.base[k] = current
 
     @rule(d=DMS)
     def commit(self, d):

@@ -93,3 +93,17 @@ def test_patch_is_applied_once():
         assert method._mongopersist_shim
         # Wrapped once: the wrapped method is mongomock's own.
         assert not getattr(method.__wrapped__, '_mongopersist_shim', False)
+
+
+def test_bulk_write_reports_upserts_at_the_index_of_their_operation(coll):
+    # As a server does (PyMongo maps the indexes back across the commands
+    # it sends for the runs of one kind); mongomock 4.3 numbered the
+    # upserts 0, 1, ...: the commit pipeline takes the index as the write
+    # that lost a race.
+    result = coll.bulk_write([
+        InsertOne({'_id': 1}),
+        UpdateOne({'_id': 2, 'v': 1}, {'$set': {'a': 1}}, upsert=True),
+        UpdateOne({'_id': 1}, {'$set': {'a': 1}}, upsert=True),
+        UpdateOne({'_id': 3, 'v': 1}, {'$set': {'a': 1}}, upsert=True)])
+    assert result.upserted_ids == {1: 2, 3: 3}
+    assert (result.inserted_count, result.matched_count) == (1, 1)

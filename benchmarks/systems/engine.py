@@ -105,6 +105,20 @@ class MongoEngine(System):
             for person in MEPerson.objects:
                 person.name
 
+    def cold_walk(self, measure, run):
+        with measure:
+            for person in MEPerson.objects:
+                person.address.city
+
+    def one_object(self, measure, run):
+        ids = [person.id for person in MEPerson.objects.only('id')]
+        wanted = [ids[i] for i in self.dataset.requested(run)]
+        with measure:
+            for doc_id in wanted:
+                person = MEPerson.objects.get(id=doc_id)
+                person.name = model.renamed(person.name, run)
+                person.save()
+
     def modify(self, measure, run):
         people = list(MEPerson.objects)
         with measure:

@@ -70,6 +70,27 @@ class MongoPersist(System):
                 person.name
         self.tm.abort()
 
+    def cold_walk(self, measure, run):
+        self.tm.abort()
+        with measure:
+            dm = self._dm(detect_conflicts=True)
+            for person in query_all(dm, model.Person):
+                person.address.city
+        self.tm.abort()
+
+    def one_object(self, measure, run):
+        self.tm.abort()
+        coll = self.context.client[self.db_name][model.PERSON_COLLECTION]
+        ids = [doc['_id'] for doc in coll.find({}, {'_id': 1})]
+        wanted = [ids[i] for i in self.dataset.requested(run)]
+        with measure:
+            for doc_id in wanted:
+                # A request: a new data manager, one object, one commit.
+                dm = self._dm(detect_conflicts=True)
+                person = dm.find_one_object(model.Person, {'_id': doc_id})
+                person.name = model.renamed(person.name, run)
+                self.tm.commit()
+
     def _modify(self, measure, run, **kwargs):
         self.tm.abort()
         dm = self._dm(**kwargs)

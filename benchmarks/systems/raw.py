@@ -59,6 +59,26 @@ class RawPyMongo(System):
             for doc in self.people.find():
                 doc['name']
 
+    def cold_walk(self, measure, run):
+        # What a careful data layer does: the addresses in one $in query.
+        with measure:
+            people = list(self.people.find())
+            ids = list({doc['address'] for doc in people})
+            addresses = {doc['_id']: doc for doc in self.addresses.find(
+                {'_id': {'$in': ids}})}
+            for doc in people:
+                addresses[doc['address']]['city']
+
+    def one_object(self, measure, run):
+        ids = [doc['_id'] for doc in self.people.find({}, {'_id': 1})]
+        wanted = [ids[i] for i in self.dataset.requested(run)]
+        with measure:
+            for doc_id in wanted:
+                doc = self.people.find_one({'_id': doc_id})
+                self.people.update_one(
+                    {'_id': doc_id},
+                    {'$set': {'name': model.renamed(doc['name'], run)}})
+
     def modify(self, measure, run):
         docs = list(self.people.find())
         with measure:

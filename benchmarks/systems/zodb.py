@@ -73,6 +73,27 @@ class _ZODB(System):
         self.tm.abort()
         conn.close()
 
+    def cold_walk(self, measure, run):
+        with measure:
+            conn = self._open()
+            for person in conn.root()['people'].values():
+                person.address.city
+        self.tm.abort()
+        conn.close()
+
+    def one_object(self, measure, run):
+        db = ZODB.DB(self.storage)
+        wanted = self.dataset.requested(run)
+        with measure:
+            for index in wanted:
+                # A request: a connection (its cache warm, as a ZODB
+                # application's pool keeps it), one object, one commit.
+                conn = db.open(self.tm)
+                person = conn.root()['people'][index]
+                person.name = model.renamed(person.name, run)
+                self.tm.commit()
+                conn.close()
+
     def modify(self, measure, run):
         conn = self._open()
         people = self._loaded_people(conn)

@@ -9,10 +9,14 @@ One ``Flush`` writes a set of objects:
    document is identical to what was loaded), delete for removed ones; the
    conflict handler stamps serials and makes updates conditional;
 3. **check** serials of documents others may have changed (one read per
-   collection, when conflict detection is on), letting the handler resolve;
-   without conflict detection the same read fetches what updates and
-   deletes replace, which is what an abort puts back;
-4. **write** each collection's share in one ordered ``bulk_write``;
+   collection), where the conflict handler resolves conflicts or the
+   flush deletes; otherwise the conditional writes alone decide.  Without
+   conflict detection the same read fetches what updates and deletes
+   replace, which is what an abort puts back (a collection with a single
+   update or delete takes it from the write itself instead);
+4. **write** each collection's share in one ordered ``bulk_write`` (one
+   ``findAndModify`` for a single update or delete without conflict
+   detection, which returns the version it replaced);
 5. **verify** that every conditional write matched; a lost race raises
    ``ConflictError`` (see ``Flush.execute`` for how a lost race is told).
 
@@ -26,6 +30,7 @@ from bson.dbref import DBRef
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from mongopersist import interfaces, limits, metadata
+from mongopersist.batching import batch_filter
 from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
 
 INSERT = 'insert'
@@ -85,7 +90,7 @@ class DocumentWrite:
     """One planned write: what, to which document, and on what condition."""
 
     __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request',
-                 'size', 'before', 'untracked')
+                 'size', 'before', 'untracked', 'update')
 
     def __init__(self, kind, obj, oid, doc=None, loaded=None):
         self.kind = kind
@@ -95,6 +100,7 @@ class DocumentWrite:
         self.loaded = loaded
         self.filter = None
         self.request = None
+        self.update = None      # the $set/$unset of an update
         self.size = 0           # of ``doc`` in bytes of BSON
         # The object holds values whose changes it does not hear about.
         self.untracked = False
@@ -164,7 +170,8 @@ class Flush:
         """Name the class in the document if its collection needs that."""
         oid = write.oid
         cls = type(write.obj)
-        if self.jar._types.stores_type(oid.database, oid.collection, cls):
+        if self.jar._types.stores_type(oid.database, oid.collection, cls,
+                                       inserting=write.kind == INSERT):
             write.doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(cls)
 
     def remove(self, objects):
@@ -222,6 +229,7 @@ class Flush:
             update['$set'] = to_set
         if to_unset:
             update['$unset'] = to_unset
+        write.update = update
         write.request = pymongo.UpdateOne(write.filter, update, upsert=upsert)
         return True
 
@@ -236,11 +244,18 @@ class Flush:
     def check(self):
         """Read the serials of checked documents; resolve or raise conflicts.
 
-        This read only avoids starting writes that are bound to fail; the
-        conditional writes themselves are what guarantee no lost update.
+        The conditional writes themselves are what guarantee no lost
+        update, and ``execute`` tells which update lost a race.  The read
+        is made only where that is not enough: when the handler resolves
+        conflicts (``reads_before_writing``; it needs the current version
+        before writing) and when the flush deletes (a short
+        ``deleted_count`` does not say which delete lost).
         """
         if not self.handler.detects_conflicts:
             return self._read_versions_before()
+        if not (getattr(self.handler, 'reads_before_writing', True)
+                or any(write.kind == DELETE for write in self.writes)):
+            return self
         # Only the serials: the whole document is read for conflicts.
         for coll, writes, current in self._stored_versions({PY_SERIAL: 1}):
             for doc_id, write in writes.items():
@@ -255,21 +270,25 @@ class Flush:
         which is not the version loaded if somebody wrote in between (last
         writer wins): one read per collection, of the documents changed.
         """
-        for _, writes, current in self._stored_versions(None):
+        for _, writes, current in self._stored_versions(
+                None, skip=_replaces_alone):
             for doc_id, write in writes.items():
                 write.before = current.get(doc_id, ABSENT)
         return self
 
-    def _stored_versions(self, projection):
+    def _stored_versions(self, projection, skip=None):
         """Per collection: the updates and deletes by ``_id``, and what is
-        stored for them now (``projection`` of it), in one read."""
+        stored for them now (``projection`` of it), in one read.
+        Collections whose writes ``skip`` accepts are left out."""
         for (db, name), writes in self.by_collection().items():
+            if skip is not None and skip(self.handler, writes):
+                continue
             changed = {w.oid.id: w for w in writes if w.kind != INSERT}
             if not changed:
                 continue
             coll = self.jar._raw_collection(db, name)
             current = {doc['_id']: doc for doc in coll.find(
-                {'_id': {'$in': list(changed)}}, projection,
+                batch_filter([w.oid for w in changed.values()]), projection,
                 session=self.jar._session)}
             yield coll, changed, current
 
@@ -338,10 +357,13 @@ class Flush:
                 self._record(writes, (), pending)
                 continue
             upserted = set(result.upserted_ids or ())
+            # The document was removed by somebody else (told before the
+            # write is recorded as the insert it turned into).
+            lost = self._conflict(writes[min(upserted)], None) \
+                if upserted else None
             self._record(writes, upserted, pending)
-            if upserted:
-                # The document was removed by somebody else.
-                raise self._conflict(writes[min(upserted)], None)
+            if lost is not None:
+                raise lost
             deletes = [w for w in writes if w.kind == DELETE]
             if result.deleted_count < len(deletes) and \
                     self.handler.detects_conflicts:
@@ -352,8 +374,12 @@ class Flush:
         return self
 
     def _send(self, coll, writes):
-        """One round trip: ``insert_many`` when there are only inserts."""
+        """One round trip: ``insert_many`` when there are only inserts, a
+        ``findAndModify`` for an update or delete alone that must learn
+        what it replaces, a ``bulk_write`` otherwise."""
         session = self.jar._session
+        if _replaces_alone(self.handler, writes):
+            return _replace_alone(coll, writes[0], session)
         if all(write.kind == INSERT for write in writes):
             coll.insert_many([write.doc for write in writes], ordered=True,
                              session=session)
@@ -392,3 +418,28 @@ class Flush:
             not_written=[w.oid for w in pending.values() if w not in unsure],
             cause=error)
 
+
+
+def _replaces_alone(handler, writes):
+    """True for one collection's writes that are a single update or delete
+    which must learn the version it replaces (no conflict detection)."""
+    return (len(writes) == 1 and writes[0].kind != INSERT
+            and not handler.detects_conflicts)
+
+
+def _replace_alone(coll, write, session):
+    """Update, replace or delete one document, learning the version it
+    replaced (``write.before``), in one ``findAndModify``; returns ``None``
+    like ``insert_many`` (the write is done, nothing more to check)."""
+    if write.kind == DELETE:
+        before = coll.find_one_and_delete(write.filter, session=session)
+    elif write.update is not None:
+        before = coll.find_one_and_update(
+            write.filter, write.update, session=session,
+            return_document=pymongo.ReturnDocument.BEFORE)
+    else:
+        before = coll.find_one_and_replace(
+            write.filter, write.doc, session=session,
+            return_document=pymongo.ReturnDocument.BEFORE)
+    write.before = ABSENT if before is None else before
+    return None

@@ -82,6 +82,11 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
     """Every write bumps ``_py_serial``; a lost race raises ConflictError."""
 
     detects_conflicts = True
+    #: Whether a commit reads the serials of the documents it updates
+    #: before writing them.  The conditional writes decide conflicts on
+    #: their own; a handler that resolves them needs the current version
+    #: first (commits that delete read in any case).
+    reads_before_writing = False
 
     def stamp(self, doc, loaded):
         doc[PY_SERIAL] = self.serial_of(loaded) + 1
@@ -118,6 +123,8 @@ class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
     called with the three instance states; the merged state it returns is
     written with a fresh conditional write.
     """
+
+    reads_before_writing = True
 
     def resolve(self, obj, orig, current, new):
         resolver = getattr(obj, '_p_resolveConflict', None)

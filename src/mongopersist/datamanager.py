@@ -27,8 +27,8 @@ from bson.objectid import ObjectId
 from pymongo.errors import PyMongoError
 
 from mongopersist import (
-    broken, commit, conflict, interfaces, journal, metadata, query,
-    serialize, sessions, settings)
+    batching, broken, commit, conflict, interfaces, journal, metadata,
+    query, serialize, sessions, settings)
 from mongopersist.cache import DEFAULT_SIZE, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -164,6 +164,7 @@ class MongoDataManager:
             from mongopersist.invalidation import ChangeWatcher
             self._watcher = ChangeWatcher(client, self._watched_databases)
         self.state_generation = 0
+        self._batches = batching.Batches(self)
         self._reset_transaction_state()
         self._invalidated = False
         self._activated = False
@@ -188,6 +189,7 @@ class MongoDataManager:
         self.state_generation += 1
         self._joined = None
         self._prefetched = {}       # oid -> document read before activation
+        self._batches.clear()       # siblings' documents read ahead
         self._new = {}              # oid -> new object, not yet written
         self._inserted = {}         # oid -> every object inserted
         self._registered = {}       # id -> changed top-level object
@@ -399,13 +401,36 @@ class MongoDataManager:
             dbref = metadata.OID(dbref.collection, dbref.id,
                                  dbref.database or self.default_database)
             obj = cache.get(dbref)
-        if obj is not None:
+        if obj is None:
+            obj = self._load_new(dbref)
+        else:
             if obj._p_status != 'ghost':
                 # Loaded: its collection is validated before it is used (a
                 # ghost is validated when it activates: setstate).
                 self._use(obj._p_oid)
             cache.used(obj._p_oid, obj)
-            return obj
+        if obj._p_state == persistent.GHOST:
+            # Found while reading a document: loads with its siblings.
+            self._batches.found(obj._p_oid)
+        return obj
+
+    def prefetch(self, objects_or_refs):
+        """Read the documents of several objects in one query per collection.
+
+        ``objects_or_refs`` is an iterable of persistent objects of this
+        data manager and references (``DBRef``).  The documents of those
+        that are ghosts are read now; each object is filled from its
+        document when it is first used in this transaction (documents
+        read ahead are dropped at its end).  Returns the objects, in the
+        order given.  A reference that may not be loaded raises as
+        ``load`` does; a document that is missing raises
+        ``DocumentNotFoundError`` when its object is used.
+        """
+        self._use()
+        return self._batches.prefetch(objects_or_refs)
+
+    def _load_new(self, dbref):
+        """The ghost of ``dbref``, which is not in the identity map."""
         self._check_reference(dbref)
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
@@ -454,10 +479,28 @@ class MongoDataManager:
         self._use(dbref)
         obj = self._cache.get(dbref)
         if obj is None:
-            obj = self._new_ghost(self._class_of_document(dbref, doc), dbref)
-        else:
-            self._cache.used(dbref, obj)
-        if obj._p_status == 'ghost':
+            cls = self._class_of_document(dbref, doc)
+            if cls.__setstate__ is not _SETSTATE:
+                # Its __setstate__ may set attributes: fill it as a ghost
+                # being activated, which does not count as a change.
+                obj = self._new_ghost(cls, dbref)
+                self._prefetched[dbref] = doc
+                obj._p_activate()
+                return obj
+            # Filled from ``doc`` at once: no ghost to activate.
+            obj = cls.__new__(cls)
+            obj._p_jar = self
+            obj._p_oid = dbref
+            self._cache[dbref] = obj
+            try:
+                self._activate(obj, doc)
+            except BaseException:
+                # Not filled: forget it (a new load reads it again).
+                del self._cache[dbref]
+                raise
+            return obj
+        self._cache.used(dbref, obj)
+        if obj._p_state == persistent.GHOST:
             # Activate through persistent so it stops being a ghost; setstate
             # takes the document from here instead of reading it again.
             self._prefetched[dbref] = doc
@@ -529,7 +572,8 @@ class MongoDataManager:
             # Validated in this transaction, or loaded or written in it.
             doc = self._cache.docs.get(ref)
         if doc is None:
-            doc = self._find_document(ref)
+            # Read with its siblings (``mongopersist.batching``).
+            doc = self._batches.document(ref)
         self._activate(obj, doc)
         self._cache.used(ref, obj)
 
@@ -542,7 +586,14 @@ class MongoDataManager:
                     type(obj)):
                 # The ghost was made before the collection was shared.
                 obj.__class__ = self._class_of_document(ref, doc)
-            self._reader.set_ghost_state(obj, doc)
+            # The references read from one document are loaded together.
+            batches = self._batches
+            grouping = batches.start()
+            try:
+                self._reader.set_ghost_state(obj, doc)
+            finally:
+                if grouping:
+                    batches.stop()
         self._loaded_docs[ref] = doc
         # Loaded after this data manager's transaction ended (in the same
         # ``transaction``), or before ``begin()``: the boundary must see it.
@@ -817,6 +868,7 @@ class MongoDataManager:
         stale until validated (see ``docs/cache.rst``)."""
         self._activated = False
         self._prefetched.clear()
+        self._batches.clear()
         if self._validated or self._validated_at_begin is not None:
             # A transaction ran (not a second boundary after the first,
             # such as ``close()`` after the commit): the collections it
@@ -976,6 +1028,9 @@ class MongoDataManager:
         """Stop watching for changes (the data manager is done for)."""
         if self._watcher is not None:
             self._watcher.close()
+
+
+_SETSTATE = persistent.Persistent.__setstate__
 
 
 def _detach(obj):

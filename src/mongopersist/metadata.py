@@ -505,10 +505,17 @@ class OID(DBRef):
         return self._hash
 
     def as_doc(self):
-        """The ``{'$ref', '$id', '$db'}`` document, made once."""
+        """The ``{'$ref', '$id', '$db'}`` document, made once.
+
+        A plain dict: BSON encodes it (in C) to the same bytes as the
+        ``SON`` that ``DBRef.as_doc`` builds (in Python).
+        """
         doc = self._doc
         if doc is None:
-            doc = self._doc = DBRef.as_doc(self)
+            doc = {'$ref': self.collection, '$id': self.id}
+            if self.database is not None:
+                doc['$db'] = self.database
+            self._doc = doc
         return doc
 
     def __eq__(self, other):

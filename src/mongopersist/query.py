@@ -10,7 +10,9 @@ delegate here.  A query
   its object directly (no read per object);
 * keeps the identity map: an object already loaded in the data manager is
   returned as it is (its state is not replaced by the document);
-* streams: objects are made one by one while the cursor is iterated;
+* streams: objects are made a page at a time while the cursor is iterated
+  (the references read from one page load together, see
+  ``mongopersist.batching``);
 * in a collection shared by several classes, returns only instances of the
   queried class and its subclasses.  Documents name their class in
   ``_py_persistent_type`` once a collection is shared; documents without it
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 import persistent
 import pymongo
 
-from mongopersist import interfaces, metadata
+from mongopersist import batching, interfaces, metadata
 from mongopersist.serialize import PY_PERSISTENT_TYPE
 
 
@@ -128,11 +130,14 @@ def _check_count(name, value):
 
 
 def find_in_collection(dm, database, collection, filter=None, sort=None,
-                       limit=0, skip=0, batch_size=0):
+                       limit=0, skip=0, batch_size=0, instances_of=None):
     """Iterate the objects stored as documents matching ``filter``.
 
     The query starts at once (pending changes of the collection are
-    flushed now); objects are made while the result is iterated.
+    flushed now); objects are made while the result is iterated.  With
+    ``instances_of`` (a class), other objects are left out: a type map
+    entry kept by the process may be short of a class another process
+    added since (``mongopersist.typemap``).
     """
     filter = check_filter(filter)
     _check_count('limit', limit)
@@ -145,13 +150,37 @@ def find_in_collection(dm, database, collection, filter=None, sort=None,
     if sort:
         kwargs['sort'] = sort
     cursor = dm.get_collection(database, collection).find(filter, **kwargs)
-    return _objects(dm, database, collection, cursor)
+    objects = _objects(dm, database, collection, cursor)
+    if instances_of is not None:
+        objects = _instances(dm, database, collection, objects, instances_of)
+    return objects
+
+
+def _instances(dm, database, collection, objects, cls):
+    refreshed = False
+    for obj in objects:
+        if isinstance(obj, cls):
+            yield obj
+        elif not refreshed:
+            # The type map entry was short: the next query filters.
+            dm._types.refresh(database, collection)
+            refreshed = True
 
 
 def _objects(dm, database, collection, cursor):
+    """The objects of the result documents, made a page at a time: the
+    references read from one page are loaded together (``batching``)."""
+    batches = dm._batches
     try:
-        for doc in cursor:
-            yield dm._object_from_document(database, collection, doc)
+        for page in batching.pages(cursor):
+            grouping = batches.start()
+            try:
+                objects = [dm._object_from_document(database, collection, doc)
+                           for doc in page]
+            finally:
+                if grouping:
+                    batches.stop()
+            yield from objects
     finally:
         cursor.close()
 
@@ -189,7 +218,8 @@ def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
     database, collection = dm._collection_name_of(cls)
     query = combine(check_filter(filter), type_filter(dm, cls))
     return find_in_collection(dm, database, collection, query, sort=sort,
-                              limit=limit, skip=skip, batch_size=batch_size)
+                              limit=limit, skip=skip, batch_size=batch_size,
+                              instances_of=cls)
 
 
 def find_one_object(dm, cls, filter=None, sort=None):
@@ -197,7 +227,14 @@ def find_one_object(dm, cls, filter=None, sort=None):
     check_class(cls)
     database, collection = dm._collection_name_of(cls)
     query = combine(check_filter(filter), type_filter(dm, cls))
-    return find_one_in_collection(dm, database, collection, query, sort=sort)
+    obj = find_one_in_collection(dm, database, collection, query, sort=sort)
+    if obj is None or isinstance(obj, cls):
+        return obj
+    # The type map entry was short (``mongopersist.typemap``): ask again.
+    dm._types.refresh(database, collection)
+    query = combine(check_filter(filter), type_filter(dm, cls))
+    obj = find_one_in_collection(dm, database, collection, query, sort=sort)
+    return obj if isinstance(obj, cls) else None
 
 
 def count(dm, cls, filter=None):

@@ -15,6 +15,8 @@ in this order:
 """
 import copyreg
 import datetime
+import decimal
+import uuid
 
 import bson
 import persistent
@@ -135,6 +137,13 @@ class _Unstorable(Exception):
         self.path = []
 
 
+# Values whose built-in writer stores no other value (it needs no ``write``
+# callback and cannot nest or refer back).
+_LEAF_VALUES = frozenset([
+    datetime.date, datetime.time, datetime.timedelta, bytearray,
+    decimal.Decimal, uuid.UUID, complex])
+
+
 @zope.interface.implementer(interfaces.IObjectWriter)
 class ObjectWriter:
     """Turns persistent objects into MongoDB documents.
@@ -182,13 +191,18 @@ class ObjectWriter:
         stack = {id(obj)}
         self.deepest = 1
         self.untracked = False
+        known = _safe_keys
         for name, value in state.items():
-            if not _is_known_safe_key(name) or name in DOCUMENT_META_FIELDS:
+            if not (name in known and type(name) is str
+                    or _is_known_safe_key(name)) \
+                    or name in DOCUMENT_META_FIELDS:
                 raise interfaces.UnstorableObjectError(
                     'Cannot store %s.%s: attribute names starting with '
                     '"_py_" or "$", containing ".", or named "_id" are '
                     'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
-            if _is_stored_as_is(value, type(value)):
+            kind = type(value)
+            if kind in NATIVE_TYPES or (
+                    kind is int and INT64_MIN <= value <= INT64_MAX):
                 doc[name] = value
                 continue
             try:
@@ -260,6 +274,13 @@ class ObjectWriter:
         if builtin is not None:
             if kind is set or kind is bytearray:
                 self.untracked = True
+            if kind in _LEAF_VALUES:
+                # Holds no other value: nothing to enter, but it is a
+                # level of the document.
+                if len(stack) >= self.deepest:
+                    self._enter(obj, stack)
+                    stack.discard(id(obj))
+                return builtin(obj, None)
             self._enter(obj, stack)
             try:
                 return builtin(obj, lambda value: self._write(
@@ -363,6 +384,14 @@ class ObjectWriter:
         kind = type(obj)
         self._enter(obj, stack)
         try:
+            name = _plain_class_name(kind, obj)
+            if name is not None:
+                # What ``__reduce_ex__(2)`` gives such a class, without
+                # building it: the class, and the instance dict as state.
+                doc = {PY_TYPE: name}
+                self._add_state(doc, obj.__dict__ or None, pobj, stack,
+                                custom)
+                return doc
             reduce_fn = copyreg.dispatch_table.get(kind)
             try:
                 if reduce_fn is not None:
@@ -405,6 +434,54 @@ class ObjectWriter:
         error = interfaces.UnstorableObjectError(
             '%s object cannot be stored: %s' % (type(obj).__name__, reason), obj)
         return _Unstorable(error)
+
+
+# Classes whose instances reduce the default way, by class: their dotted
+# name, or None (see ``_plain_class_name``).  A bounded memo.
+_plain_classes = {}
+_PLAIN_CLASSES_LIMIT = 1000
+_DEFAULT_HOOKS = (('__reduce_ex__', object.__reduce_ex__),
+                  ('__reduce__', object.__reduce__),
+                  ('__getstate__', getattr(object, '__getstate__', None)),
+                  ('__getnewargs_ex__', None), ('__getnewargs__', None),
+                  ('__slots__', None))
+
+
+def _plain_class_name(kind, obj):
+    """The dotted name of ``kind`` if ``obj.__reduce_ex__(2)`` of its
+    instances is ``(copyreg.__newobj__, (kind,), obj.__dict__ or None)``
+    (a plain Python class: no reduce, state or new-args hooks, no slots,
+    no list or dict items, no ``copyreg`` entry), else ``None``.
+
+    Decided once per class, from the class and the reduction of its first
+    instance ``obj``."""
+    try:
+        return _plain_classes[kind]
+    except KeyError:
+        pass
+    plain = (kind.__dictoffset__ != 0 and kind not in copyreg.dispatch_table
+             and all(base.__flags__ & _HEAPTYPE
+                     and '__slots__' not in vars(base)
+                     for base in kind.__mro__[:-1])
+             and all(getattr(kind, hook, None) is default
+                     for hook, default in _DEFAULT_HOOKS))
+    if plain:
+        try:
+            reduced = obj.__reduce_ex__(2)
+        except Exception:
+            plain = False
+        else:
+            plain = (len(reduced) == 5 and reduced[1] == (kind,)
+                     and getattr(reduced[0], '__name__', None) == '__newobj__'
+                     and reduced[2] == (obj.__dict__ or None)
+                     and reduced[3] is None and reduced[4] is None)
+    name = metadata.get_dotted_name(kind) if plain else None
+    if len(_plain_classes) < _PLAIN_CLASSES_LIMIT:
+        _plain_classes[kind] = name
+    return name
+
+
+_HEAPTYPE = 1 << 9          # a class defined in Python (Py_TPFLAGS_HEAPTYPE)
 
 
 class _ReadCallback:
@@ -508,10 +585,6 @@ class ObjectReader:
         """Return the class (or factory) the stored ``name`` may load as."""
         return self.registry.resolve(name, kind)
 
-    def _reads_all_as_is(self):
-        """True if no custom serializer may claim a stored scalar."""
-        return not (self._serializers or SERIALIZERS)
-
     def get_state(self, doc, obj):
         """Return the instance state stored in the top-level ``doc``."""
         if isinstance(obj, broken.PersistentBroken):
@@ -528,7 +601,7 @@ class ObjectReader:
         """
         get = self.get_object
         try:
-            if self._reads_all_as_is():
+            if not (self._serializers or SERIALIZERS):
                 return {key: value if type(value) not in _CONVERTED_STATES
                         else get(value, obj)
                         for key, value in stored.items() if key not in skip}
@@ -569,7 +642,7 @@ class ObjectReader:
 
     def _read_list(self, state, obj):
         get = self.get_object
-        as_is = self._reads_all_as_is()
+        as_is = not (self._serializers or SERIALIZERS)
         items = []
         index = 0
         try:
@@ -581,8 +654,7 @@ class ObjectReader:
         return items
 
     def _read_dict(self, state, obj):
-        as_is = self._reads_all_as_is()
-        if not as_is:
+        if self._serializers or SERIALIZERS:
             for serializer in self._serializers + SERIALIZERS:
                 if serializer.can_read(state):
                     return serializer.read(state)

@@ -103,6 +103,49 @@ def _server_limits(method, update=False):
     return wrapper
 
 
+class _Upsert:
+    """An upsert of a bulk write, with the index of its operation."""
+
+    def __init__(self, index, doc_id):
+        self.index = index
+        self.id = doc_id
+
+
+def _upserts_at_their_index(execute):
+    # A server (through PyMongo, which maps indexes back across the
+    # commands it sends) reports each upsert of a bulk write at the index
+    # of its operation; mongomock 4.3 numbers the upserts 0, 1, ...  Tag
+    # each operation's upsert with its index (see ``_aggregate``).
+    @functools.wraps(execute)
+    def wrapper(self, *args, **kwargs):
+        self.executors = [_tagging(func, index)
+                          for index, func in enumerate(self.executors)]
+        return execute(self, *args, **kwargs)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _tagging(func, index):
+    @functools.wraps(func)      # mongomock looks at the name
+    def run():
+        result = func()
+        if result.get('upserted') is not None:
+            result['upserted'] = _Upsert(index, result['upserted'])
+        return result
+    return run
+
+
+def _aggregate(method):
+    @functools.wraps(method)
+    def wrapper(self, total, key, value):
+        if key == 'upserted' and isinstance(value, _Upsert):
+            total[key].append({'index': value.index, '_id': value.id})
+            return None
+        return method(self, total, key, value)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 def _patch(cls, name, make):
     method = getattr(cls, name)
     if not getattr(method, '_mongopersist_shim', False):
@@ -116,11 +159,15 @@ def patch_mongomock():
     * single-document writes are atomic, and reads see whole documents,
       when several threads share one client;
     * documents over 16 MB or nested deeper than 100 levels are refused,
-      as a server refuses them.
+      as a server refuses them;
+    * a bulk write reports each upsert at the index of its operation.
     """
     from mongomock.collection import BulkOperationBuilder, Collection
     for name in ('add_update', 'add_replace', 'add_delete'):
         _patch(BulkOperationBuilder, name, _drop_sort)
+    _patch(BulkOperationBuilder, 'execute', _upserts_at_their_index)
+    _patch(BulkOperationBuilder,
+           '_BulkOperationBuilder__aggregate_operation_result', _aggregate)
     for name in ('_insert', '_update', '_delete', '_find_and_modify',
                  'bulk_write', 'count_documents', 'distinct', 'aggregate'):
         _patch(Collection, name, _atomic)

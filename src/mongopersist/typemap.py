@@ -10,7 +10,26 @@ With one type, a ``DBRef`` into that collection becomes a ghost of that
 class without reading the document.  Once a second type joins, the
 collection is *shared*: documents written from then on carry
 ``_py_persistent_type``; documents without it are of the first type.
+
+What is read is kept for the process (per client and type-map collection),
+not per data manager: a new data manager (one per request, say) reads no
+type map for collections the process knows.  Entries only grow (types are
+added with ``$addToSet``, the first stays first), so a kept entry is at
+worst short of types another process added since; it is read again on a
+miss:
+
+* a collection the process has no entry for;
+* a class this process writes that the entry does not list (the
+  ``findAndModify`` that adds it returns the whole entry);
+* a query result naming a class the entry does not list (``refresh``):
+  the query drops what is not an instance of the queried class.
+
+Loading stays right with a short entry: a document of a shared collection
+names its class, and loading follows that name.
 """
+import threading
+import weakref
+
 import pymongo
 
 from mongopersist import interfaces, metadata
@@ -18,10 +37,38 @@ from mongopersist import interfaces, metadata
 TYPE_MAP_COLLECTION = 'persistence_type_map'
 
 
+# id(client) -> (weak reference to the client, {(database, collection of
+# the type map): {(database, collection): [type names]}})
+_shared = {}
+_shared_lock = threading.Lock()
+
+
+def _process_cache(client, database, collection):
+    """The entries of one type map read by this process, for ``client``."""
+    key = id(client)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None or found[0]() is not client:
+            def forget(ref, key=key):
+                with _shared_lock:
+                    if key in _shared and _shared[key][0] is ref:
+                        del _shared[key]
+            found = _shared[key] = (weakref.ref(client, forget), {})
+        return found[1].setdefault((database, collection), {})
+
+
+def forget_process_cache():
+    """Forget every type map entry the process has read (tests use it to
+    act as a new process)."""
+    with _shared_lock:
+        _shared.clear()
+
+
 class CollectionTypeMap:
     """The stored map of collections to the classes stored in them.
 
-    One instance per data manager; it caches what it has read.  Stored class
+    One instance per data manager; what it reads is kept for the process
+    (see the module docstring).  Stored class
     names resolve through ``registry`` (a ``metadata.TypeRegistry``, default
     ``metadata.REGISTRY``) as top-level persistent classes (kind
     ``'persistent'``).  A malformed entry raises
@@ -33,7 +80,9 @@ class CollectionTypeMap:
         self._coll = client[database][collection]
         self._database = database
         self._collection = collection
-        self._types = {}
+        self._types = _process_cache(client, database, collection)
+        # Collections this data manager recorded its classes in itself.
+        self._recorded = set()
         self.registry = registry if registry is not None else metadata.REGISTRY
 
     def _resolve(self, name):
@@ -62,29 +111,43 @@ class CollectionTypeMap:
                 self._types[key] = types
         return types
 
-    def register(self, database, collection, cls):
-        """Record that ``cls`` is stored in the collection; return all types."""
+    def refresh(self, database, collection):
+        """Read the entry of a collection again (a miss); return its types."""
+        self._types.pop((database, collection), None)
+        return self.types_of(database, collection)
+
+    def register(self, database, collection, cls, inserting=False):
+        """Record that ``cls`` is stored in the collection; return all types.
+
+        With ``inserting``, the entry is written once per data manager and
+        collection even if the process knows it: new documents are about
+        to be stored, and the entry may have gone with a dropped database
+        or type map (an idempotent ``$addToSet``, which also brings back
+        the whole entry).
+        """
         name = metadata.get_dotted_name(cls)
-        types = self.types_of(database, collection)
-        if name in types:
-            return types
         key = (database, collection)
+        if not inserting or key in self._recorded:
+            types = self.types_of(database, collection)
+            if name in types:
+                return types
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
             {'$addToSet': {'types': name},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
         types = self._types[key] = self._checked_types(doc)
+        self._recorded.add(key)
         return types
 
-    def stores_type(self, database, collection, cls):
+    def stores_type(self, database, collection, cls, inserting=False):
         """Return true if documents of ``cls`` must name their class.
 
         Records ``cls`` in the type map in any case (also for classes with
         ``_p_mongo_store_type``), so that queries of another class sharing
         the collection know to filter.
         """
-        types = self.register(database, collection, cls)
+        types = self.register(database, collection, cls, inserting)
         return metadata.always_stores_type(cls) or len(types) > 1
 
     def class_for(self, database, collection):
