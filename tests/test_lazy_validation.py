@@ -269,3 +269,80 @@ def test_an_object_inserted_and_flushed_before_validation_stays(
     assert new._p_status != 'ghost' and new.city == 'Rome'
     my_tm.commit()
     assert db['address'].count_documents({}) == 2
+
+
+# -- query results need no validation ---------------------------------------
+@pytest.fixture
+def two_people(client, dbname, explicit):
+    """``(mine, my_tm, theirs, their_tm, (p0, p1))``: ``mine`` holds two
+    people; its last transaction used them through queries only."""
+    mine, my_tm = own_dm(client, dbname, explicit)
+    begin(my_tm)
+    mine.root['p0'] = Person('p0')
+    mine.root['p1'] = Person('p1')
+    my_tm.commit()
+    begin(my_tm)
+    people = tuple(sorted(mine.find_objects(Person), key=lambda p: p.name))
+    my_tm.commit()
+    theirs, their_tm = own_dm(client, dbname, explicit=False)
+    yield mine, my_tm, theirs, their_tm, people
+    for manager in (my_tm, their_tm):
+        try:
+            manager.abort()
+        except transaction.interfaces.NoTransaction:
+            pass
+
+
+def test_a_query_result_is_not_validated_again(roundtrips, dbname,
+                                               explicit):
+    mine, my_tm = own_dm(roundtrips.client, dbname, explicit)
+    begin(my_tm)
+    mine.root['p0'] = Person('p0')
+    mine.root['p1'] = Person('p1')
+    my_tm.commit()
+    begin(my_tm)
+    p0, p1 = sorted(mine.find_objects(Person), key=lambda p: p.name)
+    my_tm.commit()
+    roundtrips.reset()
+    begin(my_tm)
+    # The query reads the document: no validation read for it.
+    assert mine.find_one_object(Person, {'name': 'p0'}) is p0
+    assert p0.name == 'p0'
+    assert roundtrips.reads_total == 1
+    # Another held person: its collection is validated now.
+    assert p1.name == 'p1'
+    assert roundtrips.reads_total == 2
+    my_tm.commit()
+
+
+def test_query_results_then_other_held_objects_are_current(two_people):
+    mine, my_tm, theirs, their_tm, (p0, p1) = two_people
+    theirs.root['p0'].name = 'p0 new'
+    theirs.root['p1'].name = 'p1 new'
+    their_tm.commit()
+    begin(my_tm)
+    assert mine.find_one_object(Person, {'name': 'p0 new'}) is p0
+    assert p0.name == 'p0 new'
+    # Another held person of the collection: validated at its first use.
+    assert p1.name == 'p1 new'
+    assert p0._p_status != 'ghost' and p0.name == 'p0 new'
+    my_tm.commit()
+
+
+def test_a_query_result_in_use_is_not_dropped_by_a_later_validation(
+        two_people, db):
+    mine, my_tm, theirs, their_tm, (p0, p1) = two_people
+    begin(my_tm)
+    found = mine.find_one_object(Person, {'name': 'p0'})
+    theirs.root['p0'].name = 'theirs'
+    their_tm.commit()
+    # Validating the people now (p1 is used) leaves the query result as
+    # the query returned it: it is in use in this transaction.
+    assert p1.name == 'p1'
+    assert found._p_status != 'ghost' and found.name == 'p0'
+    found.name = 'mine'
+    # The commit's conditional write finds the conflict.
+    with pytest.raises(interfaces.ConflictError):
+        my_tm.commit()
+    my_tm.abort()
+    assert db[PERSON].find_one({'name': 'theirs'}) is not None

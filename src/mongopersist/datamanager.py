@@ -156,6 +156,9 @@ class MongoDataManager:
         self._validated = set()
         self._last_used = set()
         self._validated_at_begin = None
+        # Oids of query results of collections not validated yet: their
+        # documents were read in this transaction (current).
+        self._fresh = set()
         self._watcher = None
         if watch_changes:
             if not self.detect_conflicts:
@@ -324,6 +327,21 @@ class MongoDataManager:
                                            or key not in at_begin):
                 self._validate((key,))
 
+    def _use_document(self, ref):
+        """A query read the document of ``ref`` now: its object needs no
+        validation (it is filled from this document unless it was loaded
+        since its collection was validated, or written by this
+        transaction); the other held objects of the collection are
+        validated when first used.  Validating it later leaves ``ref``
+        alone (``_fresh``): it is current, and may be in use.  (Nor does
+        a query count as a use of the collection for ``begin()``.)"""
+        self._check_thread()
+        key = (ref.database, ref.collection)
+        at_begin = self._validated_at_begin
+        if (self._needs_validation and key not in self._validated
+                and (at_begin is None or key not in at_begin)):
+            self._fresh.add(ref)
+
     def _join_txn(self):
         self._use()
         txn = self.transaction_manager.get()
@@ -476,7 +494,7 @@ class MongoDataManager:
         from ``doc`` without another read.
         """
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
-        self._use(dbref)
+        self._use_document(dbref)
         obj = self._cache.get(dbref)
         if obj is None:
             cls = self._class_of_document(dbref, doc)
@@ -566,8 +584,9 @@ class MongoDataManager:
     def setstate(self, obj):
         """Load the state of the ghost ``obj`` from its document."""
         ref = obj._p_oid
-        self._use(ref)
         doc = self._prefetched.pop(ref, None)
+        if doc is None or ref not in self._fresh:
+            self._use(ref)
         if doc is None:
             # Validated in this transaction, or loaded or written in it.
             doc = self._cache.docs.get(ref)
@@ -878,6 +897,7 @@ class MongoDataManager:
             self._last_used = self._validated
         self._validated = set()
         self._validated_at_begin = None
+        self._fresh = set()
         cache = self._cache
         cache.end_transaction()
         if not self.detect_conflicts:
@@ -931,7 +951,8 @@ class MongoDataManager:
             collections = None
         if collections is None:
             self._needs_validation = False
-        written = frozenset(self._written_oids)
+        written = set(self._written_oids)
+        written.update(self._fresh)
         try:
             self._cache.validate(self._read_serials, collections, written)
         except PyMongoError as error:
