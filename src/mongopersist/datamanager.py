@@ -150,9 +150,9 @@ class MongoDataManager:
         # collection at its first use (``_use``) in a transaction.
         self._needs_validation = False
         # (database, collection) pairs used since the last boundary (their
-        # held objects validated if needed), those of the transaction
-        # before, and those of these ``begin()`` of an explicit manager
-        # validated (``_validate_at_begin``).
+        # held objects validated if needed), those the transaction before
+        # used, and those ``begin()`` of an explicit manager validated
+        # (``_validate_at_begin``).
         self._validated = set()
         self._last_used = set()
         self._validated_at_begin = None
@@ -309,12 +309,13 @@ class MongoDataManager:
         """Check the thread; validate the held objects of the collection of
         ``ref`` at the first use of that collection in a transaction.
 
-        Every way to an object of a collection (a reference or root entry:
-        ``load``; a query: ``_object_from_document``; activating a ghost:
-        ``setstate``; changing it: ``register``) calls this first, and held
-        objects of collections not validated yet are ghosts (see
-        ``_boundary`` and ``_validate_at_begin``), so nothing held is used
-        unvalidated; collections a transaction never uses cost no read.
+        Every way to a held object of a collection (a reference or root
+        entry: ``load``; activating a ghost: ``setstate``; changing it:
+        ``register``) calls this first, and held objects of collections not
+        validated yet are ghosts (see ``_boundary`` and
+        ``_validate_at_begin``), so nothing held is used unvalidated;
+        collections a transaction never uses cost no read.  Query results
+        are current: ``_use_document``.
         """
         self._check_thread()
         if ref is None:
