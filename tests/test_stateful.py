@@ -103,7 +103,7 @@ from mongopersist import interfaces, testing
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Person
 from tests.stateful_model import (
-    COLLECTION, FIELDS, SHARD, Item, ShardedItem, apply_to_fields,
+    COLLECTION, COLLECTIONS, FIELDS, Item, OtherItem, apply_to_fields,
     apply_to_object, document_fields, new_fields, object_fields)
 
 CLIENT = testing.client()
@@ -169,7 +169,6 @@ class TwoDataManagers(RuleBasedStateMachine):
     """See the module docstring."""
 
     detect_conflicts = False
-    item_class = Item
     # Transaction managers that need ``begin()``: the cache then keeps
     # objects loaded across transactions (validated at ``begin()``).
     explicit = False
@@ -199,6 +198,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         self.root = {}              # root name -> id
         self.committed = set()      # ids whose insert was committed
         self.counter = 0
+        self.collection_of = {}     # id -> the collection storing it
 
     def teardown(self):
         for tm in self.tms:
@@ -221,7 +221,7 @@ class TwoDataManagers(RuleBasedStateMachine):
     def serial_of(self, k):
         if not self.detect_conflicts:
             return None
-        doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+        doc = CLIENT[self.dbname][self.collection_of[k]].find_one({'_id': k})
         return None if doc is None else doc.get('_py_serial')
 
     def sync_history(self):
@@ -240,15 +240,16 @@ class TwoDataManagers(RuleBasedStateMachine):
         self.counter += 1
         return self.counter
 
-    def new_id(self):
+    def new_id(self, obj=None):
+        """A new id, for ``obj`` (stored in the collection of its class)."""
         self.counter += 1
-        return 'k%d' % self.counter
+        k = 'k%d' % self.counter
+        if obj is not None:
+            self.collection_of[k] = type(obj)._p_mongo_collection
+        return k
 
     def ref(self, oid):
-        return DBRef(COLLECTION, oid, self.dbname, **self.ref_extras())
-
-    def ref_extras(self):
-        return {}
+        return DBRef(self.collection_of[oid], oid, self.dbname)
 
     def eligible(self, d):
         """Ids data manager ``d`` may change or remove now."""
@@ -304,7 +305,8 @@ class TwoDataManagers(RuleBasedStateMachine):
             getattr(t, name).discard(k)
 
     # -- the model of a flush -------------------------------------------
-    def plan(self, d):
+    def plan(self, d, collection=None):
+        """The writes of a flush (of ``collection`` only: a query's)."""
         t = self.txns[d]
         writes = [('insert', k) for k in sorted(t.new, key=str)]
         for k in sorted(t.view, key=str):
@@ -313,14 +315,15 @@ class TwoDataManagers(RuleBasedStateMachine):
             if t.view[k] != t.base[k].fields:
                 writes.append(('update', k))
         writes += [('delete', k) for k in sorted(t.removed, key=str)]
-        return writes
+        return [(kind, k) for kind, k in writes
+                if collection is None or self.collection_of[k] == collection]
 
-    def conflicts(self, d):
+    def conflicts(self, d, collection=None):
         if not self.detect_conflicts:
             return []
         t = self.txns[d]
         found = []
-        for kind, k in self.plan(d):
+        for kind, k in self.plan(d, collection):
             if kind != 'insert':
                 current = self.stored.get(k)
                 # Conditional on the serial loaded (a version put back by
@@ -329,9 +332,9 @@ class TwoDataManagers(RuleBasedStateMachine):
                     found.append(k)
         return found
 
-    def apply_flush(self, d, only=None):
+    def apply_flush(self, d, only=None, collection=None):
         t = self.txns[d]
-        for kind, k in self.plan(d):
+        for kind, k in self.plan(d, collection):
             if only is not None and k != only:
                 continue
             if kind == 'insert':
@@ -368,13 +371,14 @@ class TwoDataManagers(RuleBasedStateMachine):
                 t.removed.discard(k)
                 t.deleted.add(k)
 
-    def flushing(self, d, action):
-        """Run ``action`` (which flushes ``d``) as the model says it goes.
+    def flushing(self, d, action, collection=None):
+        """Run ``action`` (which flushes ``d``, or its changes of
+        ``collection``: a query) as the model says it goes.
 
         Returns ``(True, result)``, or ``(False, None)`` after the expected
         ``ConflictError`` (the transaction is then aborted).
         """
-        if self.conflicts(d):
+        if self.conflicts(d, collection):
             with pytest.raises(interfaces.ConflictError):
                 action()
             self.end(d)
@@ -382,7 +386,7 @@ class TwoDataManagers(RuleBasedStateMachine):
             self.check_fresh(d)
             return False, None
         result = action()
-        self.apply_flush(d)
+        self.apply_flush(d, collection=collection)
         return True, result
 
     # -- the model of taking writes back --------------------------------
@@ -436,7 +440,8 @@ class TwoDataManagers(RuleBasedStateMachine):
                         allowed[f].add(before.fields[f])
                 loose[k] = allowed
         for k, allowed in loose.items():
-            doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+            doc = CLIENT[self.dbname][self.collection_of[k]].find_one(
+                {'_id': k})
             assert doc is not None, (
                 'abort removed %s, which the other data manager wrote' % k)
             fields = document_fields(doc)
@@ -472,14 +477,14 @@ class TwoDataManagers(RuleBasedStateMachine):
     @initialize(names=st.lists(NAMES, max_size=2))
     def committed_items(self, names):
         """Start with committed documents (most sequences need some)."""
-        for name in names:
-            self.insert(0, name)
+        for n, name in enumerate(names):
+            self.insert(0, name, other=bool(n % 2))
         self.commit(0)
 
-    @rule(d=DMS, name=NAMES)
-    def insert(self, d, name):
-        obj = self.item_class(name)
-        k = self.new_id()
+    @rule(d=DMS, name=NAMES, other=st.booleans())
+    def insert(self, d, name, other=False):
+        obj = (OtherItem if other else Item)(name)
+        k = self.new_id(obj)
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
         self.handles[d][k] = obj
@@ -490,9 +495,10 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, root_name=ROOT_NAMES, name=NAMES)
     def set_root(self, d, root_name, name):
-        obj = self.item_class(name)
+        obj = Item(name)
         self.dms[d].root[root_name] = obj
         k = obj._p_oid.id
+        self.collection_of[k] = COLLECTION
         t = self.txns[d]
         self.handles[d][k] = obj
         t.view[k] = new_fields(name)
@@ -561,7 +567,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         if not self.pool:
             return
         obj, fields = self.pool.pop(pick % len(self.pool))
-        k = self.new_id()
+        k = self.new_id(obj)
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
         self.handles[d][k] = obj
@@ -570,22 +576,27 @@ class TwoDataManagers(RuleBasedStateMachine):
         t.inserted.add(k)
         t.joined = True
 
-    @rule(d=DMS)
-    def count(self, d):
-        done, result = self.flushing(d, lambda: self.dms[d].count(
-            self.item_class, allow_global=True))
+    @rule(d=DMS, other=st.booleans())
+    def count(self, d, other):
+        cls = OtherItem if other else Item
+        done, result = self.flushing(d, lambda: self.dms[d].count(cls),
+                                     cls._p_mongo_collection)
         if done:
-            assert result == len(self.stored)
+            assert result == len([
+                k for k in self.stored
+                if self.collection_of[k] == cls._p_mongo_collection])
 
-    @rule(d=DMS, name=NAMES)
-    def find(self, d, name):
+    @rule(d=DMS, name=NAMES, other=st.booleans())
+    def find(self, d, name, other):
+        cls = OtherItem if other else Item
         done, found = self.flushing(d, lambda: list(
-            self.dms[d].find_objects(self.item_class, {'name': name},
-                                     allow_global=True)))
+            self.dms[d].find_objects(cls, {'name': name})),
+            cls._p_mongo_collection)
         if not done:
             return
         expected = {k for k, v in self.stored.items()
-                    if v.fields['name'] == name}
+                    if v.fields['name'] == name
+                    and self.collection_of[k] == cls._p_mongo_collection}
         assert {obj._p_oid.id for obj in found} == expected
         t = self.txns[d]
         for obj in found:
@@ -697,7 +708,8 @@ class TwoDataManagers(RuleBasedStateMachine):
     def check_stored(self):
         db = CLIENT[self.dbname]
         docs = {doc['_id']: document_fields(doc)
-                for doc in db[COLLECTION].find()}
+                for collection in COLLECTIONS
+                for doc in db[collection].find()}
         expected = {k: v.fields for k, v in self.stored.items()}
         assert docs == expected
         roots = {doc['name']: doc['ref'].id
@@ -769,95 +781,6 @@ TestDetectingConflicts = DetectingConflicts.TestCase
 TestDetectingConflicts.settings = SETTINGS
 TestCachingAcrossTransactions = CachingAcrossTransactions.TestCase
 TestCachingAcrossTransactions.settings = settings(SETTINGS, max_examples=150)
-
-
-# -- the same with a sharded collection ---------------------------------------
-def assert_targeted(query):
-    """``query`` names ``_id`` and the shard key (in each ``$or`` clause)."""
-    clauses = query['$or'] if '$or' in query else [query]
-    for clause in clauses:
-        assert '_id' in clause and clause.get('shard') == SHARD, query
-
-
-class TargetChecked:
-    """The item collection as the data managers reach it: every write,
-    every undo and every read by ``_id`` must carry the shard key (queries
-    by other fields are the machine's own global queries)."""
-
-    def __init__(self, coll):
-        self._coll = coll
-
-    def __getattr__(self, name):
-        return getattr(self._coll, name)
-
-    def bulk_write(self, requests, **kwargs):
-        for request in requests:
-            query = getattr(request, '_filter', None)
-            if query is not None:
-                assert_targeted(query)
-            else:
-                assert request._doc['shard'] == SHARD
-        return self._coll.bulk_write(requests, **kwargs)
-
-    def insert_many(self, docs, **kwargs):
-        assert all(doc['shard'] == SHARD for doc in docs)
-        return self._coll.insert_many(docs, **kwargs)
-
-    def insert_one(self, doc, **kwargs):
-        assert doc['shard'] == SHARD
-        return self._coll.insert_one(doc, **kwargs)
-
-    def _checked(name):
-        def method(self, query, *args, **kwargs):
-            assert_targeted(query)
-            return getattr(self._coll, name)(query, *args, **kwargs)
-        return method
-
-    replace_one = _checked('replace_one')
-    update_one = _checked('update_one')
-    delete_one = _checked('delete_one')
-
-    def _reading(name):
-        def method(self, query=None, *args, **kwargs):
-            if query and ('_id' in query or '$or' in query):
-                assert_targeted(query)
-            return getattr(self._coll, name)(query, *args, **kwargs)
-        return method
-
-    find = _reading('find')
-    find_one = _reading('find_one')
-    del _checked, _reading
-
-
-class Sharded(TwoDataManagers):
-    """The machine on a collection sharded on ``shard``."""
-
-    item_class = ShardedItem
-
-    def __init__(self):
-        super().__init__()
-        for dm in self.dms:
-            raw = dm._raw_collection
-
-            def checked(db_name, coll_name, raw=raw):
-                coll = raw(db_name, coll_name)
-                return TargetChecked(coll) if coll_name == COLLECTION \
-                    else coll
-            dm._raw_collection = checked
-
-    def ref_extras(self):
-        return {'shard': SHARD}
-
-
-class ShardedDetectingConflicts(Sharded):
-    detect_conflicts = True
-
-
-SHARDED_SETTINGS = settings(SETTINGS, max_examples=60)
-TestShardedLastWriterWins = Sharded.TestCase
-TestShardedLastWriterWins.settings = SHARDED_SETTINGS
-TestShardedDetectingConflicts = ShardedDetectingConflicts.TestCase
-TestShardedDetectingConflicts.settings = SHARDED_SETTINGS
 
 
 # -- plain examples of what the machine checks ------------------------------
