@@ -42,6 +42,25 @@ class OtherItem(Item):
     _p_mongo_collection = OTHER_COLLECTION
 
 
+#: ``ShardedItem``: the second collection of the sharded variant, its own
+#: (a collection's shard key is the one a class stored there declares).
+SHARDED_COLLECTION = 'stateful_sharded'
+#: The one value of ``ShardedItem.shard``: the key never changes, so every
+#: write is allowed without a server transaction.
+SHARD = 'one'
+
+
+class ShardedItem(Item):
+    """An ``Item`` whose collection is sharded on ``shard``: every write
+    and every load by ``_id`` must carry it."""
+    _p_mongo_collection = SHARDED_COLLECTION
+    _p_mongo_shard_key = ('shard',)
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name, **kwargs)
+        self.shard = SHARD
+
+
 def new_fields(name):
     return {'name': name, 'tags': (), 'data': (), 'sub': 0}
 

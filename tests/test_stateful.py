@@ -76,6 +76,14 @@ conflicts by serials, as the conditional writes decide.  A third machine
 whose transactions start with ``begin()``, so that objects stay loaded
 across them, and ``cache_size=1``.
 
+A sharded variant (``Sharded``, ``ShardedDetectingConflicts``) stores the
+second collection's objects as ``ShardedItem`` (shard key ``shard``, one
+constant value) and records the commands the data managers send to that
+collection: after every step, every insert, update, replace, delete (in a
+bulk write, as find-one-and-*, and the undo of an abort or rollback) and
+every read by ``_id`` must carry ``_id`` and the whole shard key, as a
+mongos needs to target one shard (40 examples each).
+
 Every example starts from 0-2 committed documents and uses a fresh
 database, dropped in ``teardown``.
 
@@ -91,6 +99,7 @@ every time.  A failure costs more: shrinking can take a few minutes.
 """
 import uuid
 
+import pymongo
 import pytest
 import transaction
 from bson.dbref import DBRef
@@ -103,7 +112,7 @@ from mongopersist import interfaces, testing
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Person
 from tests.stateful_model import (
-    COLLECTION, COLLECTIONS, FIELDS, Item, OtherItem, apply_to_fields,
+    COLLECTION, FIELDS, SHARD, Item, OtherItem, ShardedItem, apply_to_fields,
     apply_to_object, document_fields, new_fields, object_fields)
 
 CLIENT = testing.client()
@@ -173,6 +182,8 @@ class TwoDataManagers(RuleBasedStateMachine):
     # objects loaded across transactions (validated at ``begin()``).
     explicit = False
     cache_size = 400
+    #: The class of the second collection.
+    other_class = OtherItem
 
     def __init__(self):
         super().__init__()
@@ -249,7 +260,15 @@ class TwoDataManagers(RuleBasedStateMachine):
         return k
 
     def ref(self, oid):
-        return DBRef(self.collection_of[oid], oid, self.dbname)
+        collection = self.collection_of[oid]
+        extras = ({'shard': SHARD} if getattr(
+            self.other_class, '_p_mongo_shard_key', None)
+            and collection == self.other_class._p_mongo_collection else {})
+        return DBRef(collection, oid, self.dbname, **extras)
+
+    @property
+    def collections(self):
+        return (COLLECTION, self.other_class._p_mongo_collection)
 
     def eligible(self, d):
         """Ids data manager ``d`` may change or remove now."""
@@ -483,7 +502,7 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, name=NAMES, other=st.booleans())
     def insert(self, d, name, other=False):
-        obj = (OtherItem if other else Item)(name)
+        obj = (self.other_class if other else Item)(name)
         k = self.new_id(obj)
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
@@ -578,8 +597,9 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, other=st.booleans())
     def count(self, d, other):
-        cls = OtherItem if other else Item
-        done, result = self.flushing(d, lambda: self.dms[d].count(cls),
+        cls = self.other_class if other else Item
+        done, result = self.flushing(d, lambda: self.dms[d].count(
+            cls, allow_global=True),
                                      cls._p_mongo_collection)
         if done:
             assert result == len([
@@ -588,9 +608,10 @@ class TwoDataManagers(RuleBasedStateMachine):
 
     @rule(d=DMS, name=NAMES, other=st.booleans())
     def find(self, d, name, other):
-        cls = OtherItem if other else Item
+        cls = self.other_class if other else Item
         done, found = self.flushing(d, lambda: list(
-            self.dms[d].find_objects(cls, {'name': name})),
+            self.dms[d].find_objects(cls, {'name': name},
+                                     allow_global=True)),
             cls._p_mongo_collection)
         if not done:
             return
@@ -708,7 +729,7 @@ class TwoDataManagers(RuleBasedStateMachine):
     def check_stored(self):
         db = CLIENT[self.dbname]
         docs = {doc['_id']: document_fields(doc)
-                for collection in COLLECTIONS
+                for collection in self.collections
                 for doc in db[collection].find()}
         expected = {k: v.fields for k, v in self.stored.items()}
         assert docs == expected
@@ -781,6 +802,122 @@ TestDetectingConflicts = DetectingConflicts.TestCase
 TestDetectingConflicts.settings = SETTINGS
 TestCachingAcrossTransactions = CachingAcrossTransactions.TestCase
 TestCachingAcrossTransactions.settings = settings(SETTINGS, max_examples=150)
+
+
+# -- the same with a sharded collection ---------------------------------------
+# The commands the data managers send to the sharded collection are
+# recorded; after every step each single-document write (insert, update,
+# replace, delete, also in a bulk write and as find-one-and-*), each undo
+# and each read by ``_id`` must carry ``_id`` and the whole shard key, as a
+# mongos needs to target one shard.  Queries by other fields are the
+# machine's own global queries (``allow_global=True``).
+TARGETED_WRITES = frozenset([
+    'update_one', 'replace_one', 'delete_one', 'find_one_and_update',
+    'find_one_and_replace', 'find_one_and_delete'])
+READS = frozenset(['find', 'find_one'])
+UNTARGETED_WRITES = frozenset(['update_many', 'delete_many'])
+
+
+def untargeted(query):
+    """What ``query`` misses to pin ``_id`` and the shard key in each of
+    its ``$or`` clauses (``None`` if nothing)."""
+    clauses = query['$or'] if set(query) == {'$or'} else [query]
+    for clause in clauses:
+        if '_id' not in clause or clause.get('shard') != SHARD:
+            return clause
+    return None
+
+
+def reads_by_id(query):
+    return bool(query) and ('_id' in query or any(
+        '_id' in clause for clause in query.get('$or', ())))
+
+
+def filter_of(args, kwargs):
+    return args[0] if args else kwargs.get('filter')
+
+
+class Recorded:
+    """A collection that records the commands sent through it."""
+
+    def __init__(self, coll, sent):
+        self._coll = coll
+        self._sent = sent
+
+    def __getattr__(self, name):
+        attr = getattr(self._coll, name)
+        if not callable(attr):
+            return attr
+
+        def recording(*args, **kwargs):
+            self._sent.append((name, args, kwargs))
+            result = attr(*args, **kwargs)
+            if name == 'with_options':
+                result = Recorded(result, self._sent)
+            return result
+        return recording
+
+
+def check_sent(name, args, kwargs):
+    """Assert that the command ``name(*args, **kwargs)`` is targeted."""
+    if name in TARGETED_WRITES:
+        query = filter_of(args, kwargs)
+        assert untargeted(query) is None, (name, query)
+    elif name in READS:
+        query = filter_of(args, kwargs)
+        if reads_by_id(query):
+            assert untargeted(query) is None, (name, query)
+    elif name == 'insert_one':
+        assert args[0].get('shard') == SHARD, (name, args[0])
+    elif name == 'insert_many':
+        assert all(doc.get('shard') == SHARD for doc in args[0]), name
+    elif name == 'bulk_write':
+        for request in args[0]:
+            if isinstance(request, pymongo.InsertOne):
+                assert request._doc.get('shard') == SHARD, request
+            else:
+                assert isinstance(request, (
+                    pymongo.UpdateOne, pymongo.ReplaceOne,
+                    pymongo.DeleteOne)), request
+                assert untargeted(request._filter) is None, request
+    else:
+        assert name not in UNTARGETED_WRITES, (name, args)
+
+
+class Sharded(TwoDataManagers):
+    """The machine with its second collection sharded on ``shard``."""
+
+    other_class = ShardedItem
+
+    def __init__(self):
+        super().__init__()
+        self.sent = []
+        for dm in self.dms:
+            raw = dm._raw_collection
+
+            def recorded(db_name, coll_name, raw=raw):
+                coll = raw(db_name, coll_name)
+                if coll_name == ShardedItem._p_mongo_collection:
+                    return Recorded(coll, self.sent)
+                return coll
+            dm._raw_collection = recorded
+
+    @invariant()
+    def targeted(self):
+        sent, self.sent[:] = list(self.sent), []
+        for name, args, kwargs in sent:
+            check_sent(name, args, kwargs)
+
+
+class ShardedDetectingConflicts(Sharded):
+    detect_conflicts = True
+
+
+SHARDED_SETTINGS = settings(SETTINGS, max_examples=40)
+TestShardedLastWriterWins = Sharded.TestCase
+TestShardedLastWriterWins.settings = SHARDED_SETTINGS
+TestShardedDetectingConflicts = ShardedDetectingConflicts.TestCase
+TestShardedDetectingConflicts.settings = SHARDED_SETTINGS
 
 
 # -- plain examples of what the machine checks ------------------------------
