@@ -3,8 +3,10 @@ against a new data manager per request.
 
 The example blog (``examples/blogapp.py``, Pyramid through WebTest, no
 HTTP) holds ``--posts`` posts, each with an author and a like counter.  The
-same requests (``GET /``, the list of every post with its author and its
-likes) run on two stores in the same process run: one with
+same requests (``--page list``: ``GET /``, the list of every post with its
+author and its likes; ``show``: ``GET /posts/<id>`` of one post, after a
+list page warmed the cache; ``mixed``: the two in turn, the figures of
+the show requests) run on two stores in the same process run: one with
 ``pool_size=0`` (a new data manager per request, as before the pool) and
 one with the default pool (the data manager of the previous request, its
 cache validated).  Printed: reads per request, milliseconds per request
@@ -15,6 +17,7 @@ client of ``mongopersist.testing.client()`` (mongomock, or the server of
 import argparse
 import importlib.util
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,7 +41,7 @@ def load_blogapp():
     return module
 
 
-def measure(blogapp, client, pool_size, posts, requests):
+def measure(blogapp, client, pool_size, posts, requests, page='list'):
     """Return (reads per request, median seconds per request)."""
     import webtest
     dbname = 'mp_bench_pool_%s_%d' % (uuid.uuid4().hex[:8], pool_size)
@@ -54,14 +57,21 @@ def measure(blogapp, client, pool_size, posts, requests):
                 'title': 'Post %d' % n, 'author': 'Author %d' % (n % 10),
                 'email': 'a%d@example.com' % (n % 10), 'body': 'Text'},
                 status=303)
-        app.get('/')                    # warm (for the pool)
+        listing = app.get('/')          # warm (for the pool)
+        shown = re.search(r'href="[^"]*(/posts/[0-9a-f]+)"',
+                          listing.text).group(1)
+        url = '/' if page == 'list' else shown
         times = []
-        with counting.counting(testing.uses_real_server()) as counts:
-            for _ in range(requests):
-                start = time.perf_counter()
+        reads = 0
+        for _ in range(requests):
+            if page == 'mixed':
                 app.get('/')
+            with counting.counting(testing.uses_real_server()) as counts:
+                start = time.perf_counter()
+                app.get(url)
                 times.append(time.perf_counter() - start)
-        return counts.reads / requests, statistics.median(times)
+            reads += counts.reads
+        return reads / requests, statistics.median(times)
     finally:
         client.drop_database(dbname)
         store.close()
@@ -72,14 +82,18 @@ def main(argv=None):
                                      description=__doc__.split('\n')[0])
     parser.add_argument('--posts', type=int, default=50)
     parser.add_argument('--requests', type=int, default=20)
+    parser.add_argument('--page', choices=('list', 'show', 'mixed'),
+                        default='list')
     args = parser.parse_args(argv)
     blogapp = load_blogapp()
     client = testing.client()
     new_reads, new_time = measure(blogapp, client, 0, args.posts,
-                                  args.requests)
+                                  args.requests, args.page)
     pooled_reads, pooled_time = measure(blogapp, client, 7, args.posts,
-                                        args.requests)
-    print('warm GET / of %d posts, %d requests (%s)' % (
+                                        args.requests, args.page)
+    print('warm %s of %d posts, %d requests (%s)' % (
+        {'list': 'GET /', 'show': 'GET /posts/<id>',
+         'mixed': 'GET /posts/<id> after GET /'}[args.page],
         args.posts, args.requests,
         'MongoDB' if testing.uses_real_server() else 'mongomock'))
     print('%-28s %10s %12s' % ('', 'reads/req', 'ms/req'))

@@ -1,6 +1,6 @@
 """Classes stored by tests/test_stateful.py, and how their state is compared.
 
-An ``Item`` document holds a scalar (``name``), a list (``tags``, a
+An ``Item`` (or ``OtherItem``, stored in a second collection) document holds a scalar (``name``), a list (``tags``, a
 ``PersistentList`` stored inside the document), a dict (``data``, a
 ``PersistentDict`` stored inside the document) and a sub-object (``sub``,
 ``_p_mongo_sub_object``).  The model compares *fields*: a dict of hashable
@@ -11,6 +11,10 @@ import persistent
 from mongopersist.serialize import PersistentDict, PersistentList
 
 COLLECTION = 'stateful_item'
+#: ``OtherItem``: an ``Item`` in a collection of its own (the object cache
+#: validates each collection at its first use in a transaction).
+OTHER_COLLECTION = 'stateful_other'
+COLLECTIONS = (COLLECTION, OTHER_COLLECTION)
 FIELDS = ('name', 'tags', 'data', 'sub')
 
 
@@ -32,6 +36,10 @@ class Item(persistent.Persistent):
 
     def __repr__(self):
         return '<Item %s %r>' % (getattr(self._p_oid, 'id', None), self.name)
+
+
+class OtherItem(Item):
+    _p_mongo_collection = OTHER_COLLECTION
 
 
 def new_fields(name):

@@ -103,8 +103,8 @@ from mongopersist import interfaces, testing
 from mongopersist.datamanager import MongoDataManager
 from tests.model import Person
 from tests.stateful_model import (
-    COLLECTION, FIELDS, Item, apply_to_fields, apply_to_object,
-    document_fields, new_fields, object_fields)
+    COLLECTION, COLLECTIONS, FIELDS, Item, OtherItem, apply_to_fields,
+    apply_to_object, document_fields, new_fields, object_fields)
 
 CLIENT = testing.client()
 
@@ -198,6 +198,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         self.root = {}              # root name -> id
         self.committed = set()      # ids whose insert was committed
         self.counter = 0
+        self.collection_of = {}     # id -> the collection storing it
 
     def teardown(self):
         for tm in self.tms:
@@ -220,7 +221,7 @@ class TwoDataManagers(RuleBasedStateMachine):
     def serial_of(self, k):
         if not self.detect_conflicts:
             return None
-        doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+        doc = CLIENT[self.dbname][self.collection_of[k]].find_one({'_id': k})
         return None if doc is None else doc.get('_py_serial')
 
     def sync_history(self):
@@ -239,12 +240,16 @@ class TwoDataManagers(RuleBasedStateMachine):
         self.counter += 1
         return self.counter
 
-    def new_id(self):
+    def new_id(self, obj=None):
+        """A new id, for ``obj`` (stored in the collection of its class)."""
         self.counter += 1
-        return 'k%d' % self.counter
+        k = 'k%d' % self.counter
+        if obj is not None:
+            self.collection_of[k] = type(obj)._p_mongo_collection
+        return k
 
     def ref(self, oid):
-        return DBRef(COLLECTION, oid, self.dbname)
+        return DBRef(self.collection_of[oid], oid, self.dbname)
 
     def eligible(self, d):
         """Ids data manager ``d`` may change or remove now."""
@@ -300,7 +305,8 @@ class TwoDataManagers(RuleBasedStateMachine):
             getattr(t, name).discard(k)
 
     # -- the model of a flush -------------------------------------------
-    def plan(self, d):
+    def plan(self, d, collection=None):
+        """The writes of a flush (of ``collection`` only: a query's)."""
         t = self.txns[d]
         writes = [('insert', k) for k in sorted(t.new, key=str)]
         for k in sorted(t.view, key=str):
@@ -309,14 +315,15 @@ class TwoDataManagers(RuleBasedStateMachine):
             if t.view[k] != t.base[k].fields:
                 writes.append(('update', k))
         writes += [('delete', k) for k in sorted(t.removed, key=str)]
-        return writes
+        return [(kind, k) for kind, k in writes
+                if collection is None or self.collection_of[k] == collection]
 
-    def conflicts(self, d):
+    def conflicts(self, d, collection=None):
         if not self.detect_conflicts:
             return []
         t = self.txns[d]
         found = []
-        for kind, k in self.plan(d):
+        for kind, k in self.plan(d, collection):
             if kind != 'insert':
                 current = self.stored.get(k)
                 # Conditional on the serial loaded (a version put back by
@@ -325,9 +332,9 @@ class TwoDataManagers(RuleBasedStateMachine):
                     found.append(k)
         return found
 
-    def apply_flush(self, d, only=None):
+    def apply_flush(self, d, only=None, collection=None):
         t = self.txns[d]
-        for kind, k in self.plan(d):
+        for kind, k in self.plan(d, collection):
             if only is not None and k != only:
                 continue
             if kind == 'insert':
@@ -364,13 +371,14 @@ class TwoDataManagers(RuleBasedStateMachine):
                 t.removed.discard(k)
                 t.deleted.add(k)
 
-    def flushing(self, d, action):
-        """Run ``action`` (which flushes ``d``) as the model says it goes.
+    def flushing(self, d, action, collection=None):
+        """Run ``action`` (which flushes ``d``, or its changes of
+        ``collection``: a query) as the model says it goes.
 
         Returns ``(True, result)``, or ``(False, None)`` after the expected
         ``ConflictError`` (the transaction is then aborted).
         """
-        if self.conflicts(d):
+        if self.conflicts(d, collection):
             with pytest.raises(interfaces.ConflictError):
                 action()
             self.end(d)
@@ -378,7 +386,7 @@ class TwoDataManagers(RuleBasedStateMachine):
             self.check_fresh(d)
             return False, None
         result = action()
-        self.apply_flush(d)
+        self.apply_flush(d, collection=collection)
         return True, result
 
     # -- the model of taking writes back --------------------------------
@@ -432,7 +440,8 @@ class TwoDataManagers(RuleBasedStateMachine):
                         allowed[f].add(before.fields[f])
                 loose[k] = allowed
         for k, allowed in loose.items():
-            doc = CLIENT[self.dbname][COLLECTION].find_one({'_id': k})
+            doc = CLIENT[self.dbname][self.collection_of[k]].find_one(
+                {'_id': k})
             assert doc is not None, (
                 'abort removed %s, which the other data manager wrote' % k)
             fields = document_fields(doc)
@@ -468,14 +477,14 @@ class TwoDataManagers(RuleBasedStateMachine):
     @initialize(names=st.lists(NAMES, max_size=2))
     def committed_items(self, names):
         """Start with committed documents (most sequences need some)."""
-        for name in names:
-            self.insert(0, name)
+        for n, name in enumerate(names):
+            self.insert(0, name, other=bool(n % 2))
         self.commit(0)
 
-    @rule(d=DMS, name=NAMES)
-    def insert(self, d, name):
-        obj = Item(name)
-        k = self.new_id()
+    @rule(d=DMS, name=NAMES, other=st.booleans())
+    def insert(self, d, name, other=False):
+        obj = (OtherItem if other else Item)(name)
+        k = self.new_id(obj)
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
         self.handles[d][k] = obj
@@ -489,6 +498,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         obj = Item(name)
         self.dms[d].root[root_name] = obj
         k = obj._p_oid.id
+        self.collection_of[k] = COLLECTION
         t = self.txns[d]
         self.handles[d][k] = obj
         t.view[k] = new_fields(name)
@@ -557,7 +567,7 @@ class TwoDataManagers(RuleBasedStateMachine):
         if not self.pool:
             return
         obj, fields = self.pool.pop(pick % len(self.pool))
-        k = self.new_id()
+        k = self.new_id(obj)
         self.dms[d].insert(obj, oid=k)
         t = self.txns[d]
         self.handles[d][k] = obj
@@ -566,20 +576,27 @@ class TwoDataManagers(RuleBasedStateMachine):
         t.inserted.add(k)
         t.joined = True
 
-    @rule(d=DMS)
-    def count(self, d):
-        done, result = self.flushing(d, lambda: self.dms[d].count(Item))
+    @rule(d=DMS, other=st.booleans())
+    def count(self, d, other):
+        cls = OtherItem if other else Item
+        done, result = self.flushing(d, lambda: self.dms[d].count(cls),
+                                     cls._p_mongo_collection)
         if done:
-            assert result == len(self.stored)
+            assert result == len([
+                k for k in self.stored
+                if self.collection_of[k] == cls._p_mongo_collection])
 
-    @rule(d=DMS, name=NAMES)
-    def find(self, d, name):
+    @rule(d=DMS, name=NAMES, other=st.booleans())
+    def find(self, d, name, other):
+        cls = OtherItem if other else Item
         done, found = self.flushing(d, lambda: list(
-            self.dms[d].find_objects(Item, {'name': name})))
+            self.dms[d].find_objects(cls, {'name': name})),
+            cls._p_mongo_collection)
         if not done:
             return
         expected = {k for k, v in self.stored.items()
-                    if v.fields['name'] == name}
+                    if v.fields['name'] == name
+                    and self.collection_of[k] == cls._p_mongo_collection}
         assert {obj._p_oid.id for obj in found} == expected
         t = self.txns[d]
         for obj in found:
@@ -691,7 +708,8 @@ class TwoDataManagers(RuleBasedStateMachine):
     def check_stored(self):
         db = CLIENT[self.dbname]
         docs = {doc['_id']: document_fields(doc)
-                for doc in db[COLLECTION].find()}
+                for collection in COLLECTIONS
+                for doc in db[collection].find()}
         expected = {k: v.fields for k, v in self.stored.items()}
         assert docs == expected
         roots = {doc['name']: doc['ref'].id

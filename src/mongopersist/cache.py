@@ -15,9 +15,12 @@ A data manager keeps one ``ObjectCache``.  It is
 
 At a transaction boundary the data manager cannot know whether somebody
 else changed a document.  It asks: ``validate`` reads the ``_py_serial``
-of every document it holds, one query per collection (``_id: {$in: ...}``,
-in chunks of ``VALIDATION_CHUNK`` ids), and turns the objects of changed or
-removed documents into ghosts, forgetting their documents.  Documents
+of every document it holds in a collection, one query per collection
+(``_id: {$in: ...}``, in chunks of ``VALIDATION_CHUNK`` ids), and turns the
+objects of changed or removed documents into ghosts, forgetting their
+documents.  The data manager validates a collection at its first use in a
+transaction (or, with an explicit transaction manager, the collections the
+last transaction used at ``begin()``): see ``docs/cache.rst``.  Documents
 without a serial cannot be validated: their objects become ghosts.  Pushed
 invalidations (``mongopersist.invalidation``) name the changed documents
 instead, without a query.
@@ -136,23 +139,42 @@ class ObjectCache:
             if obj._p_status != 'ghost':
                 obj._p_invalidate()
 
-    def deactivate_all(self):
+    def forget_documents(self, collections, skip=()):
+        """Forget the documents stored in the ``(database, collection)``
+        pairs of ``collections`` (but those of ``skip``): their objects
+        reload from MongoDB (they must be ghosts)."""
+        for ref in list(self.docs):
+            if (ref.database, ref.collection) in collections and (
+                    ref not in skip):
+                del self.docs[ref]
+
+    def deactivate_all(self, keep=()):
         """Turn every object into a ghost, keeping the documents: an object
         reloads from its document (without a read) once ``validate`` has
-        found it current."""
-        for obj in self.values():
-            if obj._p_status != 'ghost':
+        found it current.  Objects stored in the ``(database,
+        collection)`` pairs of ``keep`` stay as they are."""
+        for ref, obj in self.items():
+            if obj._p_status != 'ghost' and (
+                    ref.database, ref.collection) not in keep:
                 obj._p_invalidate()
 
-    def to_validate(self):
+    def to_validate(self, collections=None, skip=()):
         """The documents to validate: ``{(database, collection): {_id:
-        (ref, serial)}}``.  Documents of objects gone are dropped; those
+        (ref, serial)}}``, of every collection or of the ``(database,
+        collection)`` pairs in ``collections``, except those of the
+        references in ``skip`` (written since the cache was last found
+        stale: current).  Documents of objects gone are dropped; those
         without a serial are forgotten (they cannot be validated)."""
         groups = {}
         objects = self._objects
         for ref, doc in list(self.docs.items()):
             if ref not in objects:
                 del self.docs[ref]
+                continue
+            if collections is not None and (
+                    ref.database, ref.collection) not in collections:
+                continue
+            if ref in skip:
                 continue
             serial = doc.get(PY_SERIAL)
             if serial is None:
@@ -162,15 +184,18 @@ class ObjectCache:
                 ref.id] = (ref, serial)
         return groups
 
-    def validate(self, read_serials):
-        """Forget (see ``forget``) every object whose document changed.
+    def validate(self, read_serials, collections=None, skip=()):
+        """Forget (see ``forget``) every object whose document changed, of
+        every collection or of the ``(database, collection)`` pairs in
+        ``collections`` (``skip``: see ``to_validate``).
 
         ``read_serials(database, collection, ids)`` returns the stored
         ``_py_serial`` by ``_id`` of those of ``ids`` that exist (one
         query).  Returns the references forgotten.
         """
         stale = []
-        for (database, collection), known in self.to_validate().items():
+        for (database, collection), known in self.to_validate(
+                collections, skip).items():
             ids = list(known)
             for start in range(0, len(ids), VALIDATION_CHUNK):
                 chunk = ids[start:start + VALIDATION_CHUNK]

@@ -146,8 +146,19 @@ class MongoDataManager:
         self._journal = journal.Journal(self)
         # The identity map, the strong cache and the loaded documents.
         self._cache = ObjectCache(cache_size)
-        # What the cache holds must be validated before it is used.
+        # What the cache holds must be validated before it is used: each
+        # collection at its first use (``_use``) in a transaction.
         self._needs_validation = False
+        # (database, collection) pairs used since the last boundary (their
+        # held objects validated if needed), those the transaction before
+        # used, and those ``begin()`` of an explicit manager validated
+        # (``_validate_at_begin``).
+        self._validated = set()
+        self._last_used = set()
+        self._validated_at_begin = None
+        # Oids of query results of collections not validated yet: their
+        # documents were read in this transaction (current).
+        self._fresh = set()
         self._watcher = None
         if watch_changes:
             if not self.detect_conflicts:
@@ -294,12 +305,43 @@ class MongoDataManager:
                                                  self._transactions_mode)
         return self._transactions
 
-    def _use(self):
-        """Check the thread; validate the cache at its first use in a
-        transaction."""
+    def _use(self, ref=None):
+        """Check the thread; validate the held objects of the collection of
+        ``ref`` at the first use of that collection in a transaction.
+
+        Every way to a held object of a collection (a reference or root
+        entry: ``load``; activating a ghost: ``setstate``; changing it:
+        ``register``) calls this first, and held objects of collections not
+        validated yet are ghosts (see ``_boundary`` and
+        ``_validate_at_begin``), so nothing held is used unvalidated;
+        collections a transaction never uses cost no read.  Query results
+        are current: ``_use_document``.
+        """
         self._check_thread()
-        if self._needs_validation:
-            self._validate()
+        if ref is None:
+            return
+        key = (ref.database, ref.collection)
+        if key not in self._validated:
+            self._validated.add(key)
+            at_begin = self._validated_at_begin
+            if self._needs_validation and (at_begin is None
+                                           or key not in at_begin):
+                self._validate((key,))
+
+    def _use_document(self, ref):
+        """A query read the document of ``ref`` now: its object needs no
+        validation (it is filled from this document unless it was loaded
+        since its collection was validated, or written by this
+        transaction); the other held objects of the collection are
+        validated when first used.  Validating it later leaves ``ref``
+        alone (``_fresh``): it is current, and may be in use.  (Nor does
+        a query count as a use of the collection for ``begin()``.)"""
+        self._check_thread()
+        key = (ref.database, ref.collection)
+        at_begin = self._validated_at_begin
+        if (self._needs_validation and key not in self._validated
+                and (at_begin is None or key not in at_begin)):
+            self._fresh.add(ref)
 
     def _join_txn(self):
         self._use()
@@ -371,7 +413,7 @@ class MongoDataManager:
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
-        self._use()
+        self._check_thread()
         cache = self._cache
         obj = cache.get(dbref)
         if obj is None:
@@ -381,6 +423,10 @@ class MongoDataManager:
         if obj is None:
             obj = self._load_new(dbref)
         else:
+            if obj._p_status != 'ghost':
+                # Loaded: its collection is validated before it is used (a
+                # ghost is validated when it activates: setstate).
+                self._use(obj._p_oid)
             cache.used(obj._p_oid, obj)
         if obj._p_state == persistent.GHOST:
             # Found while reading a document: loads with its siblings.
@@ -410,6 +456,7 @@ class MongoDataManager:
                                   dbref.collection)
         if cls is None:
             # Shared collection: the document names the class.
+            self._use(dbref)
             doc = self._find_document(dbref)
             cls = self._class_of_document(dbref, doc)
             self._prefetched[dbref] = doc
@@ -447,8 +494,8 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        self._use()
         dbref = metadata.OID(coll_name, doc['_id'], db_name)
+        self._use_document(dbref)
         obj = self._cache.get(dbref)
         if obj is None:
             cls = self._class_of_document(dbref, doc)
@@ -537,9 +584,10 @@ class MongoDataManager:
     # -- IPersistentDataManager ---------------------------------------------
     def setstate(self, obj):
         """Load the state of the ghost ``obj`` from its document."""
-        self._use()
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
+        if doc is None or ref not in self._fresh:
+            self._use(ref)
         if doc is None:
             # Validated in this transaction, or loaded or written in it.
             doc = self._cache.docs.get(ref)
@@ -575,8 +623,8 @@ class MongoDataManager:
 
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
-        self._use()
         owner = getattr(obj, '_p_mongo_doc_object', None)
+        self._use((owner if owner is not None else obj)._p_oid)
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -841,6 +889,16 @@ class MongoDataManager:
         self._activated = False
         self._prefetched.clear()
         self._batches.clear()
+        if self._validated or self._validated_at_begin is not None:
+            # A transaction ran (not a second boundary after the first,
+            # such as ``close()`` after the commit): the collections it
+            # used through this data manager (objects kept loaded and used
+            # by attribute only are not seen: their collection is then
+            # validated lazily next time, and their objects reload).
+            self._last_used = self._validated
+        self._validated = set()
+        self._validated_at_begin = None
+        self._fresh = set()
         cache = self._cache
         cache.end_transaction()
         if not self.detect_conflicts:
@@ -855,26 +913,56 @@ class MongoDataManager:
         elif not self._explicit():
             # The next transaction may start without ``begin()``, and read
             # held objects before anything tells this data manager: they
-            # become ghosts, which reload from their validated documents.
+            # become ghosts, which reload from their documents once their
+            # collection is validated (at its first use: ``_use``).
             cache.deactivate_all()
 
-    def _validate(self):
+    def _validate_at_begin(self):
+        """``begin()`` of an explicit manager: validate the collections the
+        last transaction used now (their objects stay loaded), and turn
+        the held objects of the others into ghosts, validated at their
+        collection's first use (``_use``)."""
+        self._check_thread()
+        if self._watcher is not None:
+            self._validate()
+            return
+        if self._validated_at_begin is not None:
+            return
+        used = self._validated_at_begin = frozenset(self._last_used)
+        self._cache.deactivate_all(keep=used)
+        self._validate(used, at_begin=True)
+
+    def _validate(self, collections=None, at_begin=False):
         """Bring the cache up to date: apply pushed invalidations, or read
-        the serials of what it holds (one query per collection)."""
-        self._needs_validation = False
+        the serials of what it holds (one query per collection), of every
+        collection or of ``collections``.  Documents this transaction
+        wrote are current (objects of a collection not validated yet that
+        are not ghosts are those: every other way to an object of the
+        collection validates it first).  If the serials cannot be read,
+        the objects concerned reload (all of them ``at_begin``, when
+        nothing uses them yet)."""
         watcher = self._watcher
         if watcher is not None:
+            self._needs_validation = False
             changes = watcher.changes()
             if changes is not None:
                 self._cache.invalidate(changes)
                 return
             # The watcher lost track (and started again): read serials.
+            collections = None
+        if collections is None:
+            self._needs_validation = False
+        written = set(self._written_oids)
+        written.update(self._fresh)
         try:
-            self._cache.validate(self._read_serials)
+            self._cache.validate(self._read_serials, collections, written)
         except PyMongoError as error:
             LOG.warning('Could not validate the object cache (%s: %s); '
-                        'every object reloads', type(error).__name__, error)
-            self._cache.forget_all()
+                        'the objects reload', type(error).__name__, error)
+            if collections is None or at_begin:
+                self._cache.forget_all()
+            else:
+                self._cache.forget_documents(collections, written)
 
     def _read_serials(self, database, collection, ids):
         """The stored ``_py_serial`` of the documents ``ids``, by ``_id``."""
@@ -902,8 +990,7 @@ class MongoDataManager:
             self._boundary()
         if self._needs_validation and (self._watcher is not None
                                        or self._explicit()):
-            self._check_thread()
-            self._validate()
+            self._validate_at_begin()
 
     def _busy(self):
         """Whether this data manager takes part in a transaction."""
@@ -957,7 +1044,7 @@ class MongoDataManager:
                 transaction_manager.get()
             except transaction.interfaces.NoTransaction:
                 return
-            self._validate()
+            self._validate_at_begin()
 
     def _shut_down(self):
         """Stop watching for changes (the data manager is done for)."""

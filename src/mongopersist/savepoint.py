@@ -58,10 +58,22 @@ class Savepoint:
                         and ref not in written_since}
         deleted_since = {ref: obj for ref, obj in jar._deleted.items()
                          if ref not in saved['_deleted']}
+        # Found stale since (validating its collection): forgotten or
+        # reloaded, not put back, unless a write since is taken back.
+        now = jar._loaded_docs
+        forgotten_since = [ref for ref in saved['_loaded_docs']
+                           if ref not in now and ref not in written_since]
+        reloaded_since = {
+            ref: now[ref] for ref, doc in saved['_loaded_docs'].items()
+            if ref in now and now[ref] is not doc
+            and ref not in written_since}
         jar._forget_new(inserted_since)
         for name, value in saved.items():
             setattr(jar, name, dict(value))
         jar._loaded_docs.update(loaded_since)
+        jar._loaded_docs.update(reloaded_since)
+        for ref in forgotten_since:
+            del jar._loaded_docs[ref]
         for ref, doc in put_back.items():
             # Put back under a new serial: that is what is stored now.
             if ref in jar._loaded_docs:
