@@ -16,6 +16,9 @@ TESTS_REQUIRE = [
     'mockupdb >= 1.8',
     # Model-based (stateful) tests of the data manager.
     'hypothesis >= 6.0',
+    # The command line's progress bar (tests check it stays off when the
+    # output is not a terminal).
+    'tqdm >= 4.60',
 ]
 
 # The Pyramid layer (mongopersist.pyramid), the example web application and
@@ -57,10 +60,16 @@ setup(
         'transaction >= 3.0',
         'zope.interface',
     ],
+    entry_points={
+        'console_scripts': ['mongopersist = mongopersist.cli:main_exit'],
+    },
     extras_require={
         'test': TESTS_REQUIRE + PYRAMID_REQUIRE + ['webtest'],
         'pyramid': PYRAMID_REQUIRE,
         'embedded': ['mongomock >= 4.3'],
+        # The progress bar of the ``mongopersist`` command (optional: the
+        # command works without it).
+        'cli': ['tqdm >= 4.60'],
         'bench': ['mongoengine', 'ZODB', 'matplotlib'],
         'docs': ['sphinx'],
     },

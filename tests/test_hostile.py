@@ -48,6 +48,7 @@ the planted fields and the refusals cannot pass vacuously.
 """
 import collections
 import collections.abc
+import datetime
 import enum
 import importlib.abc
 import os
@@ -533,6 +534,12 @@ def enum_entry(cls_name, label, **state):
                   cls_name)
 
 
+def by_name(kind, stored_name):
+    """A class, function or constant stored by name."""
+    return Vector('%s value %s' % (kind, stored_name),
+                  {'_py_type': kind, 'path': stored_name}, stored_name)
+
+
 def inner_persistent(stored_name, **state):
     return Vector('inner _py_persistent_type=%s' % stored_name,
                   dict(state, _py_persistent_type=stored_name), stored_name)
@@ -644,6 +651,67 @@ VALUE_VECTORS = [
     collection_reference('this.x'),
     collection_reference('antigravity.x'),
     foreign_reference(),
+]
+
+# Shapes of the original mongopersist (mongopersist.legacy) and values
+# stored by name: only what the application allowed, never imported or
+# called; malformed ones are StoredDataError.
+LEGACY_CLASS = 'tests.test_hostile.Color'     # allowed (stored by the tests)
+VALUE_VECTORS += [
+    Vector('_py_constant=os.environ', {'_py_constant': 'os.environ'},
+           'os.environ'),
+    Vector('_py_constant=os.system', {'_py_constant': 'os.system'},
+           'os.system'),
+    Vector('_py_constant=tests.canary.canary_function',
+           {'_py_constant': 'tests.canary.canary_function'},
+           'tests.canary.canary_function'),
+    Vector('_py_constant=this.x', {'_py_constant': 'this.x'}, 'this.x'),
+    Vector('_py_constant of an allowed class',
+           {'_py_constant': LEGACY_CLASS}, LEGACY_CLASS),
+    by_name('type', 'subprocess.Popen'),
+    by_name('type', 'os.system'),                   # not a class
+    by_name('type', 'antigravity.x'),
+    by_name('function', 'os.system'),
+    by_name('function', 'tests.canary.canary_function'),
+    by_name('constant', 'os.environ'),
+    by_name('constant', 'this.x'),
+    Vector('dict_data value os.system',
+           lambda s: {'dict_data': [[1, {'_py_factory': 'os.system',
+                                         '_py_factory_args': [touch(s)]}]]},
+           'os.system'),
+    Vector('dict_data key subprocess.Popen',
+           lambda s: {'dict_data': [[{'_py_type': 'subprocess.Popen',
+                                      'args': touch_argv(s)}, 1]]},
+           'subprocess.Popen'),
+    Vector('legacy datetime with a hostile tzinfo',
+           lambda s: {'_py_factory': 'datetime.datetime',
+                      '_py_factory_args': [
+                          b'\x07\xdb\n\x01\t-\x00\x00\x00\x00',
+                          {'_py_factory': 'os.system',
+                           '_py_factory_args': [touch(s)]}]},
+           'os.system'),
+    factory('__builtin__.eval', canary.EVAL_PAYLOAD),
+    factory('__builtin__.__import__', 'antigravity'),
+    factory('copy_reg._reconstructor', 'tests.canary.NewCanary'),
+    Vector('dict_data not pairs', {'dict_data': [1, 2]},
+           error=interfaces.StoredDataError),
+    Vector('dict_data pair of three', {'dict_data': [[1, 2, 3]]},
+           error=interfaces.StoredDataError),
+    Vector('_py_constant not a string', {'_py_constant': ['os', 'system']},
+           error=interfaces.StoredDataError),
+    Vector('class value without path', {'_py_type': 'type'},
+           error=interfaces.StoredDataError),
+    Vector('class value path not a string',
+           {'_py_type': 'type', 'path': {'$numberInt': '1'}},
+           error=interfaces.StoredDataError),
+    Vector('legacy date of bad bytes',
+           {'_py_factory': 'datetime.date',
+            '_py_factory_args': [b'\xff\xff\xff\xff']},
+           error=interfaces.StoredDataError),
+    Vector('legacy datetime of a list',
+           {'_py_factory': 'datetime.datetime',
+            '_py_factory_args': [[1, 2, 3]]},
+           error=interfaces.StoredDataError),
 ]
 
 #: Names of a document's own class (top-level ``_py_persistent_type``,
@@ -966,6 +1034,22 @@ ALLOWED = {
                          lambda v: v == Registered(1)),
     'non-string keys': (lambda s: {(1, 2): Color.GREEN}, None,
                         lambda v: dict(v) == {(1, 2): Color.GREEN}),
+    'class value': (lambda s: Phone, None, lambda v: v is Phone),
+    'legacy class value': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_type': 'type', 'path': 'tests.model.Phone'},
+        lambda v: v is Phone),
+    'legacy dict_data': (lambda s: PLACEHOLDER, lambda s: {
+        'dict_data': [[[1, 2], {'_py_type': 'enum.Enum',
+                                'class': 'tests.test_hostile.Color',
+                                'name': 'GREEN'}]]},
+        lambda v: dict(v) == {(1, 2): Color.GREEN}),
+    'Python 2 factory name': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_factory': '__builtin__.set', '_py_factory_args': [[1, 2]]},
+        lambda v: v == {1, 2}),
+    'legacy date': (lambda s: PLACEHOLDER, lambda s: {
+        '_py_factory': 'datetime.date',
+        '_py_factory_args': [b'\x07\xbc\x01\x19']},
+        lambda v: v == datetime.date(1980, 1, 25)),
 }
 
 

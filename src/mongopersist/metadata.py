@@ -34,7 +34,8 @@ from bson.dbref import DBRef
 from mongopersist import interfaces
 
 #: The kinds of names ``TypeRegistry.resolve`` knows.
-KINDS = ('persistent', 'sub_object', 'value', 'enum', 'factory')
+KINDS = ('persistent', 'sub_object', 'value', 'enum', 'factory', 'class',
+         'global')
 
 # Dotted names of classes this process has stored or registered.  Classes
 # that cannot be imported by name (defined in a doctest or inside a
@@ -80,6 +81,19 @@ SAFE_FACTORIES = frozenset([
 ])
 
 
+# Modules of Python 2 that the original mongopersist named in documents
+# (``{'_py_factory': '__builtin__.set', ...}``), by their Python 3 name.
+PYTHON2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
+
+
+def python3_name(name):
+    """``name`` with a Python 2 module replaced by its Python 3 one
+    (``'__builtin__.set'`` -> ``'builtins.set'``); others unchanged."""
+    module, dot, rest = name.partition('.')
+    new = PYTHON2_MODULES.get(module)
+    return new + dot + rest if new is not None and dot else name
+
+
 def _own_name(obj):
     return '%s.%s' % (obj.__module__, obj.__qualname__)
 
@@ -109,6 +123,19 @@ def get_dotted_name(obj):
             REGISTRY._modules_changed()
     elif callable(obj) and _hashable(obj):
         return factory_name(obj)
+    return name
+
+
+def class_name(cls):
+    """Return the dotted name of the class ``cls``, stored as a value (a
+    class stored by name), and allow this process to load it again."""
+    name = get_dotted_name(cls)
+    if _known_types.get(name) is not cls and not hasattr(
+            cls, '__Broken_name__'):
+        # Named before as a factory (the writer names factories apart).
+        with _lock:
+            _known_types[name] = cls
+            REGISTRY._modules_changed()
     return name
 
 
@@ -186,6 +213,7 @@ class TypeRegistry:
         self._trusted = tuple(self._checked_prefix(p) for p in trusted_modules)
         self._types = {}
         self._factories = {}
+        self._globals = {}        # functions and constants stored by name
         self._modules = None      # modules of allowed classes, computed
         self._resolved = {}       # (name, kind) -> (generation, class)
 
@@ -218,6 +246,25 @@ class TypeRegistry:
         with _lock:
             self._factories[name or _own_name(func)] = func
         return func
+
+    def register_global(self, obj, name=None):
+        """Allow a stored value to name the function or module-level
+        object ``obj`` (under ``name``, default its dotted name).
+
+        Loading returns ``obj`` itself and never calls it; but application
+        code may call a function it loads, so register only what is safe
+        to find in any stored value."""
+        if isinstance(obj, type):
+            raise TypeError('register_global() takes a function or other '
+                            'object; allow classes with register_type()')
+        if name is None:
+            if not isinstance(getattr(obj, '__qualname__', None), str):
+                raise TypeError('register_global() needs the dotted name '
+                                'of %r' % (obj,))
+            name = _own_name(obj)
+        with _lock:
+            self._globals[name] = obj
+        return obj
 
     def trust_modules(self, *prefixes):
         """Allow every class under the module name ``prefixes`` (the module
@@ -290,7 +337,14 @@ class TypeRegistry:
             an ``enum.Enum`` subclass;
         ``'factory'``
             a registered factory, one this process wrote, or one of
-            ``SAFE_FACTORIES``.
+            ``SAFE_FACTORIES``;
+        ``'class'``
+            any allowed class, as a value in its own right (a class stored
+            as an attribute value): it is returned, not instantiated;
+        ``'global'``
+            a function or module-level object stored by name: only one
+            registered with ``register_global`` (or as a factory), or one
+            this process stored.
 
         Without ``kind``, any allowed class (not a factory) is returned:
         that is for code that only asks which class a name means, not for
@@ -313,6 +367,8 @@ class TypeRegistry:
                 % type(name).__name__)
         if kind == 'factory':
             return self._resolve_factory(name)
+        if kind == 'global':
+            return self._resolve_global(name)
         generation = _generation
         found = self._exact_type(name)
         if found is None:
@@ -326,13 +382,25 @@ class TypeRegistry:
             found = registry._factories.get(name)
             if found is not None:
                 return found
-        if name in SAFE_FACTORIES:
-            module, _, attr = name.rpartition('.')
+        safe = python3_name(name)
+        if safe in SAFE_FACTORIES:
+            module, _, attr = safe.rpartition('.')
             return getattr(importlib.import_module(module), attr)
         raise _unknown(
             'Stored data names the factory %r, which is not registered; '
             'loading calls only registered factories (see '
             'mongopersist.metadata.register_factory)' % name, name)
+
+    def _resolve_global(self, name):
+        for registry in self._chain():
+            for table in (registry._globals, registry._factories):
+                found = table.get(name)
+                if found is not None:
+                    return found
+        raise _unknown(
+            'Stored data names %r, which is not a function or object this '
+            'application allows loading (see '
+            'mongopersist.metadata.register_global)' % name, name)
 
     def _find(self, name):
         """Find a class in an allowed module by walking ``__dict__``s."""
@@ -380,7 +448,7 @@ class TypeRegistry:
 
 
 def _check_kind(found, name, kind):
-    if kind is None:
+    if kind is None or kind == 'class':
         if isinstance(found, type):
             return found
         what = 'a class'
@@ -428,6 +496,40 @@ def register_type(cls, name=None):
 def register_factory(func, name=None):
     """Allow ``_py_factory`` to name ``func`` in this process."""
     return REGISTRY.register_factory(func, name)
+
+
+def register_global(obj, name=None):
+    """Allow stored values to name the function or object ``obj`` in this
+    process (see ``TypeRegistry.register_global``)."""
+    return REGISTRY.register_global(obj, name)
+
+
+def global_name(obj, name=None):
+    """Return the dotted name under which the writer stores the function
+    or module-level object ``obj``, or ``None`` if that name does not find
+    ``obj`` again (a lambda, a function defined inside another one).
+
+    ``name`` is the name of ``obj`` inside its module, when it is not
+    ``obj.__qualname__`` (an object whose ``__reduce__`` returns its name).
+    The process may load what it stored: the name is allowed in
+    ``REGISTRY``.
+    """
+    module = getattr(obj, '__module__', None)
+    qualname = name or getattr(obj, '__qualname__', None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    dotted = '%s.%s' % (module, qualname)
+    if REGISTRY._globals.get(dotted) is obj:
+        return dotted
+    found = sys.modules.get(module)
+    for attr in qualname.split('.'):
+        namespace = getattr(found, '__dict__', None)
+        found = namespace.get(attr) if namespace is not None else None
+    if found is not obj:
+        return None
+    with _lock:
+        REGISTRY._globals[dotted] = obj
+    return dotted
 
 
 def trust_modules(*prefixes):

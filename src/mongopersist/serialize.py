@@ -26,7 +26,8 @@ import zope.interface
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist import broken, interfaces, limits, metadata, serializers
+from mongopersist import (
+    broken, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
 
 # Process-wide user serializers, consulted before the built-in ones.
@@ -42,6 +43,9 @@ PY_LIST_ITEMS = '_py_listitems'
 PY_DICT_ITEMS = '_py_dictitems'
 PY_SERIAL = '_py_serial'
 DICT_TYPE = 'builtins.dict'
+# The one-field shapes of the original mongopersist (mongopersist.legacy).
+_LEGACY_DICT_DATA = legacy.DICT_DATA
+_LEGACY_CONSTANT = legacy.PY_CONSTANT
 
 # Fields of a top-level document that are not instance state.
 DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL])
@@ -290,6 +294,8 @@ class ObjectWriter:
             try:
                 return builtin(obj, lambda value: self._write(
                     value, pobj, stack, custom))
+            except serializers.NotStorableByName as error:
+                raise self._unstorable(obj, str(error))
             finally:
                 stack.discard(id(obj))
         self.untracked = True
@@ -312,7 +318,8 @@ class ObjectWriter:
     def _write_dict(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            if _all_safe_keys(obj):
+            if _all_safe_keys(obj) and (_LEGACY_DICT_DATA not in obj
+                                        or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
                     if _is_stored_as_is(value, type(value)):
@@ -401,9 +408,18 @@ class ObjectWriter:
                     reduced = obj.__reduce_ex__(2)
             except Exception as error:
                 raise self._unstorable(obj, 'it cannot be reduced (%s)' % error)
-            if isinstance(reduced, str) or len(reduced) < 2:
+            if isinstance(reduced, str):
+                # A module-level object pickled by name: stored by name.
+                doc = serializers.write_constant(obj, reduced)
+                if doc is None:
+                    raise self._unstorable(
+                        obj, 'it reduces to the global name %r, which does '
+                        'not find it again' % reduced)
+                return doc
+            if len(reduced) < 2:
                 raise self._unstorable(
-                    obj, 'it reduces to a global name, which is not supported')
+                    obj, 'it reduces to %r, which is not supported'
+                    % (reduced,))
             reduced = tuple(reduced) + (None,) * (5 - len(reduced))
             factory, args, state, list_items, dict_items = reduced[:5]
             if (getattr(factory, '__name__', None) == '__newobj__'
@@ -665,6 +681,11 @@ class ObjectReader:
             return self._read_special(state, obj, PY_PERSISTENT_TYPE)
         if PY_FACTORY in state:
             return self._read_special(state, obj, PY_FACTORY)
+        if _LEGACY_DICT_DATA in state or _LEGACY_CONSTANT in state:
+            # Shapes of the original mongopersist: see mongopersist.legacy.
+            value = legacy.read_single(self, state, obj)
+            if value is not legacy.NOT_LEGACY:
+                return value
         return self._new_sub_object(
             PersistentDict, self._read_fields(state, obj), obj)
 
@@ -693,7 +714,8 @@ class ObjectReader:
         except interfaces.UnknownTypeError as error:
             if (error.path is None and getattr(self._jar, 'broken_objects',
                                                False)
-                    and error.name in (name, state.get('class'))):
+                    and error.name in (name, state.get('class'),
+                                       state.get('path'))):
                 return broken.Broken(error.name, state)
             raise
         except interfaces.MongoPersistError:
@@ -748,6 +770,11 @@ class ObjectReader:
             except interfaces.StoredDataError as error:
                 raise error.at(field, index, 1)
         return result
+
+    def read_legacy_items(self, items, obj, field):
+        """A dict stored as ``[key, value]`` pairs in ``field``."""
+        return self._new_sub_object(
+            PersistentDict, self._read_items(items, obj, field), obj)
 
     def _fill(self, value, state, obj, meta):
         """Give ``value`` the state stored in ``state`` (all fields but

@@ -18,6 +18,7 @@ class names only through ``read.resolve(name, kind)`` (the data manager's
 import datetime
 import decimal
 import enum
+import types
 import uuid
 
 from mongopersist import metadata
@@ -208,6 +209,51 @@ def read_enum(state, read):
     return cls[member]
 
 
+# Classes, functions and other module-level objects are stored by name, as
+# the original mongopersist stored classes: {'_py_type': 'type', 'path':
+# 'myapp.models.Person'}.  Loading looks the name up through the registry
+# (a class: any class the application allows; a function or constant: only
+# one registered with ``metadata.register_global`` or stored by this
+# process) and never calls what it finds.
+BY_NAME = {'type': 'class', 'function': 'global', 'constant': 'global'}
+
+
+class NotStorableByName(ValueError):
+    """A class or function whose name does not find it again."""
+
+
+def write_class(value, write):
+    name = metadata.class_name(value)
+    if '<locals>' in name:
+        raise NotStorableByName(
+            'the class %s cannot be found again by name' % name)
+    return {TYPE: 'type', 'path': name}
+
+
+def write_function(value, write):
+    name = metadata.global_name(value)
+    if name is None:
+        raise NotStorableByName(
+            'the function %r cannot be found again by name' % (value,))
+    return {TYPE: 'function', 'path': name}
+
+
+def write_constant(value, name):
+    """Store ``value``, an object that pickles as the global ``name`` of
+    its module (its ``__reduce__`` returns ``name``), by name; ``None`` if
+    that name does not find ``value``."""
+    dotted = metadata.global_name(value, name)
+    if dotted is None:
+        return None
+    return {TYPE: 'constant', 'path': dotted}
+
+
+def read_by_name(state, read):
+    name = state['path']
+    resolve = getattr(read, 'resolve', None) or metadata.REGISTRY.resolve
+    return resolve(name, BY_NAME[state[TYPE]])
+
+
 WRITERS = {
     datetime.datetime: write_datetime,
     datetime.date: write_date,
@@ -219,6 +265,9 @@ WRITERS = {
     bytearray: write_bytearray,
     uuid.UUID: write_uuid,
     complex: write_complex,
+    type: write_class,
+    types.FunctionType: write_function,
+    types.BuiltinFunctionType: write_function,
 }
 
 READERS = {
@@ -234,12 +283,18 @@ READERS = {
     'builtins.int': read_big_int,
     'builtins.complex': read_complex,
     'enum.Enum': read_enum,
+    'type': read_by_name,
+    'function': read_by_name,
+    'constant': read_by_name,
 }
 
 
 def writer_for(value):
     """Return the built-in writer for ``value``, or ``None``."""
     writer = WRITERS.get(type(value))
-    if writer is None and isinstance(value, enum.Enum):
-        return write_enum
+    if writer is None:
+        if isinstance(value, enum.Enum):
+            return write_enum
+        if isinstance(value, type):
+            return write_class
     return writer

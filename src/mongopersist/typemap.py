@@ -32,9 +32,11 @@ import weakref
 
 import pymongo
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, legacy, metadata
 
 TYPE_MAP_COLLECTION = 'persistence_type_map'
+# Key prefix of the original package's name map in the process cache.
+_NAME_MAP = ('name map',)
 
 
 # id(client) -> (weak reference to the client, {(database, collection of
@@ -107,9 +109,21 @@ class CollectionTypeMap:
         if types is None:
             doc = self._coll.find_one({'_id': '%s.%s' % key})
             types = self._checked_types(doc) if doc is not None else []
+            if not types:
+                types = self._legacy_types(key)
             if types:
                 self._types[key] = types
         return types
+
+    def _legacy_types(self, key):
+        """The class names the original package recorded (its name map,
+        read once per collection and process, kept beside the entries),
+        for databases not upgraded yet."""
+        types = self._types.get(_NAME_MAP + key)
+        if types is None:
+            types = self._types[_NAME_MAP + key] = legacy.name_map_types(
+                self._coll.database, *key)
+        return list(types)
 
     def refresh(self, database, collection):
         """Read the entry of a collection again (a miss); return its types."""
@@ -131,9 +145,13 @@ class CollectionTypeMap:
             types = self.types_of(database, collection)
             if name in types:
                 return types
+        # A collection of the original package's name map: its classes
+        # come first in the new entry.
+        legacy_types = self._types.get(_NAME_MAP + key)
+        added = {'$each': legacy_types + [name]} if legacy_types else name
         doc = self._coll.find_one_and_update(
             {'_id': '%s.%s' % key},
-            {'$addToSet': {'types': name},
+            {'$addToSet': {'types': added},
              '$setOnInsert': {'database': database, 'collection': collection}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
         types = self._types[key] = self._checked_types(doc)

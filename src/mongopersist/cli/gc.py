@@ -1,0 +1,132 @@
+"""List (and with --apply remove) documents nobody can reach.
+
+A document is reachable from the root entries through references
+(``DBRef`` values at any depth), and from a reachable container: an item
+of a ``MongoContainer`` holds a reference to its container in its parent
+field (``parent``, or the fields given with ``--parent-key``).  Everything
+else in the application's collections is unreachable.
+
+This is for applications that reach their objects through references
+only.  Documents found by queries, a ``MongoCollectionMapping`` or other
+code that reads collections directly are unreachable in this sense: name
+their collections with ``--keep``: their documents are then kept, and so
+is what they reference.
+
+Without ``--apply`` nothing is removed (exit code 1 if something is
+unreachable).  With it, each document is removed only if it is unchanged
+since it was read (its ``_py_serial``, when it has one).
+"""
+from mongopersist.cli import walk
+
+HELP = 'list documents unreachable from the root (remove with --apply)'
+
+
+def add_arguments(parser):
+    parser.add_argument('--apply', action='store_true',
+                        help='remove the unreachable documents')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='list only (the default; wins over --apply)')
+    parser.add_argument('--keep', action='append', default=[],
+                        metavar='COLLECTION',
+                        help='never list documents of COLLECTION (reached '
+                             'by queries); repeatable')
+    parser.add_argument('--parent-key', action='append', default=None,
+                        metavar='FIELD',
+                        help="an item's reference to its container "
+                             "(default: parent); repeatable")
+
+
+def _node(ref, database):
+    return (ref.database or database, ref.collection, _key(ref.id))
+
+
+def _key(id):
+    try:
+        hash(id)
+    except TypeError:
+        return repr(id)
+    return id
+
+
+def run(context):
+    options = context.options
+    parent_keys = set(options.parent_key or ['parent'])
+    keep = set(options.keep)
+    edges = {}          # node -> referenced nodes
+    children = {}       # container node -> items referencing it as parent
+    docs = {}           # node -> the document's _id and _py_serial
+    kept = []           # nodes of --keep collections: reached by queries
+    for database, collection in walk.application_collections(context):
+        keeping = (collection in keep
+                   or '%s.%s' % (database, collection) in keep)
+        for doc in walk.documents(context, database, collection):
+            node = (database, collection, _key(doc['_id']))
+            docs[node] = (doc['_id'], doc.get('_py_serial'))
+            if keeping:
+                kept.append(node)
+            targets = edges[node] = []
+            for path, ref in walk.references(doc):
+                target = _node(ref, database)
+                targets.append(target)
+                if path in parent_keys:
+                    children.setdefault(target, []).append(node)
+    root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
+    todo = [_node(doc['ref'], context.root_database)
+            for doc in root_coll.find() if hasattr(doc.get('ref'), 'id')]
+    todo.extend(kept)
+    reachable = set()
+    while todo:
+        node = todo.pop()
+        if node in reachable:
+            continue
+        reachable.add(node)
+        todo.extend(edges.get(node, ()))
+        todo.extend(children.get(node, ()))
+    unreachable = [node for node in docs if node not in reachable]
+    unreachable.sort(key=repr)
+    removed, changed = [], []
+    applying = options.apply and not options.dry_run
+    if applying:
+        for node in context.progress(unreachable, len(unreachable),
+                                     'removing'):
+            database, collection, _ = node
+            id, serial = docs[node]
+            old = {'_id': id}
+            if serial is not None:
+                old['_py_serial'] = serial
+            coll = context.client[database][collection]
+            if walk.Rewrite(coll).delete(old):
+                removed.append(node)
+            else:
+                changed.append(node)
+    result = {'database': context.database, 'documents': len(docs),
+              'reachable': len(docs) - len(unreachable),
+              'unreachable': [_describe(node, docs) for node in unreachable],
+              'applied': bool(applying),
+              'removed': len(removed),
+              'changed_since': [_describe(node, docs) for node in changed]}
+    _print(context, result)
+    if applying:
+        return result, 1 if changed else 0
+    return result, 1 if unreachable else 0
+
+
+def _describe(node, docs):
+    return {'database': node[0], 'collection': node[1],
+            'id': docs[node][0]}
+
+
+def _print(context, result):
+    context.say('%d documents, %d reachable from the root, %d unreachable' % (
+        result['documents'], result['reachable'], len(result['unreachable'])))
+    if result['unreachable']:
+        context.say(walk.table(
+            [['%s.%s' % (n['database'], n['collection']), repr(n['id'])]
+             for n in result['unreachable']], ['collection', '_id']))
+    if result['applied']:
+        context.say('Removed %d documents' % result['removed'])
+        if result['changed_since']:
+            context.say('Not removed (changed since read): %d'
+                        % len(result['changed_since']))
+    elif result['unreachable']:
+        context.say('Nothing removed (dry run): run with --apply to remove')
