@@ -97,3 +97,23 @@ def test_rollback_keeps_references_to_other_persistent_objects(dm, db):
     assert person.address is dm.root['a'].address
     transaction.commit()
     assert db['address'].count_documents({}) == 1
+
+
+def test_changes_flushed_after_the_savepoint_are_discarded_in_memory(dm, db):
+    """Found by the stateful test: an object first changed after the
+    savepoint and written by a flush (a query) since kept its changed
+    state after the rollback, although its write was taken back."""
+    dm.root['a'] = Address('Maynard', '01754')
+    transaction.commit()
+    address = dm.root['a']
+    dm.insert(Person('joined before the savepoint'))
+    savepoint = transaction.savepoint()
+    address.city = 'Boston'
+    assert dm.count(Address) == 1                 # flushes the change
+    assert db['address'].find_one()['city'] == 'Boston'
+    savepoint.rollback()
+    assert db['address'].find_one()['city'] == 'Maynard'
+    assert address.city == 'Maynard'
+    transaction.commit()
+    assert db['address'].find_one()['city'] == 'Maynard'
+    assert db[PERSON].count_documents({}) == 1

@@ -95,6 +95,70 @@ def test_patch_is_applied_once():
         assert not getattr(method.__wrapped__, '_mongopersist_shim', False)
 
 
+# -- duplicate keys and geospatial queries, as a server does them ------------
+def test_duplicate_key_errors_are_worded_as_a_server_words_them(coll):
+    from pymongo.errors import BulkWriteError, DuplicateKeyError
+    coll.create_index([('a', 1), ('b', 1)], unique=True, name='ab')
+    coll.insert_one({'_id': 1, 'a': 1, 'b': 'x'})
+    db = coll.database.name
+    message = ('E11000 duplicate key error collection: %s.things index: ab '
+               'dup key: { a: 1, b: "x" }' % db)
+    with pytest.raises(DuplicateKeyError) as info:
+        coll.insert_one({'_id': 2, 'a': 1, 'b': 'x'})
+    assert str(info.value) == message
+    assert info.value.details['keyPattern'] == {'a': 1, 'b': 1}
+    assert info.value.details['keyValue'] == {'a': 1, 'b': 'x'}
+    with pytest.raises(BulkWriteError) as info:
+        coll.bulk_write([UpdateOne({'_id': 3}, {'$set': {'a': 1, 'b': 'x'}},
+                                   upsert=True)])
+    entry, = info.value.details['writeErrors']
+    assert entry['errmsg'] == message
+    assert entry['keyValue'] == {'a': 1, 'b': 'x'}
+    with pytest.raises(BulkWriteError) as info:
+        coll.insert_many([{'_id': 1}])
+    entry, = info.value.details['writeErrors']
+    assert 'index: _id_ dup key: { _id: 1 }' in entry['errmsg']
+    assert entry['keyPattern'] == {'_id': 1}
+    assert coll.count_documents({}) == 1
+
+
+CITIES = {'berlin': (13.40, 52.52), 'potsdam': (13.06, 52.39),
+          'paris': (2.35, 48.86), 'london': (-0.12, 51.50)}
+
+
+@pytest.fixture
+def cities(coll):
+    for name, where in CITIES.items():
+        coll.insert_one({'_id': name, 'loc': {'type': 'Point',
+                                              'coordinates': list(where)}})
+    return coll
+
+
+def test_near_sorts_by_spherical_distance(cities):
+    cities.create_index([('loc', pymongo.GEOSPHERE)])
+    near = {'$geometry': {'type': 'Point', 'coordinates': [13.40, 52.52]}}
+    assert [d['_id'] for d in cities.find({'loc': {'$near': near}})] == [
+        'berlin', 'potsdam', 'paris', 'london']   # 878 km, 930 km
+    within = dict(near, **{'$maxDistance': 30000})      # meters
+    assert [d['_id'] for d in cities.find(
+        {'loc': {'$nearSphere': within}})] == ['berlin', 'potsdam']
+
+
+def test_near_needs_a_2dsphere_index(cities):
+    near = {'$geometry': {'type': 'Point', 'coordinates': [0, 0]}}
+    with pytest.raises(pymongo.errors.OperationFailure,
+                       match='unable to find index for \\$geoNear'):
+        list(cities.find({'loc': {'$near': near}}))
+
+
+def test_geo_within_center_sphere(cities):
+    # 100 km around Berlin, in radians of the earth's radius.
+    query = {'loc': {'$geoWithin': {'$centerSphere': [[13.40, 52.52],
+                                                      100 / 6378.1]}}}
+    assert sorted(d['_id'] for d in cities.find(query)) == [
+        'berlin', 'potsdam']
+
+
 def test_bulk_write_reports_upserts_at_the_index_of_their_operation(coll):
     # As a server does (PyMongo maps the indexes back across the commands
     # it sends for the runs of one kind); mongomock 4.3 numbered the

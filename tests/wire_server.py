@@ -88,9 +88,12 @@ class WireServer:
             try:
                 apply_one(coll, index, item, reply)
             except mongomock.DuplicateKeyError as error:
-                errors.append({'index': index, 'code': 11000,
-                               'errmsg': 'E11000 duplicate key error: %s'
-                               % error})
+                # The stand-in words it as a server (mongopersist.testing).
+                entry = {'index': index, 'code': 11000, 'errmsg': str(error)}
+                for key in ('keyPattern', 'keyValue'):
+                    if key in (error.details or {}):
+                        entry[key] = error.details[key]
+                errors.append(entry)
             except mongomock.OperationFailure as error:
                 errors.append({'index': index, 'code': error.code or 2,
                                'errmsg': str(error)})

@@ -31,6 +31,7 @@ loading one reference at a time would have read.
 import persistent
 from bson.dbref import DBRef
 
+from mongopersist import sharding
 from mongopersist.metadata import is_sub_object
 #: The most ids one batched query asks for.
 MAX_BATCH = 1000
@@ -47,10 +48,11 @@ def batch_filter(oids):
     ``metadata.OID``s of one collection).
 
     The one place a read of several documents by reference builds its
-    query (batched loading, ``prefetch``, the commit's check): shard-key
-    aware routing adds the shard-key fields of the references here.
+    query (batched loading, ``prefetch``): ids are grouped by the
+    shard-key values their references carry (``sharding.refs_filter``),
+    so that ``mongos`` reads each group from its shard only.
     """
-    return {'_id': {'$in': [oid.id for oid in oids]}}
+    return sharding.refs_filter(oids)
 
 
 def pages(iterable):

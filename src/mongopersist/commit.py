@@ -27,10 +27,9 @@ import math
 
 import pymongo
 from bson.dbref import DBRef
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from mongopersist import interfaces, limits, metadata
-from mongopersist.batching import batch_filter
+from mongopersist import indexes, interfaces, limits, metadata, sharding
 from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
 
 INSERT = 'insert'
@@ -90,7 +89,7 @@ class DocumentWrite:
     """One planned write: what, to which document, and on what condition."""
 
     __slots__ = ('kind', 'obj', 'oid', 'doc', 'loaded', 'filter', 'request',
-                 'size', 'before', 'untracked', 'update')
+                 'size', 'before', 'untracked', 'update', 'moves')
 
     def __init__(self, kind, obj, oid, doc=None, loaded=None):
         self.kind = kind
@@ -104,6 +103,8 @@ class DocumentWrite:
         self.size = 0           # of ``doc`` in bytes of BSON
         # The object holds values whose changes it does not hear about.
         self.untracked = False
+        # It changes a shard-key value: sent on its own (``sharding``).
+        self.moves = False
         # What an abort puts back: the version stored before this write
         # (``ABSENT``: there was none, so there is nothing to take back).
         self.before = loaded
@@ -206,9 +207,12 @@ class Flush:
         if write.kind == INSERT:
             if handler.detects_conflicts:
                 handler.stamp(write.doc, None)
+            sharding.target(self.jar, write)
             write.request = pymongo.InsertOne(write.doc)
             return True
         write.filter = handler.write_filter(write.oid, write.loaded)
+        # ``_id`` and the shard key as loaded: mongos targets one shard.
+        write.moves = sharding.target(self.jar, write)
         if write.kind == DELETE:
             write.request = pymongo.DeleteOne(write.filter)
             return True
@@ -239,6 +243,23 @@ class Flush:
             key = (write.oid.database, write.oid.collection)
             groups.setdefault(key, []).append(write)
         return groups
+
+    def _batches(self, groups):
+        """Each collection's writes as one batch, but a write that moves a
+        document to another shard (a changed shard-key value) in a batch
+        of its own, as MongoDB requires."""
+        for where, writes in groups.items():
+            batch = []
+            for write in writes:
+                if write.moves:
+                    if batch:
+                        yield where, batch
+                    yield where, [write]
+                    batch = []
+                else:
+                    batch.append(write)
+            if batch:
+                yield where, batch
 
     # 3. check -----------------------------------------------------------
     def check(self):
@@ -287,10 +308,21 @@ class Flush:
             if not changed:
                 continue
             coll = self.jar._raw_collection(db, name)
+            # Grouped by shard key (as loaded): read from their shards only.
+            query = sharding.batch_filter(
+                (w.oid.id, self._key_as_loaded(w)) for w in changed.values())
             current = {doc['_id']: doc for doc in coll.find(
-                batch_filter([w.oid for w in changed.values()]), projection,
-                session=self.jar._session)}
+                query, projection, session=self.jar._session)}
             yield coll, changed, current
+
+    @staticmethod
+    def _key_as_loaded(write):
+        key = metadata.shard_key(type(write.obj))
+        if key is None:
+            return None
+        if write.loaded is not None:
+            return key.values(write.loaded)
+        return write.oid.routing
 
     def _matches(self, write, current):
         if current is None:
@@ -335,7 +367,7 @@ class Flush:
         pending = {id(write): write for write in self.writes}
         groups = self.by_collection()
         jar._journal.before_writes(groups)
-        for (db, name), writes in groups.items():
+        for (db, name), writes in self._batches(groups):
             coll = jar._raw_collection(db, name)
             try:
                 result = self._send(coll, writes)
@@ -346,11 +378,21 @@ class Flush:
                 upserted = {u['index'] for u in details.get('upserted', ())}
                 self._record(writes[:failed], upserted, pending)
                 lost = writes[failed] if failed < len(writes) else None
-                if (lost is not None and errors[0].get('code') == 11000
-                        and lost.kind == UPDATE
-                        and self.handler.detects_conflicts):
-                    raise self._conflict(lost, self._current(coll, lost))
-                raise self._failure(error, pending) from error
+                duplicate = None
+                if lost is not None and errors[0].get('code') == 11000:
+                    duplicate = indexes.duplicate(errors[0], lost, coll)
+                    if (duplicate.on_id and lost.kind == UPDATE
+                            and self.handler.detects_conflicts):
+                        raise self._conflict(lost, self._current(coll, lost))
+                raise self._failure(error, pending,
+                                    duplicate=duplicate) from error
+            except DuplicateKeyError as error:
+                # A write sent alone (``_replace_alone``) was refused: it
+                # wrote nothing.
+                duplicate = indexes.duplicate(
+                    error.details or {'errmsg': str(error)}, writes[0], coll)
+                raise self._failure(error, pending,
+                                    duplicate=duplicate) from error
             except PyMongoError as error:
                 raise self._failure(error, pending, unsure=writes) from error
             if result is None:
@@ -397,26 +439,35 @@ class Flush:
             del pending[id(write)]
 
     def _current(self, coll, write):
-        return coll.find_one({'_id': write.oid.id}, session=self.jar._session)
+        query = {'_id': write.oid.id}
+        query.update(self._key_as_loaded(write) or {})
+        return coll.find_one(query, session=self.jar._session)
 
-    def _failure(self, error, pending, unsure=()):
-        message = 'Commit failed while writing (%s: %s)' % (
-            type(error).__name__, error)
+    def _failure(self, error, pending, unsure=(), duplicate=None):
+        """The ``CommitError`` (``UniqueIndexError`` for a ``duplicate``
+        key, see ``indexes.duplicate``) reporting a failed write."""
+        kind, details = interfaces.CommitError, {}
+        if duplicate is not None:
+            kind, details = interfaces.UniqueIndexError, duplicate.details()
+            message = duplicate.message()
+        else:
+            message = 'Commit failed while writing (%s: %s)' % (
+                type(error).__name__, error)
         if self.jar._server_txn is not None:
-            return interfaces.CommitError(
+            return kind(
                 message + '; the server transaction is aborted and nothing '
                 'was committed', written=[],
                 not_written=self.jar._written_this_transaction() + [
-                    w.oid for w in pending.values()], cause=error)
+                    w.oid for w in pending.values()], cause=error, **details)
         written = self.jar._written_this_transaction()
         if unsure:
             message += '; these may or may not have been written: %s' % (
                 ', '.join('%s/%s' % (w.oid.collection, w.oid.id)
                           for w in unsure))
-        return interfaces.CommitError(
+        return kind(
             message, written=written,
             not_written=[w.oid for w in pending.values() if w not in unsure],
-            cause=error)
+            cause=error, **details)
 
 
 

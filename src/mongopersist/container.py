@@ -29,7 +29,7 @@ import pymongo
 from bson.errors import InvalidId
 from bson.objectid import ObjectId
 
-from mongopersist import metadata, query, serialize
+from mongopersist import metadata, query, serialize, sharding
 
 # Items asked for per round trip when a container lists all its items.
 LISTING_BATCH_SIZE = 5000
@@ -110,7 +110,11 @@ class MongoContainer(persistent.Persistent):
         the item attribute holding the item's name (default ``'key'``);
     ``_m_parent_key`` / ``parent_key``
         the item attribute referencing the container (default
-        ``'parent'``).
+        ``'parent'``);
+    ``_m_allow_global`` / ``allow_global``
+        for items of a class with a shard key: allow queries that do not
+        pin it (default false: ``interfaces.GlobalQueryError``, see
+        ``mongopersist.sharding``).
 
     Names are strings or integers.  A query for the items filters on the
     parent attribute (and the key attribute); an index on ``(parent, key)``
@@ -123,12 +127,14 @@ class MongoContainer(persistent.Persistent):
     _m_item_class = None
     _m_mapping_key = 'key'
     _m_parent_key = 'parent'
+    _m_allow_global = False
 
     def __init__(self, collection=None, database=None, mapping_key=None,
-                 parent_key=None):
+                 parent_key=None, allow_global=None):
         settings = {'_m_collection': collection, '_m_database': database,
                     '_m_mapping_key': mapping_key,
-                    '_m_parent_key': parent_key}
+                    '_m_parent_key': parent_key,
+                    '_m_allow_global': allow_global}
         for name, value in settings.items():
             if value is not None:
                 setattr(self, name, value)
@@ -151,12 +157,28 @@ class MongoContainer(persistent.Persistent):
             return database, self._m_collection
         return jar._collection_name_of(cls)
 
-    def _m_filter(self, jar, key=None):
-        """The filter of this container's items (of the one named ``key``)."""
-        parts = [{self._m_parent_key: self._p_oid}, self._m_key_filter(key)]
+    def _m_filter(self, jar, key=None, extra=None, allow_global=None):
+        """The filter of this container's items (of the one named ``key``,
+        and matching ``extra``), checked by the global-query guard."""
+        parts = [extra, {self._m_parent_key: self._p_oid},
+                 self._m_key_filter(key)]
+        self._m_guard(jar, query.combine(*parts), allow_global)
         if self._m_item_class is not None:
             parts.append(query.type_filter(jar, self._m_item_class))
         return query.combine(*parts)
+
+    def _m_guard(self, jar, filter, allow_global=None):
+        if allow_global is None:
+            allow_global = self._m_allow_global
+        if allow_global:
+            return
+        cls = self._m_item_class
+        if cls is not None:
+            sharding.check_class_query(jar, cls, filter, False)
+        else:
+            database, collection = self._m_location(jar)
+            sharding.check_collection_query(jar, database, collection,
+                                            filter, False)
 
     def _m_key_filter(self, key):
         field = self._m_mapping_key
@@ -274,13 +296,15 @@ class MongoContainer(persistent.Persistent):
         # A container is an object, true even when empty (unlike a dict).
         return True
 
-    def find(self, filter=None, sort=None, limit=0, skip=0):
+    def find(self, filter=None, sort=None, limit=0, skip=0,
+             allow_global=None):
         """Iterate the items whose documents also match ``filter``.
 
         Pages through the items with one query, without loading the others:
         ``sort`` (default: by name), ``limit`` (0: no limit) and ``skip``
         as in PyMongo.  Pending changes of the item collection are written
         first, so items added or removed in this transaction are seen.
+        ``allow_global`` overrides the container's ``_m_allow_global``.
         """
         filter = query.check_filter(filter)
         jar = self._p_jar
@@ -289,7 +313,7 @@ class MongoContainer(persistent.Persistent):
         database, collection = self._m_location(jar)
         return query.find_in_collection(
             jar, database, collection,
-            query.combine(filter, self._m_filter(jar)),
+            self._m_filter(jar, extra=filter, allow_global=allow_global),
             sort=self._m_sort() if sort is None else sort,
             limit=limit, skip=skip)
 

@@ -14,7 +14,9 @@ about their changes).  The work is shared out:
 * ``mongopersist.invalidation``: changes pushed by a change stream;
 * ``mongopersist.undo``: taking back what an aborted transaction wrote;
 * ``mongopersist.journal``: what a crash in the middle of one left;
-* ``mongopersist.metadata``: which stored names may load as which classes.
+* ``mongopersist.metadata``: which stored names may load as which classes;
+* ``mongopersist.sharding``, ``.indexes``, ``.sequence``: scale-out (shard
+  keys, declared indexes, counters).
 """
 import logging
 import threading
@@ -27,8 +29,8 @@ from bson.objectid import ObjectId
 from pymongo.errors import PyMongoError
 
 from mongopersist import (
-    batching, broken, commit, conflict, interfaces, journal, metadata,
-    query, serialize, sessions, settings)
+    batching, broken, commit, conflict, indexes, interfaces, journal,
+    metadata, query, sequence, serialize, sessions, settings, sharding)
 from mongopersist.cache import DEFAULT_SIZE, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -99,6 +101,11 @@ class MongoDataManager:
 
     #: The ``transactions`` mode of data managers created without one.
     default_transactions = 'auto'
+
+    #: What a query of a sharded class that does not pin its shard key
+    #: does: ``'error'`` or ``'warn'``; ``None`` follows the process-wide
+    #: ``mongopersist.sharding.global_queries()``.
+    global_queries = None
 
     def __init__(self, client, default_database=None, root_database=None,
                  root_collection='persistence_root', detect_conflicts=False,
@@ -252,23 +259,41 @@ class MongoDataManager:
                 metadata.collection_name(cls))
 
     # -- object queries (mongopersist.query) ------------------------------
-    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0):
+    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0,
+                     allow_global=False):
         """Iterate the instances of ``cls`` whose documents match ``filter``.
 
         One query for all results; objects already loaded are returned as
         they are; pending changes of the collection are written first.
         ``sort`` is a key name or a list of ``(key, direction)`` pairs.
+        For a class with a shard key, a filter that does not pin it raises
+        ``GlobalQueryError`` unless ``allow_global`` is true.
         """
         return query.find_objects(self, cls, filter, sort=sort, limit=limit,
-                                  skip=skip)
+                                  skip=skip, allow_global=allow_global)
 
-    def find_one_object(self, cls, filter=None):
+    def find_one_object(self, cls, filter=None, allow_global=False):
         """Return an instance of ``cls`` whose document matches, or None."""
-        return query.find_one_object(self, cls, filter)
+        return query.find_one_object(self, cls, filter,
+                                     allow_global=allow_global)
 
-    def count(self, cls, filter=None):
+    def count(self, cls, filter=None, allow_global=False):
         """Return how many instances of ``cls`` have a matching document."""
-        return query.count(self, cls, filter)
+        return query.count(self, cls, filter, allow_global=allow_global)
+
+    # -- scale-out (mongopersist.indexes, .sequence) --------------------------
+    def ensure_indexes(self, *classes):
+        """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
+        that MongoDB lacks; return the ``indexes.CreatedIndex`` list.
+        Idempotent; never drops an index (see ``mongopersist.indexes``)."""
+        return indexes.ensure_indexes(self, *classes)
+
+    def next_sequence(self, name, step=1):
+        """Return the next value of the counter ``name`` (1, 2, ...): one
+        atomic ``findAndModify``, outside the transaction (an abort leaves
+        a gap, two callers never get the same value).  Usable as
+        ``dm.insert(obj, oid=dm.next_sequence('posts'))``."""
+        return sequence.next_value(self, name, step)
 
     # -- the transaction ----------------------------------------------------
     @property
@@ -405,23 +430,27 @@ class MongoDataManager:
         """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
         jar = obj._p_jar
         if jar is self and obj._p_oid is not None:
-            return obj._p_oid
+            return sharding.reference(obj)
         if jar is not None:
             raise ValueError('%r belongs to another data manager (%r)'
                              % (obj, jar))
-        return self.insert(obj)
+        self.insert(obj)
+        return sharding.reference(obj)
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
         self._check_thread()
         cache = self._cache
-        obj = cache.get(dbref)
+        stored = dbref
+        # A stored reference with shard-key fields is no identity key (they
+        # are not part of the oid's identity): look it up as an oid.
+        obj = None if sharding.extras(stored) else cache.get(dbref)
         if obj is None:
             dbref = metadata.OID(dbref.collection, dbref.id,
                                  dbref.database or self.default_database)
             obj = cache.get(dbref)
         if obj is None:
-            obj = self._load_new(dbref)
+            obj = self._load_new(dbref, stored)
         else:
             if obj._p_status != 'ghost':
                 # Loaded: its collection is validated before it is used (a
@@ -448,12 +477,16 @@ class MongoDataManager:
         self._use()
         return self._batches.prefetch(objects_or_refs)
 
-    def _load_new(self, dbref):
-        """The ghost of ``dbref``, which is not in the identity map."""
+    def _load_new(self, dbref, stored):
+        """The ghost of ``dbref``, which is not in the identity map
+        (``stored``: the reference as stored, maybe with a shard key)."""
         self._check_reference(dbref)
         with self._reading(dbref):
             cls = self._or_broken(self._types.class_for, dbref.database,
                                   dbref.collection)
+        # The shard-key values the reference carries, checked (errors name
+        # the document holding the reference).
+        sharding.route(self, dbref, stored, cls)
         if cls is None:
             # Shared collection: the document names the class.
             self._use(dbref)
@@ -559,8 +592,7 @@ class MongoDataManager:
 
     def _find_document(self, dbref):
         coll = self._raw_collection(dbref.database, dbref.collection)
-        doc = coll.find_one(metadata.document_filter(dbref),
-                            session=self._session)
+        doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
             raise interfaces.DocumentNotFoundError(
                 'No document %r in %s.%s (removed?)' % (
@@ -614,6 +646,7 @@ class MongoDataManager:
             finally:
                 if grouping:
                     batches.stop()
+        sharding.remember(ref, type(obj), doc)
         self._loaded_docs[ref] = doc
         # Loaded after this data manager's transaction ended (in the same
         # ``transaction``), or before ``begin()``: the boundary must see it.
@@ -673,7 +706,7 @@ class MongoDataManager:
                 if obj._p_oid in self._new:
                     self._forget_new([obj])
                 raise
-        return obj._p_oid
+        return sharding.reference(obj)
 
     def flush(self, collections=None):
         """Write pending changes of this transaction now.
@@ -748,6 +781,7 @@ class MongoDataManager:
                 write.obj._p_serial = p64(serial)
             # The document is now stored exactly as written.
             self._loaded_docs[ref] = write.doc
+            sharding.remember(ref, type(write.obj), write.doc)
 
     def _written_this_transaction(self):
         return list(self._written_oids)
@@ -967,9 +1001,10 @@ class MongoDataManager:
     def _read_serials(self, database, collection, ids):
         """The stored ``_py_serial`` of the documents ``ids``, by ``_id``."""
         coll = self._raw_collection(database, collection)
+        # Grouped by shard key: read from the shards holding them only.
+        query = sharding.held_filter(self, database, collection, ids)
         return {doc['_id']: doc.get(serialize.PY_SERIAL)
-                for doc in coll.find({'_id': {'$in': ids}},
-                                     {serialize.PY_SERIAL: 1},
+                for doc in coll.find(query, {serialize.PY_SERIAL: 1},
                                      session=self._session)}
 
     # -- ISynchronizer: fresh state in every transaction ------------------

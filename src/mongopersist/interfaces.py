@@ -210,6 +210,62 @@ def _refs(refs):
     return ', '.join('%s/%s' % (r.collection, r.id) for r in refs)
 
 
+class GlobalQueryError(MongoPersistError):
+    """A query of a sharded class does not pin its shard key.
+
+    MongoDB would send it to every shard (scatter-gather).  ``missing``
+    lists the shard-key fields the filter leaves open; pass
+    ``allow_global=True`` to send it anyway (see ``docs/scaling.rst``).
+    """
+
+    def __init__(self, message, cls=None, missing=()):
+        super().__init__(message)
+        self.cls = cls
+        self.missing = tuple(missing)
+
+
+class GlobalQueryWarning(UserWarning):
+    """Issued instead of ``GlobalQueryError`` when the guard is set to
+    warn (``mongopersist.sharding.global_queries``)."""
+
+
+class ShardKeyError(MongoPersistError):
+    """A write cannot be targeted by its shard key: a shard-key value was
+    changed outside a server transaction, or a new document lacks one.
+    Raised before anything of the flush is written."""
+
+    def __init__(self, message, obj=None, fields=()):
+        super().__init__(message)
+        self.obj = obj
+        self.fields = tuple(fields)
+
+
+class UniqueIndexError(CommitError):
+    """A commit would store a duplicate value in a unique index.
+
+    ``index`` is the index name, ``database`` and ``collection`` where it
+    is, ``key`` the duplicate values (by field), ``oid`` the reference of
+    the document whose write was refused.  With a server transaction
+    nothing of the commit was written; without one, ``written`` lists
+    what was (an abort takes it back).
+    """
+
+    def __init__(self, message, index=None, database=None, collection=None,
+                 key=None, oid=None, **kwargs):
+        self.index = index
+        self.database = database
+        self.collection = collection
+        self.key = key
+        self.oid = oid
+        super().__init__(message, **kwargs)
+
+
+class IndexConflictError(MongoPersistError):
+    """A declared index differs from the index of that name (or of those
+    keys) in MongoDB.  ``ensure_indexes`` never drops an index: drop or
+    rename it yourself, then ensure again."""
+
+
 class IObjectSerializer(zope.interface.Interface):
     """Turns objects of some types into MongoDB values and back."""
 
@@ -276,14 +332,21 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     def flush(collections=None):
         """Write pending changes of this transaction now."""
 
-    def find_objects(cls, filter=None, sort=None, limit=0, skip=0):
+    def find_objects(cls, filter=None, sort=None, limit=0, skip=0,
+                     allow_global=False):
         """Iterate the instances of ``cls`` whose documents match."""
 
-    def find_one_object(cls, filter=None):
+    def find_one_object(cls, filter=None, allow_global=False):
         """Return an instance of ``cls`` whose document matches, or None."""
 
-    def count(cls, filter=None):
+    def count(cls, filter=None, allow_global=False):
         """Return how many instances of ``cls`` have a matching document."""
+
+    def ensure_indexes(*classes):
+        """Create the indexes ``classes`` declare; return those created."""
+
+    def next_sequence(name, step=1):
+        """Return the next value of the counter ``name``."""
 
     cache_size = zope.interface.Attribute(
         'How many recently used objects stay loaded across transactions.')
@@ -298,10 +361,12 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
-    'DocumentNotFoundError', 'IDataManager',
+    'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
+    'IDataManager', 'IndexConflictError',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
-    'StoredDataError', 'TransactionsNotSupportedError',
-    'TransientTransactionError', 'UnknownTypeError', 'UnstorableObjectError',
+    'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',
+    'TransientTransactionError', 'UniqueIndexError', 'UnknownTypeError',
+    'UnstorableObjectError',
     'WrongThreadError',
 ]

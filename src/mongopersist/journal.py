@@ -31,6 +31,7 @@ import socket
 from bson.objectid import ObjectId
 from pymongo.errors import PyMongoError
 
+from mongopersist import interfaces, metadata, sharding
 from mongopersist.serialize import PY_SERIAL
 
 JOURNAL_COLLECTION = 'persistence_journal'
@@ -81,6 +82,11 @@ def entry(write):
         item['serial'] = write.doc[PY_SERIAL]
     if write.loaded is not None and PY_SERIAL in write.loaded:
         item['was'] = write.loaded[PY_SERIAL]
+    key = metadata.shard_key(type(write.obj))
+    if key is not None:
+        # Where the document is: ``Intent.status`` reads it targeted.
+        item['key'] = key.values(write.loaded if write.loaded is not None
+                                 else write.doc)
     return item
 
 
@@ -240,10 +246,10 @@ class Intent:
         for write in self.writes:
             if write['op'] != 'root':
                 ids.setdefault((write['db'], write['coll']), []).append(
-                    write['id'])
+                    (write['id'], _stored_key(write.get('key'))))
         found = {}
         for (db, coll), wanted in ids.items():
-            for doc in client[db][coll].find({'_id': {'$in': wanted}}):
+            for doc in client[db][coll].find(sharding.batch_filter(wanted)):
                 found[(db, coll, doc['_id'])] = doc
         return [(write, _state(write, found)) for write in self.writes]
 
@@ -251,6 +257,18 @@ class Intent:
         """Delete this intent (after the operator dealt with it)."""
         client[database][JOURNAL_COLLECTION].delete_many(
             {'_id': {'$in': self._ids}})
+
+
+def _stored_key(key):
+    """The shard-key values an intent names, if safe to filter on."""
+    if not isinstance(key, dict):
+        return None
+    try:
+        return {name: sharding.checked_value(value, name)
+                for name, value in key.items()
+                if isinstance(name, str) and not name.startswith('$')}
+    except interfaces.StoredDataError:
+        return None
 
 
 def _state(write, found):

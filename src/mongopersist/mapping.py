@@ -19,7 +19,7 @@ from collections.abc import MutableMapping
 
 import persistent
 
-from mongopersist import metadata, query
+from mongopersist import metadata, query, sharding
 
 
 class MongoCollectionMapping(MutableMapping):
@@ -39,6 +39,9 @@ class MongoCollectionMapping(MutableMapping):
         must also match to be part of the mapping.
 
     :param jar: the ``MongoDataManager`` to work with.
+    :param allow_global: for a collection with a shard key (declared by a
+        class stored there), allow queries that do not pin it; otherwise
+        they raise ``interfaces.GlobalQueryError`` (``mongopersist.sharding``).
     """
 
     __mongo_collection__ = None
@@ -46,11 +49,12 @@ class MongoCollectionMapping(MutableMapping):
     __mongo_mapping_key__ = 'key'
     __mongo_filter__ = None
 
-    def __init__(self, jar):
+    def __init__(self, jar, allow_global=False):
         if not self.__mongo_collection__:
             raise TypeError('%s must name its collection in '
                             '__mongo_collection__' % type(self).__name__)
         self._m_jar = jar
+        self._m_allow_global = allow_global
 
     # -- where the objects are ------------------------------------------------
     @property
@@ -70,7 +74,11 @@ class MongoCollectionMapping(MutableMapping):
             extra = extra()
         field = self.__mongo_mapping_key__
         own = {field: {'$ne': None}} if key is None else {field: key}
-        return query.combine(query.check_filter(extra), own)
+        result = query.combine(query.check_filter(extra), own)
+        sharding.check_collection_query(
+            self._m_jar, self._m_database, self.__mongo_collection__, result,
+            self._m_allow_global)
+        return result
 
     def _m_find(self, filter, sort=None):
         return query.find_in_collection(

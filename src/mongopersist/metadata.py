@@ -594,9 +594,14 @@ class OID(DBRef):
     It also keeps the document BSON encodes it as (``as_doc``): every
     write of a document referencing it encodes it, and commit encodes
     each document twice (``limits`` measures it first).
+
+    ``routing`` holds the shard-key values of the document as last loaded,
+    written or named by a reference (``None``: unknown, or the collection
+    is not sharded): loading the document queries with them
+    (``mongopersist.sharding``).  It is not part of the oid's identity.
     """
 
-    __slots__ = ('_hash', '_doc')
+    __slots__ = ('_hash', '_doc', 'routing')
 
     def __init__(self, collection, id, database=None):
         super().__init__(collection, id, database)
@@ -604,6 +609,7 @@ class OID(DBRef):
         # fields, without its call and sort in Python.
         self._hash = hash((collection, id, database, ()))
         self._doc = None
+        self.routing = None
 
     def __hash__(self):
         return self._hash
@@ -636,3 +642,122 @@ class OID(DBRef):
 def document_filter(oid):
     """Return the filter that addresses exactly the document of ``oid``."""
     return {'_id': oid.id}
+
+
+# -- scale-out declarations (see mongopersist.sharding, .indexes) ----------
+
+#: How a field of a shard key is sharded: by range or hashed.
+RANGE, HASHED = 1, 'hashed'
+
+
+class ShardKey:
+    """The shard key a class declares in ``_p_mongo_shard_key``.
+
+    ``fields`` are the document fields in order (dotted paths allowed);
+    ``hashed`` the ones sharded by hash (at most one).  ``spec`` is the
+    key as MongoDB's ``shardCollection`` takes it.
+    """
+
+    __slots__ = ('fields', 'hashed', 'spec')
+
+    def __init__(self, declared, owner='a class'):
+        if isinstance(declared, (str, bytes)) or not isinstance(
+                declared, (tuple, list)) or not declared:
+            raise TypeError(
+                '_p_mongo_shard_key of %s must be a non-empty tuple of field '
+                'names, e.g. (\'author\', \'title\') or ((\'author\', '
+                '\'hashed\'),), not %r' % (owner, declared))
+        spec = []
+        for item in declared:
+            name, how = (item, RANGE) if isinstance(item, str) else (
+                tuple(item) if isinstance(item, (tuple, list))
+                and len(item) == 2 else (None, None))
+            if not (isinstance(name, str) and name and not name.startswith(
+                    '$') and '\x00' not in name) or how not in (RANGE, HASHED):
+                raise TypeError(
+                    'Not a shard key field of %s: %r (a field name, or '
+                    '(name, \'hashed\') or (name, 1))' % (owner, item))
+            spec.append((name, how))
+        names = [name for name, _ in spec]
+        if len(set(names)) != len(names):
+            raise TypeError('_p_mongo_shard_key of %s names a field twice: %r'
+                            % (owner, declared))
+        hashed = frozenset(name for name, how in spec if how == HASHED)
+        if len(hashed) > 1:
+            raise TypeError('_p_mongo_shard_key of %s: MongoDB allows one '
+                            'hashed field in a shard key' % owner)
+        self.fields = tuple(names)
+        self.hashed = hashed
+        self.spec = spec
+
+    def values(self, doc):
+        """The shard-key values of the stored document ``doc``, by field
+        (a field the document lacks is ``None``, as MongoDB routes it)."""
+        return {name: _field_value(doc, name) for name in self.fields}
+
+    def __eq__(self, other):
+        return isinstance(other, ShardKey) and self.spec == other.spec
+
+    def __hash__(self):
+        return hash(tuple(self.spec))
+
+    def __repr__(self):
+        return '<ShardKey %s>' % ', '.join(
+            name if how == RANGE else '%s (hashed)' % name
+            for name, how in self.spec)
+
+
+#: A field absent from a document (``_field_value(doc, name, MISSING)``).
+MISSING = object()
+
+
+def _field_value(doc, path, default=None):
+    value = doc
+    for part in path.split('.'):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value
+
+
+_shard_keys = {}    # class -> ShardKey or None
+
+
+def shard_key(cls):
+    """Return the ``ShardKey`` ``cls`` declares (``_p_mongo_shard_key``),
+    or ``None`` if its collection is not sharded.
+
+    Classes sharing a collection share its shard key: declare it on the
+    base class.  A malformed declaration raises ``TypeError``.
+    """
+    try:
+        return _shard_keys[cls]
+    except (KeyError, TypeError):
+        pass
+    declared = getattr(cls, '_p_mongo_shard_key', None)
+    key = None if declared is None else ShardKey(
+        declared, getattr(cls, '__name__', repr(cls)))
+    try:
+        _shard_keys[cls] = key
+    except TypeError:
+        pass
+    return key
+
+
+def declared_indexes(cls):
+    """Return the ``pymongo.IndexModel``s ``cls`` declares in
+    ``_p_mongo_indexes`` (a list; empty if none)."""
+    from pymongo.operations import IndexModel
+    declared = getattr(cls, '_p_mongo_indexes', None) or ()
+    if isinstance(declared, IndexModel) or not isinstance(
+            declared, (list, tuple)):
+        raise TypeError('_p_mongo_indexes of %s must be a list of '
+                        'pymongo.IndexModel, not %r'
+                        % (cls.__name__, declared))
+    for index in declared:
+        if not isinstance(index, IndexModel):
+            raise TypeError(
+                '_p_mongo_indexes of %s must hold pymongo.IndexModel '
+                'instances (the driver\'s own type), not %r'
+                % (cls.__name__, index))
+    return list(declared)

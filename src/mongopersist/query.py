@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import persistent
 import pymongo
 
-from mongopersist import batching, interfaces, metadata
+from mongopersist import batching, interfaces, metadata, sharding
 from mongopersist.serialize import PY_PERSISTENT_TYPE
 
 
@@ -208,25 +208,23 @@ def find_one_in_collection(dm, database, collection, filter=None, sort=None,
 
 
 def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
-                 batch_size=0):
+                 batch_size=0, allow_global=False):
     """Iterate the instances of ``cls`` whose documents match ``filter``.
 
     ``sort`` is a key name or a list of ``(key, direction)`` pairs;
-    ``limit`` (0: no limit) and ``skip`` page through the result.
+    ``limit`` (0: no limit) and ``skip`` page through the result.  For a
+    class with a shard key the filter must pin it unless ``allow_global``
+    (``mongopersist.sharding.check_query``).
     """
-    check_class(cls)
-    database, collection = dm._collection_name_of(cls)
-    query = combine(check_filter(filter), type_filter(dm, cls))
+    database, collection, query = _class_query(dm, cls, filter, allow_global)
     return find_in_collection(dm, database, collection, query, sort=sort,
                               limit=limit, skip=skip, batch_size=batch_size,
                               instances_of=cls)
 
 
-def find_one_object(dm, cls, filter=None, sort=None):
+def find_one_object(dm, cls, filter=None, sort=None, allow_global=False):
     """Return an instance of ``cls`` whose document matches, or ``None``."""
-    check_class(cls)
-    database, collection = dm._collection_name_of(cls)
-    query = combine(check_filter(filter), type_filter(dm, cls))
+    database, collection, query = _class_query(dm, cls, filter, allow_global)
     obj = find_one_in_collection(dm, database, collection, query, sort=sort)
     if obj is None or isinstance(obj, cls):
         return obj
@@ -237,9 +235,16 @@ def find_one_object(dm, cls, filter=None, sort=None):
     return obj if isinstance(obj, cls) else None
 
 
-def count(dm, cls, filter=None):
+def count(dm, cls, filter=None, allow_global=False):
     """Return how many instances of ``cls`` have a document matching."""
-    check_class(cls)
-    database, collection = dm._collection_name_of(cls)
-    query = combine(check_filter(filter), type_filter(dm, cls))
+    database, collection, query = _class_query(dm, cls, filter, allow_global)
     return dm.get_collection(database, collection).count_documents(query)
+
+
+def _class_query(dm, cls, filter, allow_global):
+    """Where instances of ``cls`` are, and the filter that finds them."""
+    check_class(cls)
+    filter = check_filter(filter)
+    sharding.check_class_query(dm, cls, filter, allow_global)
+    database, collection = dm._collection_name_of(cls)
+    return database, collection, combine(filter, type_filter(dm, cls))

@@ -132,6 +132,12 @@ class Store:
 
     data_manager_class = MongoDataManager
 
+    #: What a query of a sharded class that does not pin its shard key
+    #: does in this store's data managers: ``'error'``, ``'warn'`` (for
+    #: development), or ``None`` for the process-wide policy
+    #: (``mongopersist.sharding.global_queries``).
+    global_queries = None
+
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
                  allowed_databases=(), broken_objects=False, cache_size=None,
@@ -219,7 +225,7 @@ class Store:
         dm = self.pool.take()
         if dm is not None:
             dm._reopen(manager)
-            return dm
+            return self._configured(dm)
         options = dict(
             default_database=self.database,
             detect_conflicts=self.detect_conflicts,
@@ -234,7 +240,23 @@ class Store:
             options['cache_size'] = self.cache_size
         dm = self.data_manager_class(self.client, **options)
         dm._release = self.pool.give_back
+        return self._configured(dm)
+
+    def _configured(self, dm):
+        # Store-wide settings a data manager has as attributes.
+        dm.global_queries = self.global_queries
         return dm
+
+    def ensure_indexes(self, *classes):
+        """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
+        that MongoDB lacks; return what was created (see
+        ``MongoDataManager.ensure_indexes``).  Run it at deployment or
+        application start; it never drops an index."""
+        dm = self.open(transaction.TransactionManager())
+        try:
+            return dm.ensure_indexes(*classes)
+        finally:
+            self.give_back(dm)
 
     def give_back(self, dm):
         """Return ``dm`` to the pool: its request or unit of work is over.

@@ -10,6 +10,7 @@ import os
 import threading
 
 import bson
+from pymongo.errors import DuplicateKeyError
 
 URI_VARIABLE = 'MONGODB_URI'
 
@@ -103,6 +104,66 @@ def _server_limits(method, update=False):
     return wrapper
 
 
+def _shell(value):
+    """A value as the server's error messages show it (near enough)."""
+    if isinstance(value, str):
+        return '"%s"' % value.replace('"', '\\"')
+    if isinstance(value, dict):
+        return '{ %s }' % ', '.join('%s: %s' % (k, _shell(v))
+                                    for k, v in value.items())
+    if value is None:
+        return 'null'
+    return repr(value)
+
+
+def duplicate_key_error(database, collection, index, values):
+    """The ``DuplicateKeyError`` a server raises for a unique ``index``:
+    its message names collection, index and values, and its details
+    hold ``keyPattern`` and ``keyValue``."""
+    message = ('E11000 duplicate key error collection: %s.%s index: %s '
+               'dup key: %s' % (database, collection, index, _shell(values)))
+    details = {'code': 11000, 'errmsg': message,
+               'keyPattern': {key: 1 for key in values},
+               'keyValue': dict(values)}
+    with _STORE_LOCK:
+        if len(_DUPLICATES) > 1000:
+            _DUPLICATES.clear()
+        _DUPLICATES[message] = details
+    return _ServerDuplicateKeyError(message, 11000, details)
+
+
+# Details of the duplicate key errors raised, by message: mongomock's bulk
+# writes keep only the message in ``writeErrors``; a server's entries have
+# ``keyPattern`` and ``keyValue`` too (``_bulk_details`` puts them back).
+_DUPLICATES = {}
+
+
+class _ServerDuplicateKeyError(DuplicateKeyError):
+    """mongomock's duplicate key error, as a server words it."""
+
+    def __str__(self):
+        # A server's message, without PyMongo's ", full error: ...".
+        return self.details['errmsg']
+
+
+def _bulk_details(method):
+    from pymongo.errors import BulkWriteError
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except BulkWriteError as error:
+            for entry in error.details.get('writeErrors', ()):
+                details = _DUPLICATES.get(entry.get('errmsg'))
+                if details is not None:
+                    entry.setdefault('keyPattern', details['keyPattern'])
+                    entry.setdefault('keyValue', details['keyValue'])
+            raise
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 class _Upsert:
     """An upsert of a bulk write, with the index of its operation."""
 
@@ -121,6 +182,160 @@ def _upserts_at_their_index(execute):
         self.executors = [_tagging(func, index)
                           for index, func in enumerate(self.executors)]
         return execute(self, *args, **kwargs)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _ensure_uniques(method):
+    # mongomock checks unique indexes but raises a bare "E11000 Duplicate
+    # Key Error"; a server names the collection, the index and the values.
+    from mongomock import helpers
+
+    @functools.wraps(method)
+    def wrapper(self, new_data):
+        for name, index in self._store.indexes.items():
+            if not index.get('unique'):
+                continue
+            values = {}
+            for key, _ in index.get('key'):
+                try:
+                    values[key] = helpers.get_value_by_dot(new_data, key)
+                except KeyError:
+                    values[key] = None
+            if index.get('sparse') and all(
+                    value is None for value in values.values()):
+                continue
+            query = dict(values)
+            partial = index.get('partialFilterExpression')
+            if partial is not None:
+                query = {'$and': [partial, query]}
+            if len(list(self._iter_documents(query))) > 1:
+                raise duplicate_key_error(self.database.name, self.name,
+                                          name, values)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _duplicate_id(method):
+    # An ``_id`` taken: the server's message names the ``_id_`` index.
+    from collections.abc import Mapping
+
+    @functools.wraps(method)
+    def wrapper(self, data, *args, **kwargs):
+        try:
+            return method(self, data, *args, **kwargs)
+        except DuplicateKeyError as error:
+            if error.details or not isinstance(data, Mapping):
+                raise
+            raise duplicate_key_error(self.database.name, self.name, '_id_',
+                                      {'_id': data.get('_id')}) from None
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+# -- geospatial queries over 2dsphere indexes ------------------------------
+#: The earth radius MongoDB uses for spherical distances, in meters.
+EARTH_RADIUS = 6378100.0
+
+
+def _point(value):
+    """``(longitude, latitude)`` of a GeoJSON point or legacy pair."""
+    if isinstance(value, dict) and value.get('type') == 'Point':
+        value = value.get('coordinates')
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _angle(a, b):
+    """The angle between two points on the sphere, in radians."""
+    import math
+    lng1, lat1, lng2, lat2 = map(math.radians, a + b)
+    h = (math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2)
+         * math.sin((lng2 - lng1) / 2) ** 2)
+    return 2 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _geo_within(value, shape):
+    if not isinstance(shape, dict) or set(shape) != {'$centerSphere'}:
+        raise NotImplementedError(
+            'The stand-in runs $geoWithin with $centerSphere only: %r'
+            % (shape,))
+    center, radius = shape['$centerSphere']
+    point = _point(value)
+    return point is not None and _angle(point, _point(center)) <= radius
+
+
+_NEAR = ('$near', '$nearSphere')
+
+
+def _near_clause(query):
+    for field, condition in query.items():
+        if isinstance(condition, dict) and any(
+                op in condition for op in _NEAR):
+            return field, condition
+    return None
+
+
+def _geo_near(method):
+    # ``$near``/``$nearSphere`` with a GeoJSON ``$geometry``: the documents
+    # within ``$minDistance``..``$maxDistance`` meters, nearest first.  Like
+    # a server, it needs a 2dsphere index on the field.
+    from pymongo.errors import OperationFailure
+
+    @functools.wraps(method)
+    def wrapper(self, filter):
+        clause = _near_clause(filter) if isinstance(filter, dict) else None
+        if clause is None:
+            return method(self, filter)
+        field, condition = clause
+        spec = condition.get('$near', condition.get('$nearSphere'))
+        if not isinstance(spec, dict) or '$geometry' not in spec:
+            raise NotImplementedError(
+                'The stand-in runs $near with a GeoJSON $geometry only')
+        indexed = any(
+            (field, '2dsphere') in list(info.get('key'))
+            for info in self._store.indexes.values())
+        if not indexed:
+            raise OperationFailure(
+                'error processing query: planner returned error :: caused '
+                'by :: unable to find index for $geoNear query', 291)
+        center = _point(spec['$geometry'])
+        low = spec.get('$minDistance', condition.get('$minDistance', 0))
+        high = spec.get('$maxDistance', condition.get('$maxDistance'))
+        rest = {key: value for key, value in condition.items()
+                if key not in _NEAR + ('$minDistance', '$maxDistance')}
+        others = {key: value for key, value in filter.items()
+                  if key != field}
+        if rest:
+            others[field] = rest
+        found = []
+        for doc in method(self, others):
+            point = _point(doc.get(field))
+            if point is None:
+                continue
+            distance = _angle(point, center) * EARTH_RADIUS
+            if distance >= low and (high is None or distance <= high):
+                found.append((distance, doc))
+        found.sort(key=lambda pair: pair[0])
+        return iter([doc for _, doc in found])
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _type_mismatch(method):
+    # ``$inc`` of a string and the like: mongomock raises a bare TypeError;
+    # a server answers with a write error, code 14 (TypeMismatch).
+    from pymongo.errors import WriteError
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except TypeError as error:
+            raise WriteError('Cannot apply the update: %s' % error,
+                             14) from None
     wrapper._mongopersist_shim = True
     return wrapper
 
@@ -160,6 +375,12 @@ def patch_mongomock():
       when several threads share one client;
     * documents over 16 MB or nested deeper than 100 levels are refused,
       as a server refuses them;
+    * a duplicate key names the collection, index and values, as a
+      server's error does (``duplicate_key_error``); an update of a value
+      of the wrong type (``$inc`` of a string) is a write error (code 14);
+    * ``$geoWithin`` with ``$centerSphere``, and ``$near``/``$nearSphere``
+      with a GeoJSON point (nearest first, needing a 2dsphere index) work
+      on GeoJSON points, with MongoDB's spherical distances.
     * a bulk write reports each upsert at the index of its operation.
     """
     from mongomock.collection import BulkOperationBuilder, Collection
@@ -174,9 +395,26 @@ def patch_mongomock():
     _patch(Collection, '_get_dataset',
            lambda method: _atomic(method, materialize=True))
     # Inside the atomic wrappers (patched after them, so they run first).
+    _patch(Collection, '_ensure_uniques', _ensure_uniques)
+    for name in ('update_one', 'update_many', 'find_one_and_update'):
+        _patch(Collection, name, _type_mismatch)
+    execute = BulkOperationBuilder.execute
+    if not getattr(execute, '_mongopersist_details', False):
+        wrapped = _bulk_details(execute)
+        wrapped._mongopersist_details = True
+        BulkOperationBuilder.execute = wrapped
+    _patch(Collection, '_iter_documents', _geo_near)
+    from mongomock import filtering
+    filtering._filterer_inst._operator_map.setdefault(
+        '$geoWithin', _geo_within)
     for name, update in (('_insert', False), ('_update', True)):
         method = getattr(Collection, name)
         if not getattr(method, '_mongopersist_limits', False):
             wrapped = _server_limits(method, update)
             wrapped._mongopersist_limits = True
             setattr(Collection, name, wrapped)
+    method = Collection._insert
+    if not getattr(method, '_mongopersist_duplicates', False):
+        wrapped = _bulk_details(_duplicate_id(method))
+        wrapped._mongopersist_duplicates = True
+        Collection._insert = wrapped

@@ -20,7 +20,7 @@ import logging
 from bson.dbref import DBRef
 from pymongo.errors import DuplicateKeyError
 
-from mongopersist import commit
+from mongopersist import commit, sharding
 
 LOG = logging.getLogger('mongopersist')
 
@@ -108,7 +108,9 @@ class UndoLog:
             put_back[ref] = before
             return True
         handler = jar.conflict_handler
-        condition = handler.undo_filter(ref, written)
+        # Targeted like the write it takes back: ``_id`` and shard key.
+        condition = sharding.undo_filter(
+            jar, ref, handler.undo_filter(ref, written), written)
         if before is None:
             if kind != commit.INSERT:
                 # Written over a version this transaction never read.
