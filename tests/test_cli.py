@@ -504,13 +504,53 @@ def test_ensure_indexes(run, db):
 
     result = run('ensure-indexes', 'tests.operations_model')
     assert result.code == 0
+    assert result.out.splitlines()[0].split()[-2:] == ['indexes', 'created']
     assert result.out.splitlines()[2].split() == [
         'tests.operations_model.Indexed', '%s.indexed' % db.name,
         'by_name,', 'recent']
     info = db['indexed'].index_information()
     assert info['by_name']['unique'] is True
     assert list(info['recent']['key']) == [('when', -1), ('name', 1)]
-    assert run('ensure-indexes', 'tests.operations_model').code == 0
+
+    again = run('ensure-indexes', 'tests.operations_model', '--json')
+    assert again.code == 0
+    assert again.json['classes'][0]['indexes'] == []
+    dry = run('ensure-indexes', 'tests.operations_model', '--dry-run')
+    assert dry.code == 0
+    assert dry.out.splitlines()[2].split()[-2:] == ['(all', 'exist)']
+
+
+def test_ensure_indexes_only_creates_what_is_missing(run, db):
+    db['indexed'].create_index([('name', 1)], name='by_name', unique=True)
+    dry = run('ensure-indexes', 'tests.operations_model', '--dry-run',
+              '--json')
+    assert dry.json['classes'][0]['indexes'] == ['recent']
+    assert sorted(db['indexed'].index_information()) == ['_id_', 'by_name']
+    result = run('ensure-indexes', 'tests.operations_model', '--json')
+    assert result.code == 0
+    assert result.json['classes'][0]['indexes'] == ['recent']
+
+
+@pytest.mark.parametrize('dry_run', [False, True])
+def test_ensure_indexes_reports_a_conflicting_index(run, db, dry_run):
+    # An index of the declared name, but not unique: a problem found,
+    # and nothing dropped, changed or created.
+    db['indexed'].create_index([('name', 1)], name='by_name')
+    result = run('ensure-indexes', 'tests.operations_model',
+                 *(['--dry-run'] if dry_run else []))
+    assert result.code == 1
+    failed = result.out.splitlines()[-1]
+    assert failed.startswith('Failed: tests.operations_model.Indexed '
+                             '(%s.indexed): Index by_name of %s.indexed '
+                             % (db.name, db.name))
+    assert 'never drops' in failed
+    info = db['indexed'].index_information()
+    assert sorted(info) == ['_id_', 'by_name']
+    assert not info['by_name'].get('unique')
+    as_json = run('ensure-indexes', 'tests.operations_model', '--json')
+    assert as_json.code == 1
+    assert as_json.json['classes'] == []
+    assert 'by_name' in as_json.json['problems'][0]['error']
 
 
 def test_ensure_indexes_refuses_bad_declarations(run, db):

@@ -80,6 +80,28 @@ def test_ensure_indexes_never_drops_or_changes_an_index(dm, db):
         'expireAfterSeconds'] == 60
 
 
+def test_missing_indexes_tells_what_would_be_created(dm, db):
+    db['places'].create_index([('name', 1), ('city', -1)], name='name_city')
+    missing = indexes.missing_indexes(dm, Place, Post)
+    assert sorted((c.collection, c.name) for c in missing) == [
+        ('places', 'code_1'), ('places', 'seen_1'),
+        ('places', 'where_2dsphere'), ('posts', 'author_1_title_1')]
+    assert 'posts' not in db.list_collection_names()
+    assert sorted(db['places'].index_information()) == ['_id_', 'name_city']
+    assert sorted(missing) == sorted(dm.ensure_indexes(Place, Post))
+    assert indexes.missing_indexes(dm, Place, Post) == []
+    db['accounts'].create_index('email')          # not unique
+    with pytest.raises(interfaces.IndexConflictError, match='email_1'):
+        indexes.missing_indexes(dm, Account)
+
+
+def test_a_conflict_anywhere_creates_nothing(dm, db):
+    db['accounts'].create_index('email')          # not unique
+    with pytest.raises(interfaces.IndexConflictError):
+        dm.ensure_indexes(Place, Account)
+    assert 'places' not in db.list_collection_names()
+
+
 def test_declared_indexes_must_be_index_models(dm):
     class Bad(persistent.Persistent):
         _p_mongo_indexes = [{'key': [('a', 1)]}]

@@ -11,6 +11,7 @@ import sys
 import types
 import uuid
 
+import bson
 import persistent
 import pytest
 import transaction
@@ -597,3 +598,27 @@ def test_unknown_top_level_class(dm, db, make_dm, dbname):
     with pytest.raises(broken.BrokenModified):
         obj.name = 'y'
     assert 'gone' not in sys.modules
+
+
+@pytest.mark.parametrize('database', ['db', None])
+def test_oid_equals_and_hashes_like_its_dbref(database):
+    # Oids and the plain DBRefs read from BSON find each other in dicts.
+    oid = metadata.OID('coll', bson.ObjectId(), database)
+    plain = bson.DBRef(oid.collection, oid.id, database)
+    assert oid == plain and plain == oid
+    assert hash(oid) == hash(plain)
+    assert {plain: 1}[oid] == 1 and {oid: 1}[plain] == 1
+
+
+def test_loading_a_plain_dbref_gives_the_object_of_its_oid(dm, make_dm):
+    target = Simple(name='target')
+    dm.root['target'] = target
+    transaction.commit()
+    reader = make_dm()
+    obj = reader.root['target']
+    ref = obj._p_oid
+    for given in (bson.DBRef(ref.collection, ref.id, ref.database),
+                  bson.DBRef(ref.collection, ref.id),
+                  bson.DBRef(ref.collection, ref.id, ref.database, extra=1)):
+        assert reader.load(given) is obj
+    assert type(obj._p_oid) is metadata.OID

@@ -115,7 +115,7 @@ def test_settings_are_read_from_text():
         read_preference='secondary_preferred',
         trusted_modules='blogmodel, myapp.models  other',
         allowed_databases='logs', broken_objects='on', cache_size='500',
-        attempts='7')
+        attempts='7', global_queries=' warn ')
     try:
         assert store.database == 'blog'
         assert store.detect_conflicts is False
@@ -127,11 +127,13 @@ def test_settings_are_read_from_text():
         assert store.broken_objects is True
         assert store.cache_size == 500
         assert store.attempts == 7
+        assert store.global_queries == 'warn'
         assert store.client.options.server_selection_timeout == 0.25
         dm = store.open()
         assert dm.detect_conflicts is False
         assert dm.broken_objects is True
         assert 'logs' in dm.allowed_databases
+        assert dm.global_queries == 'warn'
     finally:
         store.close()
 
@@ -178,6 +180,9 @@ def test_detect_conflicts_is_on_by_default(store):
     ({'uri': 'http://example.com/db'},
      'mongopersist.uri: uri must start with mongodb://'),
     ({'database': None}, 'mongopersist.database: name the database'),
+    ({'global_queries': 'ignore'},
+     "mongopersist.global_queries: global_queries must be one of error, "
+     "warn, not 'ignore'"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(values, match):
     given = {'uri': 'mongodb://127.0.0.1:9/', 'database': 'db'}
@@ -221,11 +226,53 @@ def test_w0_in_the_uri_or_client_is_refused():
     ({'transactions': True}, 'transactions must be one of'),
     ({'detect_conflict': True}, 'bad MongoClient option detect_conflict'),
     ({'database': ''}, 'database must be a non-empty string'),
+    ({'global_queries': 'warning'},
+     "global_queries must be one of error, warn, not 'warning'"),
+    ({'global_queries': True}, 'global_queries must be one of error, warn'),
 ])
 def test_bad_options_are_refused(options, match):
     options.setdefault('database', 'db')
     with refused(match):
         mongopersist.connect('mongodb://127.0.0.1:9/', **options)
+
+
+def test_global_queries_is_a_store_setting(client, dbname):
+    from tests.sharded_model import Post
+    store = Store(client, dbname)
+    assert store.global_queries is None
+    with pytest.raises(interfaces.GlobalQueryError):
+        store.open(transaction.TransactionManager()).count(Post, {})
+    with refused('global_queries must be one of error, warn'):
+        Store(client, dbname, global_queries='off')
+    with refused('global_queries must be one of error, warn'):
+        store.global_queries = 'off'
+    assert store.global_queries is None
+
+    store = Store(client, dbname, global_queries='warn', pool_size=1)
+    dm = store.open(transaction.TransactionManager())
+    assert dm.global_queries == 'warn'
+    with pytest.warns(interfaces.GlobalQueryWarning):
+        assert dm.count(Post, {}) == 0
+    dm.close()
+    # A pooled data manager follows the store's setting when reopened.
+    store.global_queries = 'error'
+    again = store.open(transaction.TransactionManager())
+    assert again is dm
+    with pytest.raises(interfaces.GlobalQueryError):
+        again.count(Post, {})
+
+
+def test_global_queries_is_read_from_settings_and_connect():
+    with pytest.warns(mongopersist.InMemoryStoreWarning):
+        store = from_settings(uri='memory://', database='db',
+                              global_queries='warn')
+    assert store.global_queries == 'warn'
+    assert store.open(transaction.TransactionManager()).global_queries \
+        == 'warn'
+    with pytest.warns(mongopersist.InMemoryStoreWarning):
+        store = mongopersist.connect('memory://', database='db',
+                                     global_queries='error')
+    assert store.global_queries == 'error'
 
 
 def test_memory_store_needs_a_database_name():

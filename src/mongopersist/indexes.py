@@ -12,7 +12,8 @@ partial: whatever the driver takes)::
         ]
 
 ``dm.ensure_indexes(Post, ...)`` (``ensure_indexes`` here) creates those
-missing from MongoDB and returns what it created (``CreatedIndex``).  It is
+missing from MongoDB and returns what it created (``CreatedIndex``);
+``missing_indexes`` tells what it would create, creating nothing.  It is
 idempotent, and it never drops or changes an index: an index of the same
 name or keys but other options raises ``interfaces.IndexConflictError``.
 
@@ -93,17 +94,42 @@ def declared(jar, classes):
     return found
 
 
+def missing_indexes(jar, *classes):
+    """Return what ``ensure_indexes(jar, *classes)`` would create, without
+    creating anything: a ``CreatedIndex`` per declared index MongoDB
+    lacks (``name`` as declared).  One ``listIndexes`` per collection;
+    raises ``IndexConflictError`` as ``ensure_indexes`` does (a dry run).
+    """
+    return [CreatedIndex(database, collection, model.document['name'],
+                         _keys(model.document['key']))
+            for database, collection, _, missing in _plan(jar, classes)
+            for model in missing]
+
+
 def ensure_indexes(jar, *classes):
     """Create the indexes ``classes`` declare that MongoDB lacks.
 
     Returns the list of ``CreatedIndex`` made (empty when all exist).
     One ``listIndexes`` per collection, one ``createIndexes`` per
     collection with missing indexes.  Raises ``IndexConflictError``
-    (before creating anything in that collection) when an index of a
-    declared name or keys exists with other options; nothing is dropped.
-    Index builds are not part of the transaction.
+    (before creating anything) when an index of a declared name or keys
+    exists with other options; nothing is dropped.  Index builds are not
+    part of the transaction.
     """
     created = []
+    for database, collection, coll, missing in _plan(jar, classes):
+        names = coll.create_indexes(missing)
+        for model, name in zip(missing, names):
+            created.append(CreatedIndex(
+                database, collection, name, _keys(model.document['key'])))
+    return created
+
+
+def _plan(jar, classes):
+    """``(database, collection, PyMongo collection, missing IndexModels)``
+    for each collection of ``classes`` lacking declared indexes; raises
+    ``IndexConflictError`` for a clash in any of them."""
+    plan = []
     for (database, collection), models in declared(jar, classes).items():
         if not models:
             continue
@@ -127,12 +153,8 @@ def ensure_indexes(jar, *classes):
             if not same_name and not same_keys:
                 missing.append(model)
         if missing:
-            names = coll.create_indexes(missing)
-            for model, name in zip(missing, names):
-                created.append(CreatedIndex(
-                    database, collection, name,
-                    _keys(model.document['key'])))
-    return created
+            plan.append((database, collection, coll, missing))
+    return plan
 
 
 # -- unique-index violations --------------------------------------------------

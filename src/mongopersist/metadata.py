@@ -605,7 +605,9 @@ class OID(DBRef):
 
     def __init__(self, collection, id, database=None):
         super().__init__(collection, id, database)
-        self._hash = DBRef.__hash__(self)
+        # What ``DBRef.__hash__`` computes for a reference without extra
+        # fields, without its call and sort in Python.
+        self._hash = hash((collection, id, database, ()))
         self._doc = None
         self.routing = None
 

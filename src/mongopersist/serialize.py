@@ -274,6 +274,11 @@ class ObjectWriter:
             if kind is list:
                 self.untracked = True
             return self._write_list(obj, pobj, stack, custom)
+        if isinstance(obj, persistent.Persistent):
+            # Before the built-in writers, which know no persistent class.
+            if not metadata.is_sub_object(kind):
+                return self._jar.dump(obj)
+            return self._write_sub_object(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
             if kind is set or kind is bytearray:
@@ -293,10 +298,6 @@ class ObjectWriter:
                 raise self._unstorable(obj, str(error))
             finally:
                 stack.discard(id(obj))
-        if isinstance(obj, persistent.Persistent):
-            if not metadata.is_sub_object(kind):
-                return self._jar.dump(obj)
-            return self._write_sub_object(obj, pobj, stack, custom)
         self.untracked = True
         return self._write_reduced(obj, pobj, stack, custom)
 
@@ -734,8 +735,11 @@ class ObjectReader:
         if builtin is not None:
             return builtin(state, _ReadCallback(self, obj))
         cls = self.resolve(type_name, 'value')
-        args = self._read_array(state, PY_NEW_ARGS, obj)
-        value = cls.__new__(cls, *args)
+        if PY_NEW_ARGS in state:
+            value = cls.__new__(cls, *self._read_array(state, PY_NEW_ARGS, obj))
+        else:
+            # Most values (those written from their ``__dict__``) have none.
+            value = cls.__new__(cls)
         return self._fill(value, state, obj, _TYPED_META)
 
     def _read_array(self, state, field, obj):

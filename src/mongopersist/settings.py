@@ -8,6 +8,7 @@ strings, as Pyramid/Paste ``.ini`` files give them::
     mongopersist.database = blog
     mongopersist.write_concern.w = majority
     mongopersist.read_preference = secondaryPreferred
+    mongopersist.global_queries = warn
 
 Every refusal is a ``ConfigurationError`` that names the setting.  Nothing
 here talks to a server.
@@ -68,6 +69,7 @@ class StoreSettings:
     cache_size: int = None
     pool_size: int = 7
     attempts: int = 3
+    global_queries: str = None
     client_options: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -115,6 +117,7 @@ def check_options(uri=None, client_options=None, **options):
                               'pool_size', minimum=0)
     found.attempts = _number(options.pop('attempts', found.attempts),
                              'attempts', minimum=1)
+    found.global_queries = global_queries(options.pop('global_queries', None))
     assert not options, options
     found.client_options = _client_options(client_options)
     return found
@@ -267,6 +270,18 @@ def _number(value, name, minimum, optional=False):
             '%s must be a whole number of at least %d, not %r'
             % (name, minimum, value), name)
     return value
+
+
+def global_queries(value):
+    """Return ``value`` as a global-query policy: ``'error'``, ``'warn'``
+    or ``None`` (the process-wide one, ``sharding.global_queries``)."""
+    from mongopersist.sharding import POLICIES
+    if value is None or value in POLICIES:
+        return value
+    raise ConfigurationError(
+        'global_queries must be one of %s, not %r (what a query of a '
+        'sharded class that does not pin its shard key does)' % (
+            ', '.join(POLICIES), value), 'global_queries')
 
 
 def write_concern(value):

@@ -59,8 +59,8 @@ def connect(uri=None, **options):
     :param options: the store's settings (``database``,
         ``detect_conflicts``, ``transactions``, ``write_concern``,
         ``read_preference``, ``trusted_modules``, ``allowed_databases``,
-        ``broken_objects``, ``cache_size``, ``pool_size``, ``attempts``:
-        see ``Store``);
+        ``broken_objects``, ``cache_size``, ``pool_size``, ``attempts``,
+        ``global_queries``: see ``Store``);
         any other keyword is an option of ``pymongo.MongoClient``
         (``serverSelectionTimeoutMS=5000``, ...).
 
@@ -81,7 +81,7 @@ def store_from_settings(settings_map, prefix=settings.PREFIX):
     ``write_concern.wtimeout``, ``write_concern.j``, ``read_preference``,
     ``trusted_modules`` and ``allowed_databases`` (names separated by
     spaces or commas), ``broken_objects``, ``cache_size``, ``pool_size``,
-    ``attempts``,
+    ``attempts``, ``global_queries`` (``error`` or ``warn``),
     and ``client.<name>`` for options of ``pymongo.MongoClient``.  An
     unknown key or a bad value raises ``ConfigurationError`` naming it.
     Without ``<prefix>uri``: ``$MONGODB_URI``, else the stand-in.
@@ -122,6 +122,12 @@ class Store:
         ``mongopersist.pool``).
     :param attempts: how many times ``transaction()`` (and the web layers)
         run a unit of work that keeps conflicting, at most.
+    :param global_queries: what a query of a sharded class that does not
+        pin its shard key does in this store's data managers (new and
+        pooled): ``'error'`` (``GlobalQueryError``), ``'warn'``
+        (``GlobalQueryWarning``, for development), or ``None`` for the
+        process-wide policy (``mongopersist.sharding.global_queries``).
+        Also settable later as the ``global_queries`` attribute.
     :param owns_client: close the client in ``close()``.
     :param in_memory: the client is the in-process stand-in (found out
         for mongomock clients).
@@ -132,24 +138,20 @@ class Store:
 
     data_manager_class = MongoDataManager
 
-    #: What a query of a sharded class that does not pin its shard key
-    #: does in this store's data managers: ``'error'``, ``'warn'`` (for
-    #: development), or ``None`` for the process-wide policy
-    #: (``mongopersist.sharding.global_queries``).
-    global_queries = None
-
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
                  allowed_databases=(), broken_objects=False, cache_size=None,
                  attempts=3, owns_client=False, in_memory=False,
-                 pool_size=settings.StoreSettings.pool_size):
+                 pool_size=settings.StoreSettings.pool_size,
+                 global_queries=None):
         settings.refuse_unacknowledged(client)
         checked = settings.check_options(
             database=database, detect_conflicts=detect_conflicts,
             transactions=transactions, trusted_modules=trusted_modules,
             allowed_databases=allowed_databases,
             broken_objects=broken_objects, cache_size=cache_size,
-            pool_size=pool_size, attempts=attempts)
+            pool_size=pool_size, attempts=attempts,
+            global_queries=global_queries)
         if checked.database is None:
             checked.database = _default_database(client)
         self.client = client
@@ -164,6 +166,7 @@ class Store:
         #: Closed data managers waiting for reuse by ``open``.
         self.pool = DataManagerPool(self.pool_size)
         self.attempts = checked.attempts
+        self.global_queries = checked.global_queries
         self.in_memory = in_memory or type(client).__module__.startswith(
             'mongomock')
         self._owns_client = owns_client
@@ -186,7 +189,7 @@ class Store:
                 allowed_databases=found.allowed_databases,
                 broken_objects=found.broken_objects,
                 cache_size=found.cache_size, pool_size=found.pool_size,
-                attempts=found.attempts,
+                attempts=found.attempts, global_queries=found.global_queries,
                 owns_client=True, in_memory=found.in_memory)
         except BaseException:
             client.close()
@@ -241,6 +244,19 @@ class Store:
         dm = self.data_manager_class(self.client, **options)
         dm._release = self.pool.give_back
         return self._configured(dm)
+
+    @property
+    def global_queries(self):
+        """What a query of a sharded class that does not pin its shard key
+        does in this store's data managers: ``'error'``, ``'warn'`` (for
+        development), or ``None`` for the process-wide policy
+        (``mongopersist.sharding.global_queries``).  A change reaches the
+        data managers opened after it."""
+        return self._global_queries
+
+    @global_queries.setter
+    def global_queries(self, policy):
+        self._global_queries = settings.global_queries(policy)
 
     def _configured(self, dm):
         # Store-wide settings a data manager has as attributes.

@@ -129,6 +129,15 @@ class Context:
         from mongopersist.cli import walk
         return walk.progress(self, iterable, total, description)
 
+    def data_manager(self):
+        """A data manager on the command's databases (no server
+        transactions), loading only what ``--trust`` allows."""
+        from mongopersist.datamanager import MongoDataManager
+        return MongoDataManager(
+            self.client, default_database=self.database,
+            root_database=self.root_database, transactions='never',
+            trusted_modules=self.registry.trusted_modules)
+
     def say(self, text=''):
         """Print a line of the human-readable output."""
         if not self.json:

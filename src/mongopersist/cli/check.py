@@ -21,7 +21,6 @@ from bson.dbref import DBRef
 
 from mongopersist import interfaces
 from mongopersist.cli import walk
-from mongopersist.datamanager import MongoDataManager
 
 HELP = ('find dangling references, refused or malformed stored data and '
         'type-map disagreements')
@@ -130,10 +129,7 @@ def _check_references(context, problems, refs):
 
 def run(context):
     problems = Problems()
-    dm = MongoDataManager(
-        context.client, default_database=context.database,
-        root_database=context.root_database, transactions='never',
-        trusted_modules=context.registry.trusted_modules)
+    dm = context.data_manager()
     type_map = _type_map(context, problems)
     refs = []
     checked = 0
