@@ -117,3 +117,26 @@ def test_changes_flushed_after_the_savepoint_are_discarded_in_memory(dm, db):
     transaction.commit()
     assert db['address'].find_one()['city'] == 'Maynard'
     assert db[PERSON].count_documents({}) == 1
+
+
+def test_second_rollback_to_a_savepoint_taken_before_joining(dm, db):
+    # Found by the sharded state machine: a data manager that joined after
+    # the savepoint is aborted by the first rollback (``transaction`` does
+    # that) and called again by every later rollback to the same savepoint.
+    # Not joined any more, it has nothing to forget: what it loaded since
+    # stays loaded, as after any rollback.
+    dm.root['p'] = Person('A')
+    transaction.commit()
+    person = dm.root['p']
+    person.name                 # loaded; the data manager has not joined
+    savepoint = transaction.savepoint()
+    person.name = 'B'           # joins after the savepoint
+    savepoint.rollback()        # aborts the data manager: reloads 'A'
+    assert person.name == 'A'
+    assert person._p_status != 'ghost'
+    savepoint.rollback()        # again: nothing joined, nothing to forget
+    assert person._p_status != 'ghost'
+    assert person.name == 'A'
+    person.name = 'C'
+    transaction.commit()
+    assert db[PERSON].find_one()['name'] == 'C'

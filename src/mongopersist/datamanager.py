@@ -817,6 +817,11 @@ class MongoDataManager:
         since) are left alone and listed in ``unrestored``.
         """
         self.unrestored = []
+        if not self._busy():
+            # Not in this transaction: called again by a later rollback to
+            # a savepoint taken before it joined (``transaction`` keeps
+            # asking).  Nothing to forget; what it loaded since stays.
+            return
         try:
             if self._server_txn is not None:
                 self._server_txn.abort()
