@@ -47,23 +47,46 @@ class RoundTrips:
             self.reads += 1
 
 
-def _command_listener(counts):
+# The round trips being counted on a real server (innermost last), and
+# whether the one command listener counting them is registered.
+_COUNTING = []
+_LISTENING = []
+
+
+def _command_listener():
     from pymongo import monitoring
+
+    def counts():
+        return _COUNTING[-1] if _COUNTING else None
 
     class Listener(monitoring.CommandListener):
         def started(self, event):
+            current = counts()
+            if current is None:
+                return
             if event.command_name in WRITE_COMMANDS:
-                counts.count('write')
+                current.count('write')
             elif event.command_name in READ_COMMANDS:
-                counts.count('read')
+                current.count('read')
 
         def succeeded(self, event):
-            counts.seconds += event.duration_micros / 1e6
+            current = counts()
+            if current is not None:
+                current.seconds += event.duration_micros / 1e6
 
-        def failed(self, event):
-            counts.seconds += event.duration_micros / 1e6
+        failed = succeeded
 
     return Listener()
+
+
+def listen():
+    """Register the command listener (once): clients created afterwards
+    report their commands to the ``counting`` block running then.  Call
+    it before creating a client that is measured on a real server."""
+    if not _LISTENING:
+        from pymongo import monitoring
+        monitoring.register(_command_listener())
+        _LISTENING.append(True)
 
 
 def _counted(method, kind, counts, local):
@@ -114,14 +137,18 @@ def _patch_mongomock(counts):
 def counting(real_server):
     """Count round trips while the block runs; yields a ``RoundTrips``.
 
-    With ``real_server`` a command listener is registered for every client
-    created afterwards (PyMongo cannot unregister it; it only counts).
+    With ``real_server`` the commands of clients created after ``listen()``
+    (called here, if not before) are counted: PyMongo adds listeners to
+    new clients only.
     """
     counts = RoundTrips()
     if real_server:
-        from pymongo import monitoring
-        monitoring.register(_command_listener(counts))
-        yield counts
+        listen()
+        _COUNTING.append(counts)
+        try:
+            yield counts
+        finally:
+            _COUNTING.remove(counts)
         return
     undo = _patch_mongomock(counts)
     try:

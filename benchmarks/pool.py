@@ -86,6 +86,8 @@ def main(argv=None):
                         default='list')
     args = parser.parse_args(argv)
     blogapp = load_blogapp()
+    if testing.uses_real_server():
+        counting.listen()      # before the client: it counts its commands
     client = testing.client()
     new_reads, new_time = measure(blogapp, client, 0, args.posts,
                                   args.requests, args.page)
