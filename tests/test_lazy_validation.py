@@ -96,9 +96,7 @@ def move_address(theirs, their_tm, city='Lyon'):
 # -- round trips -------------------------------------------------------------
 def test_a_transaction_validates_only_the_collections_it_uses(
         roundtrips, dbname):
-    tm = transaction.TransactionManager()
-    dm = MongoDataManager(roundtrips.client, default_database=dbname,
-                          detect_conflicts=True, transaction_manager=tm)
+    dm, tm = own_dm(roundtrips.client, dbname, explicit=False)
     commit_graph(dm, tm)
     person, address, counter = load_graph(dm, tm)
     roundtrips.reset()
@@ -114,9 +112,7 @@ def test_a_transaction_validates_only_the_collections_it_uses(
 
 def test_explicit_begin_validates_what_the_last_transaction_used(
         roundtrips, dbname):
-    tm = transaction.TransactionManager(explicit=True)
-    dm = MongoDataManager(roundtrips.client, default_database=dbname,
-                          detect_conflicts=True, transaction_manager=tm)
+    dm, tm = own_dm(roundtrips.client, dbname, explicit=True)
     commit_graph(dm, tm)
     person, address, counter = load_graph(dm, tm)
     use_people_only(dm, tm, person)
@@ -140,9 +136,7 @@ def test_explicit_begin_validates_what_the_last_transaction_used(
 
 def test_a_collection_is_validated_once_per_transaction(
         roundtrips, dbname):
-    tm = transaction.TransactionManager()
-    dm = MongoDataManager(roundtrips.client, default_database=dbname,
-                          detect_conflicts=True, transaction_manager=tm)
+    dm, tm = own_dm(roundtrips.client, dbname, explicit=False)
     commit_graph(dm, tm)
     person, address, counter = load_graph(dm, tm)
     roundtrips.reset()
