@@ -333,7 +333,7 @@ def test_a_failed_validation_reloads_everything(held, db, tm, monkeypatch):
 
     def unreachable(*args):
         raise AutoReconnect('down')
-    monkeypatch.setattr(dm, '_read_serials', unreachable)
+    monkeypatch.setattr(dm._validator, 'read_serials', unreachable)
     begin(tm)
     assert people[0].name == 'outside'
     tm.commit()

@@ -18,9 +18,10 @@ else changed a document.  It asks: ``validate`` reads the ``_py_serial``
 of every document it holds in a collection, one query per collection
 (``_id: {$in: ...}``, in chunks of ``VALIDATION_CHUNK`` ids), and turns the
 objects of changed or removed documents into ghosts, forgetting their
-documents.  The data manager validates a collection at its first use in a
-transaction (or, with an explicit transaction manager, the collections the
-last transaction used at ``begin()``): see ``docs/cache.rst``.  Documents
+documents.  When is the data manager's ``CacheValidator``'s decision: a
+collection at its first use in a transaction (or, with an explicit
+transaction manager, the collections the last transaction used at
+``begin()``): see ``docs/cache.rst``.  Documents
 without a serial cannot be validated: their objects become ghosts.  Pushed
 invalidations (``mongopersist.invalidation``) name the changed documents
 instead, without a query.
@@ -30,9 +31,15 @@ The cache is a mapping from ``DBRef`` (``metadata.OID``) to object:
 ``values()``.  Storing an object marks it used in this transaction.
 """
 import collections
+import logging
 import weakref
 
+from pymongo.errors import PyMongoError
+
+from mongopersist import sharding
 from mongopersist.serialize import PY_SERIAL
+
+LOG = logging.getLogger('mongopersist')
 
 #: Objects kept alive across transactions, by default (ZODB's default).
 DEFAULT_SIZE = 400
@@ -232,6 +239,160 @@ class ObjectCache:
                 self.forget(ref)
                 forgotten.append(ref)
         return forgotten
+
+
+class CacheValidator:
+    """When the objects a data manager's ``ObjectCache`` holds are
+    validated, and which of them are known current in the running
+    transaction (see ``docs/cache.rst``).
+
+    The data manager (``jar``) tells it what happens: the first use of a
+    held object's collection (``use``), a query result (``use_document``),
+    the end of a transaction (``boundary``) and ``begin()`` of an explicit
+    transaction manager (``validate_at_begin``).  Held objects of a
+    collection not validated yet in a transaction are ghosts, so nothing
+    held is used unvalidated; collections a transaction never uses cost no
+    read.
+    """
+
+    def __init__(self, jar):
+        self._jar = jar
+        #: What the cache holds must be validated before it is used: each
+        #: collection at its first use (``use``) in a transaction.
+        self.needs_validation = False
+        # (database, collection) pairs used since the last boundary (their
+        # held objects validated if needed), those the transaction before
+        # used, and those ``begin()`` of an explicit manager validated
+        # (``validate_at_begin``).
+        self._validated = set()
+        self._last_used = set()
+        self._validated_at_begin = None
+        #: Oids of query results of collections not validated yet: their
+        #: documents were read in this transaction (current).
+        self.fresh = set()
+
+    def use(self, ref):
+        """Validate the held objects of the collection of ``ref`` at the
+        first use of that collection in a transaction.
+
+        Every way to a held object of a collection (a reference or root
+        entry: ``load``; activating a ghost: ``setstate``; changing it:
+        ``register``) calls this first.  Query results are current:
+        ``use_document``.
+        """
+        key = (ref.database, ref.collection)
+        if key not in self._validated:
+            self._validated.add(key)
+            at_begin = self._validated_at_begin
+            if self.needs_validation and (at_begin is None
+                                          or key not in at_begin):
+                self.validate((key,))
+
+    def use_document(self, ref):
+        """A query read the document of ``ref`` now: its object needs no
+        validation (it is filled from this document unless it was loaded
+        since its collection was validated, or written by this
+        transaction); the other held objects of the collection are
+        validated when first used.  Validating it later leaves ``ref``
+        alone (``fresh``): it is current, and may be in use.  (Nor does
+        a query count as a use of the collection for ``begin()``.)"""
+        key = (ref.database, ref.collection)
+        at_begin = self._validated_at_begin
+        if (self.needs_validation and key not in self._validated
+                and (at_begin is None or key not in at_begin)):
+            self.fresh.add(ref)
+
+    def boundary(self, explicit):
+        """A transaction ended: from now on, what the cache holds may be
+        stale until validated.  ``explicit``: the transaction manager is
+        explicit (the next transaction starts with ``begin()``)."""
+        if self._validated or self._validated_at_begin is not None:
+            # A transaction ran (not a second boundary after the first,
+            # such as ``close()`` after the commit): the collections it
+            # used through the data manager (objects kept loaded and used
+            # by attribute only are not seen: their collection is then
+            # validated lazily next time, and their objects reload).
+            self._last_used = self._validated
+        self._validated = set()
+        self._validated_at_begin = None
+        self.fresh = set()
+        jar = self._jar
+        cache = jar._cache
+        cache.end_transaction()
+        if not jar.detect_conflicts:
+            # No serials to validate with: every object reloads.
+            cache.forget_all()
+            return
+        self.needs_validation = True
+        if jar._watcher is not None:
+            # Apply the invalidations received so far, as ZODB does.
+            self.validate()
+            self.needs_validation = True
+        elif not explicit:
+            # The next transaction may start without ``begin()``, and read
+            # held objects before anything tells the data manager: they
+            # become ghosts, which reload from their documents once their
+            # collection is validated (at its first use: ``use``).
+            cache.deactivate_all()
+
+    def validate_at_begin(self):
+        """``begin()`` of an explicit manager: validate the collections the
+        last transaction used now (their objects stay loaded), and turn
+        the held objects of the others into ghosts, validated at their
+        collection's first use (``use``)."""
+        if self._jar._watcher is not None:
+            self.validate()
+            return
+        if self._validated_at_begin is not None:
+            return
+        used = self._validated_at_begin = frozenset(self._last_used)
+        self._jar._cache.deactivate_all(keep=used)
+        self.validate(used, at_begin=True)
+
+    def validate(self, collections=None, at_begin=False):
+        """Bring the cache up to date: apply pushed invalidations, or read
+        the serials of what it holds (one query per collection), of every
+        collection or of ``collections``.  Documents this transaction
+        wrote are current (objects of a collection not validated yet that
+        are not ghosts are those: every other way to an object of the
+        collection validates it first).  If the serials cannot be read,
+        the objects concerned reload (all of them ``at_begin``, when
+        nothing uses them yet)."""
+        jar = self._jar
+        cache = jar._cache
+        watcher = jar._watcher
+        if watcher is not None:
+            self.needs_validation = False
+            changes = watcher.changes()
+            if changes is not None:
+                cache.invalidate(changes)
+                return
+            # The watcher lost track (and started again): read serials.
+            collections = None
+        if collections is None:
+            self.needs_validation = False
+        written = set(jar._written_oids)
+        written.update(self.fresh)
+        try:
+            cache.validate(self.read_serials, collections, written)
+        except PyMongoError as error:
+            LOG.warning('Could not validate the object cache (%s: %s); '
+                        'the objects reload', type(error).__name__, error)
+            if collections is None or at_begin:
+                cache.forget_all()
+            else:
+                cache.forget_documents(collections, written)
+
+    def read_serials(self, database, collection, ids):
+        """The stored ``_py_serial`` of the documents ``ids``, by ``_id``
+        (one query, in the data manager's server transaction if any)."""
+        jar = self._jar
+        coll = jar._raw_collection(database, collection)
+        # Grouped by shard key: read from the shards holding them only.
+        query = sharding.held_filter(jar, database, collection, ids)
+        return {doc['_id']: doc.get(PY_SERIAL)
+                for doc in coll.find(query, {PY_SERIAL: 1},
+                                     session=jar._session)}
 
 
 _MISSING = object()

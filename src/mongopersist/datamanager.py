@@ -10,7 +10,8 @@ about their changes).  The work is shared out:
 * ``mongopersist.conflict``: what a write is conditional on;
 * ``mongopersist.typemap``: which classes live in which collection;
 * ``mongopersist.root``: the named entry points;
-* ``mongopersist.cache``: loaded objects and documents, across transactions;
+* ``mongopersist.cache``: loaded objects and documents, across transactions,
+  and when they are validated;
 * ``mongopersist.invalidation``: changes pushed by a change stream;
 * ``mongopersist.undo``: taking back what an aborted transaction wrote;
 * ``mongopersist.journal``: what a crash in the middle of one left;
@@ -18,7 +19,6 @@ about their changes).  The work is shared out:
 * ``mongopersist.sharding``, ``.indexes``, ``.sequence``: scale-out (shard
   keys, declared indexes, counters).
 """
-import logging
 import threading
 
 import persistent
@@ -26,19 +26,15 @@ import transaction
 import zope.interface
 from bson.objectid import ObjectId
 
-from pymongo.errors import PyMongoError
-
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
     metadata, query, sequence, serialize, sessions, settings, sharding)
-from mongopersist.cache import DEFAULT_SIZE, ObjectCache
+from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
 from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
-
-LOG = logging.getLogger('mongopersist')
 
 
 def p64(number):
@@ -153,19 +149,8 @@ class MongoDataManager:
         self._journal = journal.Journal(self)
         # The identity map, the strong cache and the loaded documents.
         self._cache = ObjectCache(cache_size)
-        # What the cache holds must be validated before it is used: each
-        # collection at its first use (``_use``) in a transaction.
-        self._needs_validation = False
-        # (database, collection) pairs used since the last boundary (their
-        # held objects validated if needed), those the transaction before
-        # used, and those ``begin()`` of an explicit manager validated
-        # (``_validate_at_begin``).
-        self._validated = set()
-        self._last_used = set()
-        self._validated_at_begin = None
-        # Oids of query results of collections not validated yet: their
-        # documents were read in this transaction (current).
-        self._fresh = set()
+        # When what the cache holds is validated.
+        self._validator = CacheValidator(self)
         self._watcher = None
         if watch_changes:
             if not self.detect_conflicts:
@@ -332,41 +317,17 @@ class MongoDataManager:
 
     def _use(self, ref=None):
         """Check the thread; validate the held objects of the collection of
-        ``ref`` at the first use of that collection in a transaction.
-
-        Every way to a held object of a collection (a reference or root
-        entry: ``load``; activating a ghost: ``setstate``; changing it:
-        ``register``) calls this first, and held objects of collections not
-        validated yet are ghosts (see ``_boundary`` and
-        ``_validate_at_begin``), so nothing held is used unvalidated;
-        collections a transaction never uses cost no read.  Query results
-        are current: ``_use_document``.
-        """
+        ``ref`` at the first use of that collection in a transaction
+        (``CacheValidator.use``)."""
         self._check_thread()
-        if ref is None:
-            return
-        key = (ref.database, ref.collection)
-        if key not in self._validated:
-            self._validated.add(key)
-            at_begin = self._validated_at_begin
-            if self._needs_validation and (at_begin is None
-                                           or key not in at_begin):
-                self._validate((key,))
+        if ref is not None:
+            self._validator.use(ref)
 
     def _use_document(self, ref):
-        """A query read the document of ``ref`` now: its object needs no
-        validation (it is filled from this document unless it was loaded
-        since its collection was validated, or written by this
-        transaction); the other held objects of the collection are
-        validated when first used.  Validating it later leaves ``ref``
-        alone (``_fresh``): it is current, and may be in use.  (Nor does
-        a query count as a use of the collection for ``begin()``.)"""
+        """Check the thread; a query read the document of ``ref`` now
+        (``CacheValidator.use_document``)."""
         self._check_thread()
-        key = (ref.database, ref.collection)
-        at_begin = self._validated_at_begin
-        if (self._needs_validation and key not in self._validated
-                and (at_begin is None or key not in at_begin)):
-            self._fresh.add(ref)
+        self._validator.use_document(ref)
 
     def _join_txn(self):
         self._use()
@@ -618,7 +579,7 @@ class MongoDataManager:
         """Load the state of the ghost ``obj`` from its document."""
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
-        if doc is None or ref not in self._fresh:
+        if doc is None or ref not in self._validator.fresh:
             self._use(ref)
         if doc is None:
             # Validated in this transaction, or loaded or written in it.
@@ -924,93 +885,18 @@ class MongoDataManager:
 
     def _boundary(self):
         """A transaction ended: from now on, what the cache holds may be
-        stale until validated (see ``docs/cache.rst``)."""
+        stale until validated (``CacheValidator.boundary``)."""
         self._activated = False
         self._prefetched.clear()
         self._batches.clear()
-        if self._validated or self._validated_at_begin is not None:
-            # A transaction ran (not a second boundary after the first,
-            # such as ``close()`` after the commit): the collections it
-            # used through this data manager (objects kept loaded and used
-            # by attribute only are not seen: their collection is then
-            # validated lazily next time, and their objects reload).
-            self._last_used = self._validated
-        self._validated = set()
-        self._validated_at_begin = None
-        self._fresh = set()
-        cache = self._cache
-        cache.end_transaction()
-        if not self.detect_conflicts:
-            # No serials to validate with: every object reloads.
-            cache.forget_all()
-            return
-        self._needs_validation = True
-        if self._watcher is not None:
-            # Apply the invalidations received so far, as ZODB does.
-            self._validate()
-            self._needs_validation = True
-        elif not self._explicit():
-            # The next transaction may start without ``begin()``, and read
-            # held objects before anything tells this data manager: they
-            # become ghosts, which reload from their documents once their
-            # collection is validated (at its first use: ``_use``).
-            cache.deactivate_all()
+        self._validator.boundary(self._explicit())
 
     def _validate_at_begin(self):
-        """``begin()`` of an explicit manager: validate the collections the
-        last transaction used now (their objects stay loaded), and turn
-        the held objects of the others into ghosts, validated at their
-        collection's first use (``_use``)."""
+        """``begin()`` of an explicit manager (or of the watcher's
+        transaction): validate what the cache holds now
+        (``CacheValidator.validate_at_begin``)."""
         self._check_thread()
-        if self._watcher is not None:
-            self._validate()
-            return
-        if self._validated_at_begin is not None:
-            return
-        used = self._validated_at_begin = frozenset(self._last_used)
-        self._cache.deactivate_all(keep=used)
-        self._validate(used, at_begin=True)
-
-    def _validate(self, collections=None, at_begin=False):
-        """Bring the cache up to date: apply pushed invalidations, or read
-        the serials of what it holds (one query per collection), of every
-        collection or of ``collections``.  Documents this transaction
-        wrote are current (objects of a collection not validated yet that
-        are not ghosts are those: every other way to an object of the
-        collection validates it first).  If the serials cannot be read,
-        the objects concerned reload (all of them ``at_begin``, when
-        nothing uses them yet)."""
-        watcher = self._watcher
-        if watcher is not None:
-            self._needs_validation = False
-            changes = watcher.changes()
-            if changes is not None:
-                self._cache.invalidate(changes)
-                return
-            # The watcher lost track (and started again): read serials.
-            collections = None
-        if collections is None:
-            self._needs_validation = False
-        written = set(self._written_oids)
-        written.update(self._fresh)
-        try:
-            self._cache.validate(self._read_serials, collections, written)
-        except PyMongoError as error:
-            LOG.warning('Could not validate the object cache (%s: %s); '
-                        'the objects reload', type(error).__name__, error)
-            if collections is None or at_begin:
-                self._cache.forget_all()
-            else:
-                self._cache.forget_documents(collections, written)
-
-    def _read_serials(self, database, collection, ids):
-        """The stored ``_py_serial`` of the documents ``ids``, by ``_id``."""
-        coll = self._raw_collection(database, collection)
-        # Grouped by shard key: read from the shards holding them only.
-        query = sharding.held_filter(self, database, collection, ids)
-        return {doc['_id']: doc.get(serialize.PY_SERIAL)
-                for doc in coll.find(query, {serialize.PY_SERIAL: 1},
-                                     session=self._session)}
+        self._validator.validate_at_begin()
 
     # -- ISynchronizer: fresh state in every transaction ------------------
     def beforeCompletion(self, txn):
@@ -1028,8 +914,8 @@ class MongoDataManager:
         if self._joined is None and self._activated:
             # Loaded since the last transaction ended, outside any.
             self._boundary()
-        if self._needs_validation and (self._watcher is not None
-                                       or self._explicit()):
+        if self._validator.needs_validation and (
+                self._watcher is not None or self._explicit()):
             self._validate_at_begin()
 
     def _busy(self):
@@ -1079,7 +965,7 @@ class MongoDataManager:
         # which validates for an explicit manager) with transaction >= 2.x;
         # validated here otherwise.
         self._bind(transaction_manager)
-        if self._needs_validation and self._explicit():
+        if self._validator.needs_validation and self._explicit():
             try:
                 transaction_manager.get()
             except transaction.interfaces.NoTransaction:
