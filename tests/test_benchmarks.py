@@ -140,3 +140,12 @@ def test_the_pool_benchmark_counts_fewer_reads_for_pooled_requests(capsys):
     assert 'ratio new/pooled: reads' in printed
     # The root entry and one validation query per collection.
     assert pooled_reads <= 5 and pooled_reads < new_reads
+
+
+def test_the_cache_benchmark_measures_one_and_many_collections(capsys):
+    from benchmarks import cache
+    one, many = cache.main(['--objects', '5', '--collections', '3',
+                            '--repeat', '2'])
+    printed = capsys.readouterr().out
+    assert 'validate one collection' in printed and '3 held' in printed
+    assert len(one) == len(many) == 2

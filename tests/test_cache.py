@@ -552,3 +552,33 @@ def test_savepoint_rollback_of_an_object_inserted_and_removed_since(
     assert person._p_jar is None
     assert dm.load(ref) is not person
     tm.abort()
+
+
+# -- what the cache keeps of objects gone --------------------------------------
+def test_documents_of_objects_gone_are_dropped(client, dbname):
+    """Documents of objects nobody holds any more go, also in collections
+    never validated again: once more objects came into the cache since
+    the last sweep than it holds (and at least ``sweep_after``), a
+    transaction's end drops them."""
+    dm, tm = own_dm(client, dbname, cache_size=0)
+    dm._cache.sweep_after = 5
+    for i in range(10):
+        dm.insert(Person('p%d' % i))
+    tm.commit()
+    people = list(dm.find_objects(Person))
+    assert [p.name for p in people] == ['p%d' % i for i in range(10)]
+    tm.commit()
+    held_people = (dbname, PERSON)
+    assert len([ref for ref in dm._cache.docs
+                if (ref.database, ref.collection) == held_people]) == 10
+    del people
+    gc.collect()
+    # Transactions using another collection only: nothing validates the
+    # people again.
+    for i in range(10):
+        dm.insert(Address('city%d' % i, str(i)))
+        tm.commit()
+    assert [ref for ref in dm._cache.docs
+            if (ref.database, ref.collection) == held_people] == []
+    assert held_people not in dm._cache._held
+

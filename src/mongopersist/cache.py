@@ -21,10 +21,18 @@ objects of changed or removed documents into ghosts, forgetting their
 documents.  When is the data manager's ``CacheValidator``'s decision: a
 collection at its first use in a transaction (or, with an explicit
 transaction manager, the collections the last transaction used at
-``begin()``): see ``docs/cache.rst``.  Documents
-without a serial cannot be validated: their objects become ghosts.  Pushed
-invalidations (``mongopersist.invalidation``) name the changed documents
-instead, without a query.
+``begin()``): see ``docs/cache.rst``.  Documents without a serial cannot
+be validated: their objects become ghosts.  Pushed invalidations
+(``mongopersist.invalidation``) name the changed documents instead,
+without a query.
+
+What this costs grows with what is validated, not with everything held:
+the cache keeps its objects by collection as they come in, so validating
+a collection walks that collection's only, and turning objects into
+ghosts at a boundary walks those loaded since the last time (and those
+kept loaded), not every object held.  What it keeps of objects gone is
+dropped when their collection is validated, or swept at a transaction's
+end once more objects came in than it holds.
 
 The cache is a mapping from ``DBRef`` (``metadata.OID``) to object:
 ``cache.get(ref)``, ``cache[ref] = obj``, ``ref in cache``, ``pop``,
@@ -57,6 +65,11 @@ class ObjectCache:
         none.
     """
 
+    #: Objects put in the cache (at least; or as many as it holds) before
+    #: the references of those gone are swept from every collection at a
+    #: transaction's end: see ``end_transaction``.
+    sweep_after = 1000
+
     def __init__(self, size=DEFAULT_SIZE):
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError('cache_size must be a non-negative integer, '
@@ -65,6 +78,17 @@ class ObjectCache:
         self._objects = weakref.WeakValueDictionary()
         self._used = {}                         # ref -> object, this txn
         self._recent = collections.OrderedDict()  # ref -> object, LRU
+        # (database, collection) -> {ref: weak reference to the object}:
+        # the objects put in the identity map, by collection (those gone
+        # are dropped when their collection is validated, or swept:
+        # ``_sweep``).  A collection's validation walks its own only.
+        self._held = {}
+        self._added = 0     # references put in since the last sweep
+        # ref -> None: objects loaded when a transaction ended and not
+        # turned into ghosts since.  With those used in the running
+        # transaction they are all the objects that may not be ghosts
+        # (every way to load one records it: ``__setitem__``, ``used``).
+        self._loaded = {}
         #: ref -> the document the object was loaded from or last written
         #: as (what is stored, as far as this data manager knows).
         self.docs = {}
@@ -83,6 +107,12 @@ class ObjectCache:
     def __setitem__(self, ref, obj):
         self._objects[ref] = obj
         self._used[ref] = obj
+        key = (ref.database, ref.collection)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = {}
+        held[ref] = weakref.ref(obj)
+        self._added += 1
 
     def __contains__(self, ref):
         return ref in self._objects
@@ -120,15 +150,45 @@ class ObjectCache:
 
     def end_transaction(self):
         """Keep the ``size`` most recently used loaded objects alive; let
-        the others (and ghosts) go unless something else holds them."""
+        the others (and ghosts) go unless something else holds them.
+
+        Once more objects were put in the cache since the last sweep than
+        it holds now (and at least ``sweep_after``), the references and
+        documents of objects gone are dropped (``_sweep``): that costs
+        at most what putting them in did, and keeps collections never
+        validated again from keeping them."""
         recent = self._recent
+        loaded = self._loaded
         for ref, obj in self._used.items():
             if obj._p_status != 'ghost':
                 recent[ref] = obj
                 recent.move_to_end(ref)
+                loaded[ref] = None
         self._used = {}
         while len(recent) > self.size:
             recent.popitem(last=False)
+        if self._added > max(len(self._objects), self.sweep_after):
+            self._sweep()
+
+    def _sweep(self):
+        """Drop the references (and documents) of objects gone."""
+        for key, held in list(self._held.items()):
+            for ref in [ref for ref, alive in held.items()
+                        if alive() is None]:
+                del held[ref]
+            if not held:
+                del self._held[key]
+        objects = self._objects
+        for refs in (self.docs, self._loaded):
+            for ref in [ref for ref in refs if ref not in objects]:
+                del refs[ref]
+        self._added = 0
+
+    def _maybe_loaded(self):
+        """The references of every object that may not be a ghost."""
+        refs = list(self._loaded)
+        refs.extend(self._used)
+        return refs
 
     # -- what the cache holds is stale -------------------------------------
     def forget(self, ref):
@@ -142,28 +202,37 @@ class ObjectCache:
     def forget_all(self):
         """Turn every object into a ghost; forget every document."""
         self.docs.clear()
-        for obj in self.values():
-            if obj._p_status != 'ghost':
-                obj._p_invalidate()
+        self.deactivate_all()
 
     def forget_documents(self, collections, skip=()):
         """Forget the documents stored in the ``(database, collection)``
         pairs of ``collections`` (but those of ``skip``): their objects
         reload from MongoDB (they must be ghosts)."""
-        for ref in list(self.docs):
-            if (ref.database, ref.collection) in collections and (
-                    ref not in skip):
-                del self.docs[ref]
+        docs = self.docs
+        for key in collections:
+            for ref in self._held.get(key, ()):
+                if ref not in skip:
+                    docs.pop(ref, None)
 
     def deactivate_all(self, keep=()):
         """Turn every object into a ghost, keeping the documents: an object
         reloads from its document (without a read) once ``validate`` has
         found it current.  Objects stored in the ``(database,
-        collection)`` pairs of ``keep`` stay as they are."""
-        for ref, obj in self.items():
-            if obj._p_status != 'ghost' and (
-                    ref.database, ref.collection) not in keep:
+        collection)`` pairs of ``keep`` stay as they are.
+
+        Costs what the objects loaded since the last time cost (and those
+        of ``keep``), not every object held."""
+        objects = self._objects
+        kept = {}
+        for ref in self._maybe_loaded():
+            obj = objects.get(ref)
+            if obj is None or obj._p_status == 'ghost':
+                continue
+            if keep and (ref.database, ref.collection) in keep:
+                kept[ref] = None
+            else:
                 obj._p_invalidate()
+        self._loaded = kept
 
     def to_validate(self, collections=None, skip=()):
         """The documents to validate: ``{(database, collection): {_id:
@@ -171,24 +240,38 @@ class ObjectCache:
         collection)`` pairs in ``collections``, except those of the
         references in ``skip`` (written since the cache was last found
         stale: current).  Documents of objects gone are dropped; those
-        without a serial are forgotten (they cannot be validated)."""
+        without a serial are forgotten (they cannot be validated).
+
+        Walks the references held in those collections only."""
+        all_held = self._held
+        if collections is None:
+            collections = list(all_held)
         groups = {}
-        objects = self._objects
-        for ref, doc in list(self.docs.items()):
-            if ref not in objects:
-                del self.docs[ref]
+        docs = self.docs
+        for key in collections:
+            held = all_held.get(key)
+            if held is None:
                 continue
-            if collections is not None and (
-                    ref.database, ref.collection) not in collections:
-                continue
-            if ref in skip:
-                continue
-            serial = doc.get(PY_SERIAL)
-            if serial is None:
-                self.forget(ref)
-                continue
-            groups.setdefault((ref.database, ref.collection), {})[
-                ref.id] = (ref, serial)
+            known = {}
+            for ref, alive in list(held.items()):
+                if alive() is None:
+                    del held[ref]
+                    docs.pop(ref, None)
+                    continue
+                if skip and ref in skip:
+                    continue
+                doc = docs.get(ref)
+                if doc is None:
+                    continue
+                serial = doc.get(PY_SERIAL)
+                if serial is None:
+                    self.forget(ref)
+                    continue
+                known[ref.id] = (ref, serial)
+            if not held:
+                del all_held[key]
+            if known:
+                groups[key] = known
         return groups
 
     def validate(self, read_serials, collections=None, skip=()):
@@ -203,12 +286,12 @@ class ObjectCache:
         stale = []
         for (database, collection), known in self.to_validate(
                 collections, skip).items():
-            ids = list(known)
-            for start in range(0, len(ids), VALIDATION_CHUNK):
-                chunk = ids[start:start + VALIDATION_CHUNK]
-                current = read_serials(database, collection, chunk)
-                for doc_id in chunk:
-                    ref, serial = known[doc_id]
+            held = list(known.items())
+            for start in range(0, len(held), VALIDATION_CHUNK):
+                chunk = held[start:start + VALIDATION_CHUNK]
+                current = read_serials(database, collection,
+                                       [doc_id for doc_id, _ in chunk])
+                for doc_id, (ref, serial) in chunk:
                     if current.get(doc_id, _MISSING) != serial:
                         stale.append(ref)
         for ref in stale:
@@ -371,8 +454,10 @@ class CacheValidator:
             collections = None
         if collections is None:
             self.needs_validation = False
-        written = set(jar._written_oids)
-        written.update(self.fresh)
+        written = self.fresh
+        if jar._written_oids:
+            written = set(jar._written_oids)
+            written.update(self.fresh)
         try:
             cache.validate(self.read_serials, collections, written)
         except PyMongoError as error:
