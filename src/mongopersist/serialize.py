@@ -559,6 +559,7 @@ _TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
 # written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
 _CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
 _REFERENCE_TYPES = frozenset([DBRef, metadata.OID])
+_NOT_PLAIN = object()
 
 #: What a malformed stored value makes readers and constructors raise; the
 #: reader (and the data manager, around a whole document) turns these into
@@ -689,8 +690,13 @@ class ObjectReader:
         shapes (plain dicts and arrays) read here without further calls."""
         kind = type(state)
         if kind is dict:
-            if (PY_TYPE in state or PY_PERSISTENT_TYPE in state
-                    or PY_FACTORY in state or _LEGACY_DICT_DATA in state
+            if PY_TYPE in state:
+                value = self._read_typed_value(state, obj)
+                if value is not _NOT_PLAIN:
+                    return value
+                return self._read_dict(state, obj)
+            if (PY_PERSISTENT_TYPE in state or PY_FACTORY in state
+                    or _LEGACY_DICT_DATA in state
                     or _LEGACY_CONSTANT in state):
                 return self._read_dict(state, obj)
             read = self._read_value
@@ -701,7 +707,12 @@ class ObjectReader:
                 raise self._at_fault(error, state.items(), obj)
             value = PersistentDict.__new__(PersistentDict)
         elif kind is list:
-            data = self._read_list(state, obj)
+            read = self._read_value
+            try:
+                data = [item if type(item) not in _CONVERTED_STATES
+                        else read(item, obj) for item in state]
+            except interfaces.StoredDataError as error:
+                raise self._at_fault(error, enumerate(state), obj)
             value = PersistentList.__new__(PersistentList)
         else:
             return self._jar.load(state)
@@ -712,6 +723,39 @@ class ObjectReader:
             value._p_mongo_doc_object = obj
             value._p_changed = False
         return value
+
+    def _read_typed_value(self, state, obj):
+        """The common ``_py_type`` values, read in one call: a built-in
+        type whose reader needs no callback, or a value class stored as
+        its attributes.  ``_NOT_PLAIN`` for any other shape, and for
+        anything that fails: ``_read_special`` reads it again and raises
+        the error that names what is wrong (or loads it broken)."""
+        name = state[PY_TYPE]
+        if type(name) is not str:
+            return _NOT_PLAIN
+        try:
+            builtin = serializers.STANDALONE_READERS.get(name)
+            if builtin is not None:
+                return builtin(state, None)
+            if (name in serializers.READERS or name == DICT_TYPE
+                    or PY_STATE in state or PY_NEW_ARGS in state
+                    or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):
+                return _NOT_PLAIN
+            cls = self.registry.resolve(name, 'value')
+            value = cls.__new__(cls)
+            read = self._read_value
+            data = {key: item if type(item) not in _CONVERTED_STATES
+                    else read(item, obj)
+                    for key, item in state.items() if key != PY_TYPE}
+            if data:
+                setstate = _setstate_of(cls)
+                if setstate is None:
+                    value.__dict__.update(data)
+                else:
+                    setstate(value, data)
+            return value
+        except Exception:
+            return _NOT_PLAIN
 
     def _read_list(self, state, obj):
         try:
