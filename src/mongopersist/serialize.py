@@ -127,12 +127,6 @@ def _all_safe_keys(keys):
     return True
 
 
-def _is_stored_as_is(value, kind):
-    """True for values ``ObjectWriter`` stores unchanged (BSON scalars)."""
-    return kind in NATIVE_TYPES or (
-        kind is int and INT64_MIN <= value <= INT64_MAX)
-
-
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -274,6 +268,9 @@ class ObjectWriter:
             if kind is list:
                 self.untracked = True
             return self._write_list(obj, pobj, stack, custom)
+        if kind is PersistentList or kind is PersistentDict:
+            # How stored arrays and dicts are read back: the common case.
+            return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
             if not metadata.is_sub_object(kind):
@@ -322,7 +319,11 @@ class ObjectWriter:
                                         or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
-                    if _is_stored_as_is(value, type(value)):
+                    kind = type(value)
+                    # Stored unchanged (BSON scalars): tested inline here
+                    # and in the loops below, the writer's hot path.
+                    if kind in NATIVE_TYPES or (
+                            kind is int and INT64_MIN <= value <= INT64_MAX):
                         result[key] = value
                     else:
                         result[key] = self._write_item(
@@ -341,7 +342,8 @@ class ObjectWriter:
     def _write_list(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            return [value if _is_stored_as_is(value, type(value))
+            return [value if type(value) in NATIVE_TYPES or (
+                        type(value) is int and INT64_MIN <= value <= INT64_MAX)
                     else self._write_item(value, index, pobj, stack, custom)
                     for index, value in enumerate(obj)]
         finally:
@@ -380,7 +382,9 @@ class ObjectWriter:
     def _add_state(self, doc, state, pobj, stack, custom):
         if isinstance(state, dict) and _all_safe_keys(state):
             for key, value in state.items():
-                if _is_stored_as_is(value, type(value)):
+                kind = type(value)
+                if kind in NATIVE_TYPES or (
+                        kind is int and INT64_MIN <= value <= INT64_MAX):
                     doc[key] = value
                 else:
                     doc[key] = self._write_item(
