@@ -738,9 +738,8 @@ class ObjectReader:
         if type(name) is not str:
             return _NOT_PLAIN
         try:
-            builtin = serializers.STANDALONE_READERS.get(name)
-            if builtin is not None:
-                return builtin(state, None)
+            if name in serializers.STANDALONE_READERS:
+                return serializers.READERS[name](state, None)
             if (name in serializers.READERS or name == DICT_TYPE
                     or PY_STATE in state or PY_NEW_ARGS in state
                     or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):

@@ -288,13 +288,13 @@ READERS = {
     'constant': read_by_name,
 }
 
-#: The readers of ``READERS`` that never use their ``read`` callback (the
-#: value holds nothing but its own fields): the reader's hot path calls
-#: them without one.
-STANDALONE_READERS = {name: READERS[name] for name in (
+#: The names in ``READERS`` whose reader never uses its ``read`` callback
+#: (the value holds nothing but its own fields): the reader's hot path
+#: calls them without one.
+STANDALONE_READERS = frozenset([
     'datetime.datetime', 'datetime.date', 'datetime.time',
     'datetime.timedelta', 'decimal.Decimal', 'builtins.bytearray',
-    'uuid.UUID', 'builtins.int', 'builtins.complex')}
+    'uuid.UUID', 'builtins.int', 'builtins.complex'])
 
 
 def writer_for(value):
