@@ -257,21 +257,30 @@ def test_unique_violation_without_key_details_reads_the_index(dm, db):
     transaction.abort()
 
 
-def test_ttl_and_geo_indexes_work_on_the_stand_in(dm, db):
+def test_a_ttl_index_reads_the_stored_date(dm, db):
     dm.ensure_indexes(Place)
     place = Place()
-    place.where = {'type': 'Point', 'coordinates': [13.40, 52.52]}
     # Recent (a server's TTL monitor would remove an old one), and in
     # whole milliseconds: a BSON date, which a TTL index reads.
     place.seen = datetime.datetime.now(datetime.timezone.utc).replace(
         microsecond=0, tzinfo=None)
     dm.insert(place)
     transaction.commit()
+    assert db['places'].index_information()['seen_1'][
+        'expireAfterSeconds'] == 3600
+    assert db['places'].find_one()['seen'] == place.seen
+
+
+def test_near_queries_on_a_declared_2dsphere_index(dm, geospatial_queries):
+    dm.ensure_indexes(Place)
+    place = Place()
+    place.where = {'type': 'Point', 'coordinates': [13.40, 52.52]}
+    dm.insert(place)
+    transaction.commit()
     near = {'where': {'$near': {'$geometry': {
         'type': 'Point', 'coordinates': [13.38, 52.51]},
         '$maxDistance': 5000}}}
     assert list(dm.find_objects(Place, near)) == [place]
-    assert isinstance(db['places'].find_one()['seen'], datetime.datetime)
     far = {'where': {'$near': {'$geometry': {
         'type': 'Point', 'coordinates': [2.35, 48.86]},
         '$maxDistance': 5000}}}
