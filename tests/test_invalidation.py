@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+import pymongo
 import pytest
 import transaction
 from bson.int64 import Int64
@@ -155,6 +156,50 @@ def test_a_failed_stream_is_reopened_and_the_cache_validated(server,
     server.script(update(3, 2))
     wait_for(lambda: watcher.changes() == [
         (metadata.OID('people', 3, 'app'), 2)])
+
+
+class StandaloneServer(ScriptedReplicaSet):
+    """A standalone server (no ``setName``): it refuses change streams as
+    MongoDB does, with code 40573."""
+
+    def __init__(self):
+        super().__init__()
+        del self.hello['setName']
+        self.standalone = pymongo.MongoClient(
+            self.server.uri, directConnection=True,
+            serverSelectionTimeoutMS=3000)
+
+    def close(self):
+        self.standalone.close()
+        super().close()
+
+    def _reply_aggregate(self, request):
+        return request.command_err(
+            code=40573, errmsg='The $changeStream stage is only supported '
+            'on replica sets')
+
+
+def test_a_standalone_server_is_not_asked_again_and_again(caplog):
+    """A standalone server has no change streams: the watcher gives up
+    after the first refusal (one warning, not one a second forever) and
+    the data manager validates by serials."""
+    server = StandaloneServer()
+    watcher = invalidation.ChangeWatcher(
+        server.standalone, lambda: {'app'}, max_await_ms=20,
+        retry_seconds=0.01)
+    try:
+        thread = watcher._threads['app']
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(server.docs('aggregate')) == 1
+        assert watcher.changes() is None and watcher.changes() is None
+        assert len(server.docs('aggregate')) == 1
+        [warning] = [r.getMessage() for r in caplog.records
+                     if r.name == 'mongopersist']
+        assert 'app' in warning and 'no change streams' in warning
+    finally:
+        watcher.close()
+        server.close()
 
 
 # -- the data manager applies what the watcher reports --------------------
