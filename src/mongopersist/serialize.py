@@ -519,6 +519,21 @@ class _ReadCallback:
         return self._reader.resolve(name, kind)
 
 
+def _setstate_of(cls):
+    """The ``__setstate__`` of instances of ``cls`` (``None``: pickle's
+    default), looked up once per class."""
+    try:
+        return _SETSTATES[cls]
+    except KeyError:
+        found = _SETSTATES[cls] = getattr(cls, '__setstate__', None)
+        return found
+    except TypeError:               # unhashable class
+        return getattr(cls, '__setstate__', None)
+
+
+_SETSTATES = {}     # class -> its __setstate__ or None
+
+
 def _set_default_state(value, data):
     """Apply a state the way pickle does without ``__setstate__``.
 
@@ -543,7 +558,7 @@ _TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
 # serializers, every other stored value is read as it is.  References
 # written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
 _CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
-_REFERENCES = (DBRef, metadata.OID)
+_REFERENCE_TYPES = frozenset([DBRef, metadata.OID])
 
 #: What a malformed stored value makes readers and constructors raise; the
 #: reader (and the data manager, around a whole document) turns these into
@@ -591,6 +606,9 @@ class ObjectReader:
     def __init__(self, jar, serializers=()):
         self._jar = jar
         self._serializers = list(serializers)
+        # The ``read`` callback of built-in readers, made once (its owner is
+        # set for each call).
+        self._callback = _ReadCallback(self, None)
 
     @property
     def registry(self):
@@ -616,22 +634,28 @@ class ObjectReader:
         A comprehension on the hot path; the field at fault is named by
         reading again, one field at a time, only when one fails.
         """
-        get = self.get_object
         try:
             if not (self._serializers or SERIALIZERS):
+                read = self._read_value
                 return {key: value if type(value) not in _CONVERTED_STATES
-                        else get(value, obj)
+                        else read(value, obj)
                         for key, value in stored.items() if key not in skip}
+            get = self.get_object
             return {key: get(value, obj)
                     for key, value in stored.items() if key not in skip}
         except interfaces.StoredDataError as error:
-            for key, value in stored.items():
-                if key not in skip:
-                    try:
-                        get(value, obj)
-                    except interfaces.StoredDataError:
-                        raise error.at(key)
-            raise
+            raise self._at_fault(error, stored.items(), obj, skip)
+
+    def _at_fault(self, error, items, obj, skip=()):
+        """``error`` (raised reading one of the ``(key or index, value)``
+        pairs ``items``) located at the first of them that fails again."""
+        for key, value in items:
+            if key not in skip:
+                try:
+                    self.get_object(value, obj)
+                except interfaces.StoredDataError:
+                    return error.at(key)
+        return error
 
     def set_ghost_state(self, obj, doc):
         """Fill the ghost ``obj`` from its document ``doc``."""
@@ -643,32 +667,62 @@ class ObjectReader:
 
     def get_object(self, state, obj):
         """Return the Python value for ``state``, part of ``obj``'s document."""
-        kind = type(state)
-        if kind is dict:
+        if not (self._serializers or SERIALIZERS):
+            if type(state) in _CONVERTED_STATES:
+                return self._read_value(state, obj)
+            return state
+        if type(state) is dict:
             return self._read_dict(state, obj)
-        if kind is list:
+        if type(state) is list:
             return self._new_sub_object(
                 PersistentList, self._read_list(state, obj), obj)
-        if kind is DBRef or kind is metadata.OID:
+        if type(state) in _REFERENCE_TYPES:
             return self._jar.load(state)
-        if self._serializers or SERIALIZERS:
-            for serializer in self._serializers + SERIALIZERS:
-                if serializer.can_read(state):
-                    return serializer.read(state)
+        for serializer in self._serializers + SERIALIZERS:
+            if serializer.can_read(state):
+                return serializer.read(state)
         return state
 
+    def _read_value(self, state, obj):
+        """``get_object`` of a stored dict, array or reference, without
+        custom serializers: the hot path of reading, with the common
+        shapes (plain dicts and arrays) read here without further calls."""
+        kind = type(state)
+        if kind is dict:
+            if (PY_TYPE in state or PY_PERSISTENT_TYPE in state
+                    or PY_FACTORY in state or _LEGACY_DICT_DATA in state
+                    or _LEGACY_CONSTANT in state):
+                return self._read_dict(state, obj)
+            read = self._read_value
+            try:
+                data = {key: value if type(value) not in _CONVERTED_STATES
+                        else read(value, obj) for key, value in state.items()}
+            except interfaces.StoredDataError as error:
+                raise self._at_fault(error, state.items(), obj)
+            value = PersistentDict.__new__(PersistentDict)
+        elif kind is list:
+            data = self._read_list(state, obj)
+            value = PersistentList.__new__(PersistentList)
+        else:
+            return self._jar.load(state)
+        value.data = data
+        if obj is not None:
+            # ``_attach``, inline.
+            value._p_jar = self._jar
+            value._p_mongo_doc_object = obj
+            value._p_changed = False
+        return value
+
     def _read_list(self, state, obj):
-        get = self.get_object
-        as_is = not (self._serializers or SERIALIZERS)
-        items = []
-        index = 0
         try:
-            for index, value in enumerate(state):
-                items.append(value if as_is and type(value)
-                             not in _CONVERTED_STATES else get(value, obj))
+            if not (self._serializers or SERIALIZERS):
+                read = self._read_value
+                return [value if type(value) not in _CONVERTED_STATES
+                        else read(value, obj) for value in state]
+            get = self.get_object
+            return [get(value, obj) for value in state]
         except interfaces.StoredDataError as error:
-            raise error.at(index)
-        return items
+            raise self._at_fault(error, enumerate(state), obj)
 
     def _read_dict(self, state, obj):
         if self._serializers or SERIALIZERS:
@@ -733,7 +787,14 @@ class ObjectReader:
                 PersistentDict, self._read_items(state['items'], obj), obj)
         builtin = serializers.READERS.get(type_name)
         if builtin is not None:
-            return builtin(state, _ReadCallback(self, obj))
+            callback = self._callback
+            owner, callback._pobj = callback._pobj, obj
+            try:
+                return builtin(state, callback)
+            finally:
+                # A read nested in this one (a value's own ``__setstate__``
+                # using another object) gets the owner back.
+                callback._pobj = owner
         cls = self.resolve(type_name, 'value')
         if PY_NEW_ARGS in state:
             value = cls.__new__(cls, *self._read_array(state, PY_NEW_ARGS, obj))
@@ -787,9 +848,11 @@ class ObjectReader:
         else:
             data = self._read_fields(state, obj, meta)
         if data:
-            setstate = getattr(value, '__setstate__', None)
+            setstate = _setstate_of(type(value))
             if setstate is not None:
-                setstate(data)
+                setstate(value, data)
+            elif type(data) is dict:
+                value.__dict__.update(data)
             else:
                 _set_default_state(value, data)
         if PY_LIST_ITEMS in state:
