@@ -127,12 +127,6 @@ def _all_safe_keys(keys):
     return True
 
 
-def _is_stored_as_is(value, kind):
-    """True for values ``ObjectWriter`` stores unchanged (BSON scalars)."""
-    return kind in NATIVE_TYPES or (
-        kind is int and INT64_MIN <= value <= INT64_MAX)
-
-
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -274,6 +268,9 @@ class ObjectWriter:
             if kind is list:
                 self.untracked = True
             return self._write_list(obj, pobj, stack, custom)
+        if kind is PersistentList or kind is PersistentDict:
+            # How stored arrays and dicts are read back: the common case.
+            return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
             if not metadata.is_sub_object(kind):
@@ -322,7 +319,11 @@ class ObjectWriter:
                                         or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
-                    if _is_stored_as_is(value, type(value)):
+                    kind = type(value)
+                    # Stored unchanged (BSON scalars): tested inline here
+                    # and in the loops below, the writer's hot path.
+                    if kind in NATIVE_TYPES or (
+                            kind is int and INT64_MIN <= value <= INT64_MAX):
                         result[key] = value
                     else:
                         result[key] = self._write_item(
@@ -341,7 +342,8 @@ class ObjectWriter:
     def _write_list(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            return [value if _is_stored_as_is(value, type(value))
+            return [value if type(value) in NATIVE_TYPES or (
+                        type(value) is int and INT64_MIN <= value <= INT64_MAX)
                     else self._write_item(value, index, pobj, stack, custom)
                     for index, value in enumerate(obj)]
         finally:
@@ -380,7 +382,9 @@ class ObjectWriter:
     def _add_state(self, doc, state, pobj, stack, custom):
         if isinstance(state, dict) and _all_safe_keys(state):
             for key, value in state.items():
-                if _is_stored_as_is(value, type(value)):
+                kind = type(value)
+                if kind in NATIVE_TYPES or (
+                        kind is int and INT64_MIN <= value <= INT64_MAX):
                     doc[key] = value
                 else:
                     doc[key] = self._write_item(
@@ -559,6 +563,7 @@ _TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
 # written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
 _CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
 _REFERENCE_TYPES = frozenset([DBRef, metadata.OID])
+_NOT_PLAIN = object()
 
 #: What a malformed stored value makes readers and constructors raise; the
 #: reader (and the data manager, around a whole document) turns these into
@@ -689,8 +694,13 @@ class ObjectReader:
         shapes (plain dicts and arrays) read here without further calls."""
         kind = type(state)
         if kind is dict:
-            if (PY_TYPE in state or PY_PERSISTENT_TYPE in state
-                    or PY_FACTORY in state or _LEGACY_DICT_DATA in state
+            if PY_TYPE in state:
+                value = self._read_typed_value(state, obj)
+                if value is not _NOT_PLAIN:
+                    return value
+                return self._read_dict(state, obj)
+            if (PY_PERSISTENT_TYPE in state or PY_FACTORY in state
+                    or _LEGACY_DICT_DATA in state
                     or _LEGACY_CONSTANT in state):
                 return self._read_dict(state, obj)
             read = self._read_value
@@ -701,7 +711,12 @@ class ObjectReader:
                 raise self._at_fault(error, state.items(), obj)
             value = PersistentDict.__new__(PersistentDict)
         elif kind is list:
-            data = self._read_list(state, obj)
+            read = self._read_value
+            try:
+                data = [item if type(item) not in _CONVERTED_STATES
+                        else read(item, obj) for item in state]
+            except interfaces.StoredDataError as error:
+                raise self._at_fault(error, enumerate(state), obj)
             value = PersistentList.__new__(PersistentList)
         else:
             return self._jar.load(state)
@@ -712,6 +727,39 @@ class ObjectReader:
             value._p_mongo_doc_object = obj
             value._p_changed = False
         return value
+
+    def _read_typed_value(self, state, obj):
+        """The common ``_py_type`` values, read in one call: a built-in
+        type whose reader needs no callback, or a value class stored as
+        its attributes.  ``_NOT_PLAIN`` for any other shape, and for
+        anything that fails: ``_read_special`` reads it again and raises
+        the error that names what is wrong (or loads it broken)."""
+        name = state[PY_TYPE]
+        if type(name) is not str:
+            return _NOT_PLAIN
+        try:
+            builtin = serializers.STANDALONE_READERS.get(name)
+            if builtin is not None:
+                return builtin(state, None)
+            if (name in serializers.READERS or name == DICT_TYPE
+                    or PY_STATE in state or PY_NEW_ARGS in state
+                    or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):
+                return _NOT_PLAIN
+            cls = self.registry.resolve(name, 'value')
+            value = cls.__new__(cls)
+            read = self._read_value
+            data = {key: item if type(item) not in _CONVERTED_STATES
+                    else read(item, obj)
+                    for key, item in state.items() if key != PY_TYPE}
+            if data:
+                setstate = _setstate_of(cls)
+                if setstate is None:
+                    value.__dict__.update(data)
+                else:
+                    setstate(value, data)
+            return value
+        except Exception:
+            return _NOT_PLAIN
 
     def _read_list(self, state, obj):
         try:
