@@ -185,7 +185,7 @@ class ObjectWriter:
         doc = {'_id': obj._p_oid.id}
         if store_type:
             doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(type(obj))
-        custom = self._custom_serializers()
+        custom = self._serializers + SERIALIZERS
         stack = {id(obj)}
         self.deepest = 1
         self.untracked = False
@@ -261,6 +261,21 @@ class ObjectWriter:
                 self.deepest = limits.MAX_NESTING
                 self.untracked = True
                 return serializer.write(obj)
+        if kind in _LEAF_VALUES:
+            # Holds no other value: nothing to enter, but it is a level of
+            # the document.  (Not persistent, not a plain class: no other
+            # writer would take it.)
+            if kind is bytearray:
+                self.untracked = True
+            if len(stack) >= self.deepest:
+                self._enter(obj, stack)
+                stack.discard(id(obj))
+            return serializers.WRITERS[kind](obj, None)
+        name = _plain_classes.get(kind)
+        if name is not None:
+            # A plain class seen before: no built-in writer takes it.
+            self.untracked = True
+            return self._write_plain(obj, name, pobj, stack, custom)
         if kind is dict:
             self.untracked = True
             return self._write_dict(obj, pobj, stack, custom)
@@ -278,15 +293,8 @@ class ObjectWriter:
             return self._write_sub_object(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
-            if kind is set or kind is bytearray:
+            if kind is set:
                 self.untracked = True
-            if kind in _LEAF_VALUES:
-                # Holds no other value: nothing to enter, but it is a
-                # level of the document.
-                if len(stack) >= self.deepest:
-                    self._enter(obj, stack)
-                    stack.discard(id(obj))
-                return builtin(obj, None)
             self._enter(obj, stack)
             try:
                 return builtin(obj, lambda value: self._write(
@@ -392,18 +400,25 @@ class ObjectWriter:
         elif state is not None:
             doc[PY_STATE] = self._write(state, pobj, stack, custom)
 
-    def _write_reduced(self, obj, pobj, stack, custom):
-        kind = type(obj)
+    def _write_plain(self, obj, name, pobj, stack, custom):
+        """An instance of a plain class (``_plain_class_name`` is ``name``):
+        what ``__reduce_ex__(2)`` gives it, without building it: the class,
+        and the instance dict as state."""
         self._enter(obj, stack)
         try:
-            name = _plain_class_name(kind, obj)
-            if name is not None:
-                # What ``__reduce_ex__(2)`` gives such a class, without
-                # building it: the class, and the instance dict as state.
-                doc = {PY_TYPE: name}
-                self._add_state(doc, obj.__dict__ or None, pobj, stack,
-                                custom)
-                return doc
+            doc = {PY_TYPE: name}
+            self._add_state(doc, obj.__dict__ or None, pobj, stack, custom)
+            return doc
+        finally:
+            stack.discard(id(obj))
+
+    def _write_reduced(self, obj, pobj, stack, custom):
+        kind = type(obj)
+        name = _plain_class_name(kind, obj)
+        if name is not None:
+            return self._write_plain(obj, name, pobj, stack, custom)
+        self._enter(obj, stack)
+        try:
             reduce_fn = copyreg.dispatch_table.get(kind)
             try:
                 if reduce_fn is not None:
