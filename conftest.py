@@ -19,3 +19,31 @@ def _writes_visible_at_once():
     MongoDataManager.default_transactions = 'never'
     yield
     MongoDataManager.default_transactions = default
+
+
+def _skip_unless_able(probe):
+    # What the deployment lacks skips the test (tests/capabilities.py).
+    from mongopersist import testing
+    client = testing.client()
+    try:
+        gap = probe(client)
+    finally:
+        client.close()
+    if gap is not None:
+        pytest.skip(gap)
+
+
+@pytest.fixture(scope='session')
+def geospatial_queries():
+    """Skip unless the server runs geospatial queries as MongoDB does
+    (``$near``, ``$geoWithin`` on a ``2dsphere`` index).  A doctest asks
+    with ``getfixture('geospatial_queries')`` and is skipped from there."""
+    from tests import capabilities
+    _skip_unless_able(capabilities.geospatial_gap)
+
+
+@pytest.fixture(scope='session')
+def change_streams():
+    """Skip unless the deployment opens change streams."""
+    from tests import capabilities
+    _skip_unless_able(capabilities.change_stream_gap)

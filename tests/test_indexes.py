@@ -68,16 +68,38 @@ def test_an_index_of_the_same_keys_under_another_name_counts(dm, db):
 
 def test_ensure_indexes_never_drops_or_changes_an_index(dm, db):
     db['accounts'].create_index('email')          # not unique
+    before = db['accounts'].index_information()
     with pytest.raises(interfaces.IndexConflictError) as info:
         dm.ensure_indexes(Account)
     assert 'email_1' in str(info.value) and 'accounts' in str(info.value)
     assert 'never drops' in str(info.value)
-    assert 'unique' not in db['accounts'].index_information()['email_1']
+    assert db['accounts'].index_information() == before
+    assert not before['email_1'].get('unique')
     db['places'].create_index('seen', expireAfterSeconds=60)
     with pytest.raises(interfaces.IndexConflictError, match='seen_1'):
         dm.ensure_indexes(Place)
     assert db['places'].index_information()['seen_1'][
         'expireAfterSeconds'] == 60
+
+
+def test_a_flag_declared_false_is_the_flag_left_out(dm, db):
+    """MongoDB reads ``unique``, ``sparse`` and ``hidden`` as flags that
+    are false unless set, and lists one only where it was given (some
+    servers list ``unique: false`` anyway): an index made without one is
+    the index declared with it false, and neither is told as an option."""
+    class Code(persistent.Persistent):
+        _p_mongo_collection = 'codes'
+        _p_mongo_indexes = [IndexModel('code', unique=False, sparse=False)]
+
+    db['codes'].create_index('code')
+    assert indexes.missing_indexes(dm, Code) == []
+    assert dm.ensure_indexes(Code) == []
+    db['codes'].drop_index('code_1')
+    db['codes'].create_index('code', unique=True)
+    with pytest.raises(interfaces.IndexConflictError) as info:
+        dm.ensure_indexes(Code)
+    assert ('declared as {code: 1}, but MongoDB has code_1 as {code: 1} '
+            'unique=True;' in str(info.value))
 
 
 def test_missing_indexes_tells_what_would_be_created(dm, db):
@@ -235,21 +257,30 @@ def test_unique_violation_without_key_details_reads_the_index(dm, db):
     transaction.abort()
 
 
-def test_ttl_and_geo_indexes_work_on_the_stand_in(dm, db):
+def test_a_ttl_index_reads_the_stored_date(dm, db):
     dm.ensure_indexes(Place)
     place = Place()
-    place.where = {'type': 'Point', 'coordinates': [13.40, 52.52]}
     # Recent (a server's TTL monitor would remove an old one), and in
     # whole milliseconds: a BSON date, which a TTL index reads.
     place.seen = datetime.datetime.now(datetime.timezone.utc).replace(
         microsecond=0, tzinfo=None)
     dm.insert(place)
     transaction.commit()
+    assert db['places'].index_information()['seen_1'][
+        'expireAfterSeconds'] == 3600
+    assert db['places'].find_one()['seen'] == place.seen
+
+
+def test_near_queries_on_a_declared_2dsphere_index(dm, geospatial_queries):
+    dm.ensure_indexes(Place)
+    place = Place()
+    place.where = {'type': 'Point', 'coordinates': [13.40, 52.52]}
+    dm.insert(place)
+    transaction.commit()
     near = {'where': {'$near': {'$geometry': {
         'type': 'Point', 'coordinates': [13.38, 52.51]},
         '$maxDistance': 5000}}}
     assert list(dm.find_objects(Place, near)) == [place]
-    assert isinstance(db['places'].find_one()['seen'], datetime.datetime)
     far = {'where': {'$near': {'$geometry': {
         'type': 'Point', 'coordinates': [2.35, 48.86]},
         '$maxDistance': 5000}}}

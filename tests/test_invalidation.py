@@ -12,13 +12,15 @@ import threading
 import time
 import uuid
 
+import pymongo
 import pytest
 import transaction
 from bson.int64 import Int64
 from transaction.interfaces import NoTransaction
 
-from mongopersist import invalidation, metadata, sessions, testing
+from mongopersist import invalidation, metadata, testing
 from mongopersist.datamanager import MongoDataManager
+from tests import capabilities
 from tests.model import Person
 from tests.scripted_server import ScriptedReplicaSet
 
@@ -156,6 +158,50 @@ def test_a_failed_stream_is_reopened_and_the_cache_validated(server,
         (metadata.OID('people', 3, 'app'), 2)])
 
 
+class StandaloneServer(ScriptedReplicaSet):
+    """A standalone server (no ``setName``): it refuses change streams as
+    MongoDB does, with code 40573."""
+
+    def __init__(self):
+        super().__init__()
+        del self.hello['setName']
+        self.standalone = pymongo.MongoClient(
+            self.server.uri, directConnection=True,
+            serverSelectionTimeoutMS=3000)
+
+    def close(self):
+        self.standalone.close()
+        super().close()
+
+    def _reply_aggregate(self, request):
+        return request.command_err(
+            code=40573, errmsg='The $changeStream stage is only supported '
+            'on replica sets')
+
+
+def test_a_standalone_server_is_not_asked_again_and_again(caplog):
+    """A standalone server has no change streams: the watcher gives up
+    after the first refusal (one warning, not one a second forever) and
+    the data manager validates by serials."""
+    server = StandaloneServer()
+    watcher = invalidation.ChangeWatcher(
+        server.standalone, lambda: {'app'}, max_await_ms=20,
+        retry_seconds=0.01)
+    try:
+        thread = watcher._threads['app']
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(server.docs('aggregate')) == 1
+        assert watcher.changes() is None and watcher.changes() is None
+        assert len(server.docs('aggregate')) == 1
+        [warning] = [r.getMessage() for r in caplog.records
+                     if r.name == 'mongopersist']
+        assert 'app' in warning and 'no change streams' in warning
+    finally:
+        watcher.close()
+        server.close()
+
+
 # -- the data manager applies what the watcher reports --------------------
 class ScriptedWatcher:
     """Reports scripted changes (``None``: validate)."""
@@ -236,7 +282,7 @@ def test_watching_needs_conflict_detection(client, dbname):
 
 @pytest.mark.requires_real_mongodb(
     reason='change streams need a replica set or sharded cluster')
-def test_a_commit_elsewhere_arrives_as_an_invalidation():
+def test_a_commit_elsewhere_arrives_as_an_invalidation(change_streams):
     client = testing.client()
     dbname = 'mp_test_watch_%s' % uuid.uuid4().hex[:8]
     tm = transaction.TransactionManager(explicit=True)
@@ -266,8 +312,9 @@ def test_a_commit_elsewhere_arrives_as_an_invalidation():
 
 
 def test_without_change_streams_the_cache_is_validated(client, dbname, db):
-    """The stand-in cannot watch: the data manager validates instead."""
-    if sessions.deployment_supports_transactions(client):
+    """The stand-in (or a standalone server) cannot watch: the data
+    manager validates instead."""
+    if capabilities.change_stream_gap(client) is None:
         pytest.skip('this deployment has change streams (see the test '
                     'above for what it does with them)')
     tm = transaction.TransactionManager(explicit=True)

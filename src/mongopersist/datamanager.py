@@ -529,13 +529,23 @@ class MongoDataManager:
         return obj
 
     def _class_of_document(self, dbref, doc):
-        with self._reading(dbref):
+        # The error context of ``_reading``, inline: this runs for every
+        # query result, and a ``try`` costs nothing until something raises.
+        self._documents_read += 1
+        try:
             name = doc.get(serialize.PY_PERSISTENT_TYPE)
             if name is not None:
                 return self._or_broken(self.type_registry.resolve, name,
                                        'persistent')
             return self._or_broken(self._types.default_class,
                                    dbref.database, dbref.collection)
+        except BaseException as error:
+            located = _located(error, dbref)
+            if located is error:
+                raise
+            raise located from error
+        finally:
+            self._documents_read -= 1
 
     def _or_broken(self, find_class, *args):
         """``find_class(*args)``, or with ``broken_objects`` the broken
@@ -592,7 +602,10 @@ class MongoDataManager:
 
     def _activate(self, obj, doc):
         ref = obj._p_oid
-        with self._reading(ref):
+        # The error context of ``_reading``, inline (see
+        # ``_class_of_document``).
+        self._documents_read += 1
+        try:
             serial = conflict.stored_serial(doc)
             name = doc.get(serialize.PY_PERSISTENT_TYPE)
             if name is not None and name != metadata.get_dotted_name(
@@ -607,13 +620,20 @@ class MongoDataManager:
             finally:
                 if grouping:
                     batches.stop()
+        except BaseException as error:
+            located = _located(error, ref)
+            if located is error:
+                raise
+            raise located from error
+        finally:
+            self._documents_read -= 1
         sharding.remember(ref, type(obj), doc)
-        self._loaded_docs[ref] = doc
+        self._cache.docs[ref] = doc
         # Loaded after this data manager's transaction ended (in the same
         # ``transaction``), or before ``begin()``: the boundary must see it.
         self._invalidated = False
         self._activated = True
-        obj._p_serial = p64(serial)
+        obj._p_serial = serial.to_bytes(8, 'big')
 
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
@@ -992,6 +1012,23 @@ def _detach(obj):
     del obj._p_oid
 
 
+def _located(error, ref):
+    """The error to raise for ``error``, raised while reading the document
+    of ``ref``: a ``StoredDataError`` names the document; any other
+    malformed-data error becomes one (``error`` itself: raise it as it
+    is)."""
+    if isinstance(error, interfaces.StoredDataError):
+        error.locate(ref.database, ref.collection, ref.id)
+        return error
+    if isinstance(error, serialize.MALFORMED) and not isinstance(
+            error, interfaces.MongoPersistError):
+        return interfaces.StoredDataError(
+            'Cannot load the stored document (%s: %s)' % (
+                type(error).__name__, error),
+            database=ref.database, collection=ref.collection, id=ref.id)
+    return error
+
+
 class _Reading:
     """Context of reading one document: stored-data errors name it."""
 
@@ -1009,15 +1046,7 @@ class _Reading:
         self.jar._documents_read -= 1
         if error is None:
             return False
-        ref = self.ref
-        if isinstance(error, interfaces.StoredDataError):
-            error.locate(ref.database, ref.collection, ref.id)
+        located = _located(error, self.ref)
+        if located is error:
             return False
-        if isinstance(error, serialize.MALFORMED) and not isinstance(
-                error, interfaces.MongoPersistError):
-            raise interfaces.StoredDataError(
-                'Cannot load the stored document (%s: %s)' % (
-                    type(error).__name__, error),
-                database=ref.database, collection=ref.collection,
-                id=ref.id) from error
-        return False
+        raise located from error

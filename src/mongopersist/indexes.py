@@ -48,8 +48,15 @@ def _keys(spec):
     return result
 
 
+# Flags MongoDB reads as false unless set; a server lists one only where
+# it was given (some list ``unique: false`` anyway): an index declared with
+# one false is the index made without it, and a false flag is not told.
+_FLAGS = frozenset(['unique', 'sparse', 'hidden'])
+
+
 def _options(doc):
-    return {k: v for k, v in doc.items() if k not in _REPORTED_ONLY}
+    return {k: v for k, v in doc.items()
+            if k not in _REPORTED_ONLY and (v or k not in _FLAGS)}
 
 
 def _compatible(declared, existing):

@@ -18,6 +18,10 @@ manager falls back to validating by serials once: when a stream is
 recover from, after a lost resume token, and when a database joins), and
 after an ``invalidate``, ``drop``, ``rename`` or ``dropDatabase`` event.
 
+On a standalone server, which has no change streams, the watcher gives
+up after the first refusal (one warning in the log) and the data manager
+validates by serials at every transaction, as without ``watch_changes``.
+
 A change reaches the watcher shortly *after* it is committed (change
 streams report majority-committed writes, then the network and the
 thread take their time): a transaction that begins right after another
@@ -30,7 +34,7 @@ import time
 
 from pymongo.errors import PyMongoError
 
-from mongopersist import metadata
+from mongopersist import metadata, sessions
 from mongopersist.serialize import PY_SERIAL
 
 LOG = logging.getLogger('mongopersist')
@@ -139,34 +143,50 @@ class ChangeWatcher:
     # -- the background threads -------------------------------------------
     def _run(self, database):
         while not self._closed:
+            opened = False
             try:
                 with self._client[database].watch(
                         PIPELINE, max_await_time_ms=self._max_await_ms
                 ) as stream:
+                    opened = True
                     with self._lock:
                         # Opened now: what changed before is validated.
                         self._open.add(database)
                         self._lost = True
                     self._follow(database, stream)
             except PyMongoError as error:
+                if not opened and self._standalone():
+                    # Refused for good: asking again every second would
+                    # only fill the log.
+                    self._give_up(database, error,
+                                  'a standalone server has no change streams')
+                    return
                 LOG.warning('Change stream on %s failed (%s: %s); the cache '
                             'is validated by serials until it reopens',
                             database, type(error).__name__, error)
-            except Exception as error:
-                # Not a server error (a client without change streams):
-                # retrying will not help; the cache is validated.
-                LOG.warning('Cannot watch %s (%s: %s); the cache is '
-                            'validated by serials', database,
-                            type(error).__name__, error)
-                with self._lock:
-                    self._open.discard(database)
-                    self._lost = True
+            except Exception as error:      # a client without streams
+                self._give_up(database, error,
+                              'not a server error, retrying will not help')
                 return
             with self._lock:
                 self._open.discard(database)
                 self._lost = True
             if not self._closed:
                 time.sleep(self._retry_seconds)
+
+    def _standalone(self):
+        """True if the deployment surely has no change streams."""
+        try:
+            return not sessions.deployment_has_change_streams(self._client)
+        except PyMongoError:
+            return False        # cannot tell now: try again
+
+    def _give_up(self, database, error, why):
+        LOG.warning('Cannot watch %s: %s (%s: %s); the cache is validated '
+                    'by serials', database, why, type(error).__name__, error)
+        with self._lock:
+            self._open.discard(database)
+            self._lost = True
 
     def _follow(self, database, stream):
         while not self._closed and stream.alive:

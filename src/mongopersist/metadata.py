@@ -585,6 +585,12 @@ def always_stores_type(cls):
     return bool(getattr(cls, '_p_mongo_store_type', False))
 
 
+# The slots ``DBRef.__init__`` fills (PyMongo 4); ``OID`` fills them itself
+# where they are these.
+_DBREF_SLOTS = set(getattr(DBRef, '__slots__', ())) == {
+    '__collection', '__id', '__database', '__kwargs'}
+
+
 class OID(DBRef):
     """The ``_p_oid`` of a stored object: a ``DBRef`` that keeps its hash.
 
@@ -604,7 +610,17 @@ class OID(DBRef):
     __slots__ = ('_hash', '_doc', 'routing')
 
     def __init__(self, collection, id, database=None):
-        super().__init__(collection, id, database)
+        if _DBREF_SLOTS and type(collection) is str and (
+                database is None or type(database) is str):
+            # What ``DBRef.__init__`` does for a reference without extra
+            # fields, without its call: an oid is made for every document
+            # read.
+            self._DBRef__collection = collection
+            self._DBRef__id = id
+            self._DBRef__database = database
+            self._DBRef__kwargs = {}
+        else:
+            super().__init__(collection, id, database)
         # What ``DBRef.__hash__`` computes for a reference without extra
         # fields, without its call and sort in Python.
         self._hash = hash((collection, id, database, ()))

@@ -127,12 +127,6 @@ def _all_safe_keys(keys):
     return True
 
 
-def _is_stored_as_is(value, kind):
-    """True for values ``ObjectWriter`` stores unchanged (BSON scalars)."""
-    return kind in NATIVE_TYPES or (
-        kind is int and INT64_MIN <= value <= INT64_MAX)
-
-
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -191,7 +185,7 @@ class ObjectWriter:
         doc = {'_id': obj._p_oid.id}
         if store_type:
             doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(type(obj))
-        custom = self._custom_serializers()
+        custom = self._serializers + SERIALIZERS
         stack = {id(obj)}
         self.deepest = 1
         self.untracked = False
@@ -267,6 +261,21 @@ class ObjectWriter:
                 self.deepest = limits.MAX_NESTING
                 self.untracked = True
                 return serializer.write(obj)
+        if kind in _LEAF_VALUES:
+            # Holds no other value: nothing to enter, but it is a level of
+            # the document.  (Not persistent, not a plain class: no other
+            # writer would take it.)
+            if kind is bytearray:
+                self.untracked = True
+            if len(stack) >= self.deepest:
+                self._enter(obj, stack)
+                stack.discard(id(obj))
+            return serializers.WRITERS[kind](obj, None)
+        name = _plain_classes.get(kind)
+        if name is not None:
+            # A plain class seen before: no built-in writer takes it.
+            self.untracked = True
+            return self._write_plain(obj, name, pobj, stack, custom)
         if kind is dict:
             self.untracked = True
             return self._write_dict(obj, pobj, stack, custom)
@@ -274,6 +283,9 @@ class ObjectWriter:
             if kind is list:
                 self.untracked = True
             return self._write_list(obj, pobj, stack, custom)
+        if kind is PersistentList or kind is PersistentDict:
+            # How stored arrays and dicts are read back: the common case.
+            return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
             if not metadata.is_sub_object(kind):
@@ -281,15 +293,8 @@ class ObjectWriter:
             return self._write_sub_object(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
-            if kind is set or kind is bytearray:
+            if kind is set:
                 self.untracked = True
-            if kind in _LEAF_VALUES:
-                # Holds no other value: nothing to enter, but it is a
-                # level of the document.
-                if len(stack) >= self.deepest:
-                    self._enter(obj, stack)
-                    stack.discard(id(obj))
-                return builtin(obj, None)
             self._enter(obj, stack)
             try:
                 return builtin(obj, lambda value: self._write(
@@ -322,7 +327,11 @@ class ObjectWriter:
                                         or not legacy.is_dict_data(obj)):
                 result = {}
                 for key, value in obj.items():
-                    if _is_stored_as_is(value, type(value)):
+                    kind = type(value)
+                    # Stored unchanged (BSON scalars): tested inline here
+                    # and in the loops below, the writer's hot path.
+                    if kind in NATIVE_TYPES or (
+                            kind is int and INT64_MIN <= value <= INT64_MAX):
                         result[key] = value
                     else:
                         result[key] = self._write_item(
@@ -341,7 +350,8 @@ class ObjectWriter:
     def _write_list(self, obj, pobj, stack, custom):
         self._enter(obj, stack)
         try:
-            return [value if _is_stored_as_is(value, type(value))
+            return [value if type(value) in NATIVE_TYPES or (
+                        type(value) is int and INT64_MIN <= value <= INT64_MAX)
                     else self._write_item(value, index, pobj, stack, custom)
                     for index, value in enumerate(obj)]
         finally:
@@ -380,7 +390,9 @@ class ObjectWriter:
     def _add_state(self, doc, state, pobj, stack, custom):
         if isinstance(state, dict) and _all_safe_keys(state):
             for key, value in state.items():
-                if _is_stored_as_is(value, type(value)):
+                kind = type(value)
+                if kind in NATIVE_TYPES or (
+                        kind is int and INT64_MIN <= value <= INT64_MAX):
                     doc[key] = value
                 else:
                     doc[key] = self._write_item(
@@ -388,18 +400,25 @@ class ObjectWriter:
         elif state is not None:
             doc[PY_STATE] = self._write(state, pobj, stack, custom)
 
-    def _write_reduced(self, obj, pobj, stack, custom):
-        kind = type(obj)
+    def _write_plain(self, obj, name, pobj, stack, custom):
+        """An instance of a plain class (``_plain_class_name`` is ``name``):
+        what ``__reduce_ex__(2)`` gives it, without building it: the class,
+        and the instance dict as state."""
         self._enter(obj, stack)
         try:
-            name = _plain_class_name(kind, obj)
-            if name is not None:
-                # What ``__reduce_ex__(2)`` gives such a class, without
-                # building it: the class, and the instance dict as state.
-                doc = {PY_TYPE: name}
-                self._add_state(doc, obj.__dict__ or None, pobj, stack,
-                                custom)
-                return doc
+            doc = {PY_TYPE: name}
+            self._add_state(doc, obj.__dict__ or None, pobj, stack, custom)
+            return doc
+        finally:
+            stack.discard(id(obj))
+
+    def _write_reduced(self, obj, pobj, stack, custom):
+        kind = type(obj)
+        name = _plain_class_name(kind, obj)
+        if name is not None:
+            return self._write_plain(obj, name, pobj, stack, custom)
+        self._enter(obj, stack)
+        try:
             reduce_fn = copyreg.dispatch_table.get(kind)
             try:
                 if reduce_fn is not None:
@@ -519,6 +538,21 @@ class _ReadCallback:
         return self._reader.resolve(name, kind)
 
 
+def _setstate_of(cls):
+    """The ``__setstate__`` of instances of ``cls`` (``None``: pickle's
+    default), looked up once per class."""
+    try:
+        return _SETSTATES[cls]
+    except KeyError:
+        found = _SETSTATES[cls] = getattr(cls, '__setstate__', None)
+        return found
+    except TypeError:               # unhashable class
+        return getattr(cls, '__setstate__', None)
+
+
+_SETSTATES = {}     # class -> its __setstate__ or None
+
+
 def _set_default_state(value, data):
     """Apply a state the way pickle does without ``__setstate__``.
 
@@ -543,7 +577,8 @@ _TYPED_META = frozenset((PY_TYPE, PY_NEW_ARGS) + _ITEMS)
 # serializers, every other stored value is read as it is.  References
 # written in this transaction are ``metadata.OID``s (a ``DBRef`` subclass).
 _CONVERTED_STATES = frozenset([dict, list, DBRef, metadata.OID])
-_REFERENCES = (DBRef, metadata.OID)
+_REFERENCE_TYPES = frozenset([DBRef, metadata.OID])
+_NOT_PLAIN = object()
 
 #: What a malformed stored value makes readers and constructors raise; the
 #: reader (and the data manager, around a whole document) turns these into
@@ -591,6 +626,9 @@ class ObjectReader:
     def __init__(self, jar, serializers=()):
         self._jar = jar
         self._serializers = list(serializers)
+        # The ``read`` callback of built-in readers, made once (its owner is
+        # set for each call).
+        self._callback = _ReadCallback(self, None)
 
     @property
     def registry(self):
@@ -616,22 +654,28 @@ class ObjectReader:
         A comprehension on the hot path; the field at fault is named by
         reading again, one field at a time, only when one fails.
         """
-        get = self.get_object
         try:
             if not (self._serializers or SERIALIZERS):
+                read = self._read_value
                 return {key: value if type(value) not in _CONVERTED_STATES
-                        else get(value, obj)
+                        else read(value, obj)
                         for key, value in stored.items() if key not in skip}
+            get = self.get_object
             return {key: get(value, obj)
                     for key, value in stored.items() if key not in skip}
         except interfaces.StoredDataError as error:
-            for key, value in stored.items():
-                if key not in skip:
-                    try:
-                        get(value, obj)
-                    except interfaces.StoredDataError:
-                        raise error.at(key)
-            raise
+            raise self._at_fault(error, stored.items(), obj, skip)
+
+    def _at_fault(self, error, items, obj, skip=()):
+        """``error`` (raised reading one of the ``(key or index, value)``
+        pairs ``items``) located at the first of them that fails again."""
+        for key, value in items:
+            if key not in skip:
+                try:
+                    self.get_object(value, obj)
+                except interfaces.StoredDataError:
+                    return error.at(key)
+        return error
 
     def set_ghost_state(self, obj, doc):
         """Fill the ghost ``obj`` from its document ``doc``."""
@@ -643,32 +687,104 @@ class ObjectReader:
 
     def get_object(self, state, obj):
         """Return the Python value for ``state``, part of ``obj``'s document."""
-        kind = type(state)
-        if kind is dict:
+        if not (self._serializers or SERIALIZERS):
+            if type(state) in _CONVERTED_STATES:
+                return self._read_value(state, obj)
+            return state
+        if type(state) is dict:
             return self._read_dict(state, obj)
-        if kind is list:
+        if type(state) is list:
             return self._new_sub_object(
                 PersistentList, self._read_list(state, obj), obj)
-        if kind is DBRef or kind is metadata.OID:
+        if type(state) in _REFERENCE_TYPES:
             return self._jar.load(state)
-        if self._serializers or SERIALIZERS:
-            for serializer in self._serializers + SERIALIZERS:
-                if serializer.can_read(state):
-                    return serializer.read(state)
+        for serializer in self._serializers + SERIALIZERS:
+            if serializer.can_read(state):
+                return serializer.read(state)
         return state
 
-    def _read_list(self, state, obj):
-        get = self.get_object
-        as_is = not (self._serializers or SERIALIZERS)
-        items = []
-        index = 0
+    def _read_value(self, state, obj):
+        """``get_object`` of a stored dict, array or reference, without
+        custom serializers: the hot path of reading, with the common
+        shapes (plain dicts and arrays) read here without further calls."""
+        kind = type(state)
+        if kind is dict:
+            if PY_TYPE in state:
+                value = self._read_typed_value(state, obj)
+                if value is not _NOT_PLAIN:
+                    return value
+                return self._read_dict(state, obj)
+            if (PY_PERSISTENT_TYPE in state or PY_FACTORY in state
+                    or _LEGACY_DICT_DATA in state
+                    or _LEGACY_CONSTANT in state):
+                return self._read_dict(state, obj)
+            read = self._read_value
+            try:
+                data = {key: value if type(value) not in _CONVERTED_STATES
+                        else read(value, obj) for key, value in state.items()}
+            except interfaces.StoredDataError as error:
+                raise self._at_fault(error, state.items(), obj)
+            value = PersistentDict.__new__(PersistentDict)
+        elif kind is list:
+            read = self._read_value
+            try:
+                data = [item if type(item) not in _CONVERTED_STATES
+                        else read(item, obj) for item in state]
+            except interfaces.StoredDataError as error:
+                raise self._at_fault(error, enumerate(state), obj)
+            value = PersistentList.__new__(PersistentList)
+        else:
+            return self._jar.load(state)
+        value.data = data
+        if obj is not None:
+            # ``_attach``, inline.
+            value._p_jar = self._jar
+            value._p_mongo_doc_object = obj
+            value._p_changed = False
+        return value
+
+    def _read_typed_value(self, state, obj):
+        """The common ``_py_type`` values, read in one call: a built-in
+        type whose reader needs no callback, or a value class stored as
+        its attributes.  ``_NOT_PLAIN`` for any other shape, and for
+        anything that fails: ``_read_special`` reads it again and raises
+        the error that names what is wrong (or loads it broken)."""
+        name = state[PY_TYPE]
+        if type(name) is not str:
+            return _NOT_PLAIN
         try:
-            for index, value in enumerate(state):
-                items.append(value if as_is and type(value)
-                             not in _CONVERTED_STATES else get(value, obj))
+            if name in serializers.STANDALONE_READERS:
+                return serializers.READERS[name](state, None)
+            if (name in serializers.READERS or name == DICT_TYPE
+                    or PY_STATE in state or PY_NEW_ARGS in state
+                    or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):
+                return _NOT_PLAIN
+            cls = self.registry.resolve(name, 'value')
+            value = cls.__new__(cls)
+            read = self._read_value
+            data = {key: item if type(item) not in _CONVERTED_STATES
+                    else read(item, obj)
+                    for key, item in state.items() if key != PY_TYPE}
+            if data:
+                setstate = _setstate_of(cls)
+                if setstate is None:
+                    value.__dict__.update(data)
+                else:
+                    setstate(value, data)
+            return value
+        except Exception:
+            return _NOT_PLAIN
+
+    def _read_list(self, state, obj):
+        try:
+            if not (self._serializers or SERIALIZERS):
+                read = self._read_value
+                return [value if type(value) not in _CONVERTED_STATES
+                        else read(value, obj) for value in state]
+            get = self.get_object
+            return [get(value, obj) for value in state]
         except interfaces.StoredDataError as error:
-            raise error.at(index)
-        return items
+            raise self._at_fault(error, enumerate(state), obj)
 
     def _read_dict(self, state, obj):
         if self._serializers or SERIALIZERS:
@@ -733,7 +849,14 @@ class ObjectReader:
                 PersistentDict, self._read_items(state['items'], obj), obj)
         builtin = serializers.READERS.get(type_name)
         if builtin is not None:
-            return builtin(state, _ReadCallback(self, obj))
+            callback = self._callback
+            owner, callback._pobj = callback._pobj, obj
+            try:
+                return builtin(state, callback)
+            finally:
+                # A read nested in this one (a value's own ``__setstate__``
+                # using another object) gets the owner back.
+                callback._pobj = owner
         cls = self.resolve(type_name, 'value')
         if PY_NEW_ARGS in state:
             value = cls.__new__(cls, *self._read_array(state, PY_NEW_ARGS, obj))
@@ -787,9 +910,11 @@ class ObjectReader:
         else:
             data = self._read_fields(state, obj, meta)
         if data:
-            setstate = getattr(value, '__setstate__', None)
+            setstate = _setstate_of(type(value))
             if setstate is not None:
-                setstate(data)
+                setstate(value, data)
+            elif type(data) is dict:
+                value.__dict__.update(data)
             else:
                 _set_default_state(value, data)
         if PY_LIST_ITEMS in state:

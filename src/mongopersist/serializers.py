@@ -288,6 +288,14 @@ READERS = {
     'constant': read_by_name,
 }
 
+#: The names in ``READERS`` whose reader never uses its ``read`` callback
+#: (the value holds nothing but its own fields): the reader's hot path
+#: calls them without one.
+STANDALONE_READERS = frozenset([
+    'datetime.datetime', 'datetime.date', 'datetime.time',
+    'datetime.timedelta', 'decimal.Decimal', 'builtins.bytearray',
+    'uuid.UUID', 'builtins.int', 'builtins.complex'])
+
 
 def writer_for(value):
     """Return the built-in writer for ``value``, or ``None``."""

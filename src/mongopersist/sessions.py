@@ -44,17 +44,30 @@ def deployment_supports_transactions(client):
     a guess.
     """
     try:
-        hello = client.admin.command('hello')
-    except OperationFailure as error:
-        if error.code != COMMAND_NOT_FOUND:
-            raise
-        hello = client.admin.command('isMaster')
+        hello = _hello(client)
     except (NotImplementedError, AttributeError):
         return False
     wire = hello.get('maxWireVersion', 0)
     if hello.get('msg') == 'isdbgrid':
         return wire >= 8
     return 'setName' in hello and wire >= 7
+
+
+def deployment_has_change_streams(client):
+    """Return true if the deployment behind ``client`` opens change
+    streams: a replica set member (``setName``) or a mongos; a standalone
+    server has none.  Asks ``hello``; raises PyMongo's errors."""
+    hello = _hello(client)
+    return 'setName' in hello or hello.get('msg') == 'isdbgrid'
+
+
+def _hello(client):
+    try:
+        return client.admin.command('hello')
+    except OperationFailure as error:
+        if error.code != COMMAND_NOT_FOUND:
+            raise
+        return client.admin.command('isMaster')
 
 
 class Deployment:
