@@ -554,7 +554,7 @@ def test_savepoint_rollback_of_an_object_inserted_and_removed_since(
     tm.abort()
 
 
-# -- what the cache keeps of objects gone --------------------------------------
+# -- what the cache keeps of objects gone -------------------------------------
 def test_documents_of_objects_gone_are_dropped(client, dbname):
     """Documents of objects nobody holds any more go, also in collections
     never validated again: once more objects came into the cache since
