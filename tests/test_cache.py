@@ -557,9 +557,9 @@ def test_savepoint_rollback_of_an_object_inserted_and_removed_since(
 # -- what the cache keeps of objects gone -------------------------------------
 def test_documents_of_objects_gone_are_dropped(client, dbname):
     """Documents of objects nobody holds any more go, also in collections
-    never validated again: once more objects came into the cache since
-    the last sweep than it holds (and at least ``sweep_after``), a
-    transaction's end drops them."""
+    never validated again: once more of the objects put in the cache are
+    gone than alive (and at least ``sweep_after``), a transaction's end
+    drops them, and their references."""
     dm, tm = own_dm(client, dbname, cache_size=0)
     dm._cache.sweep_after = 5
     for i in range(10):
@@ -581,4 +581,28 @@ def test_documents_of_objects_gone_are_dropped(client, dbname):
     assert [ref for ref in dm._cache.docs
             if (ref.database, ref.collection) == held_people] == []
     assert held_people not in dm._cache._held
+    # The identity map (weak references in a plain dict) forgets them too.
+    assert [ref for ref in dm._cache._objects
+            if (ref.database, ref.collection) == held_people] == []
+
+
+def test_the_identity_map_holds_objects_weakly(client, dbname):
+    dm, tm = own_dm(client, dbname, cache_size=0)
+    dm.root['p'] = Person('p')
+    tm.commit()
+    person = dm.root['p']
+    ref = person._p_oid
+    assert dm._cache.get(ref) is person and ref in dm._cache
+    assert dm._cache.items() == [(ref, person)] and len(dm._cache) == 1
+    tm.commit()
+    del person
+    gc.collect()
+    assert dm._cache.get(ref) is None and ref not in dm._cache
+    assert dm._cache.items() == [] and len(dm._cache) == 0
+    with pytest.raises(KeyError):
+        dm._cache[ref]
+    assert dm._cache.pop(ref, 'gone') == 'gone'
+    # Loaded again: a new object, the only one for its document.
+    again = dm.root['p']
+    assert again.name == 'p' and dm._cache.get(ref) is again
 

@@ -75,7 +75,12 @@ class ObjectCache:
             raise ValueError('cache_size must be a non-negative integer, '
                              'not %r' % (size,))
         self.size = size
-        self._objects = weakref.WeakValueDictionary()
+        # The identity map: ref -> weak reference to the object.  A plain
+        # dict (a ``WeakValueDictionary`` costs Python calls on every
+        # lookup and insert); references of objects gone are dropped by
+        # ``_sweep``.  Nothing put in dies before its transaction ends:
+        # ``_used`` holds it.
+        self._objects = {}
         self._used = {}                         # ref -> object, this txn
         self._recent = collections.OrderedDict()  # ref -> object, LRU
         # (database, collection) -> {ref: weak reference to the object}:
@@ -83,7 +88,9 @@ class ObjectCache:
         # are dropped when their collection is validated, or swept:
         # ``_sweep``).  A collection's validation walks its own only.
         self._held = {}
-        self._added = 0     # references put in since the last sweep
+        # Objects put in and gone since the last sweep (counted by their
+        # weak references: ``_gone``).
+        self._dead = 0
         # ref -> None: objects loaded when a transaction ended and not
         # turned into ghosts since.  With those used in the running
         # transaction they are all the objects that may not be ghosts
@@ -95,27 +102,39 @@ class ObjectCache:
 
     def __repr__(self):
         return '<ObjectCache %d objects, %d documents, size %d>' % (
-            len(self._objects), len(self.docs), self.size)
+            len(self), len(self.docs), self.size)
 
     # -- the mapping --------------------------------------------------------
     def get(self, ref, default=None):
-        return self._objects.get(ref, default)
+        alive = self._objects.get(ref)
+        if alive is not None:
+            obj = alive()
+            if obj is not None:
+                return obj
+        return default
 
     def __getitem__(self, ref):
-        return self._objects[ref]
+        obj = self.get(ref)
+        if obj is None:
+            raise KeyError(ref)
+        return obj
 
     def __setitem__(self, ref, obj):
-        self._objects[ref] = obj
+        alive = weakref.ref(obj, self._gone)
+        self._objects[ref] = alive
         self._used[ref] = obj
         key = (ref.database, ref.collection)
         held = self._held.get(key)
         if held is None:
             held = self._held[key] = {}
-        held[ref] = weakref.ref(obj)
-        self._added += 1
+        held[ref] = alive
+
+    def _gone(self, alive):
+        # An object put in is gone (its weak reference says so).
+        self._dead += 1
 
     def __contains__(self, ref):
-        return ref in self._objects
+        return self.get(ref) is not None
 
     def __delitem__(self, ref):
         if self.pop(ref, _MISSING) is _MISSING:
@@ -126,22 +145,30 @@ class ObjectCache:
         self._used.pop(ref, None)
         self._recent.pop(ref, None)
         self.docs.pop(ref, None)
-        return self._objects.pop(ref, default)
+        alive = self._objects.pop(ref, None)
+        obj = None if alive is None else alive()
+        return default if obj is None else obj
 
     def __len__(self):
-        return len(self._objects)
+        return len(self.items())
 
     def __iter__(self):
-        return iter(list(self._objects.keys()))
+        return iter(self.keys())
 
     def keys(self):
-        return list(self._objects.keys())
+        return [ref for ref, _ in self.items()]
 
     def values(self):
-        return list(self._objects.values())
+        return [obj for _, obj in self.items()]
 
     def items(self):
-        return list(self._objects.items())
+        """The ``(ref, object)`` pairs of the objects alive."""
+        pairs = []
+        for ref, alive in list(self._objects.items()):
+            obj = alive()
+            if obj is not None:
+                pairs.append((ref, obj))
+        return pairs
 
     # -- the strong cache -------------------------------------------------
     def used(self, ref, obj):
@@ -152,11 +179,11 @@ class ObjectCache:
         """Keep the ``size`` most recently used loaded objects alive; let
         the others (and ghosts) go unless something else holds them.
 
-        Once more objects were put in the cache since the last sweep than
-        it holds now (and at least ``sweep_after``), the references and
-        documents of objects gone are dropped (``_sweep``): that costs
-        at most what putting them in did, and keeps collections never
-        validated again from keeping them."""
+        Once more of the objects put in the cache are gone than are alive
+        (and at least ``sweep_after``), the references and documents of
+        those gone are dropped (``_sweep``): that costs at most what
+        putting them in did, and keeps the identity map, and collections
+        never validated again, from keeping them."""
         recent = self._recent
         loaded = self._loaded
         for ref, obj in self._used.items():
@@ -167,7 +194,8 @@ class ObjectCache:
         self._used = {}
         while len(recent) > self.size:
             recent.popitem(last=False)
-        if self._added > max(len(self._objects), self.sweep_after):
+        dead = self._dead
+        if dead > max(len(self._objects) - dead, self.sweep_after):
             self._sweep()
 
     def _sweep(self):
@@ -179,10 +207,13 @@ class ObjectCache:
             if not held:
                 del self._held[key]
         objects = self._objects
+        for ref in [ref for ref, alive in objects.items()
+                    if alive() is None]:
+            del objects[ref]
         for refs in (self.docs, self._loaded):
             for ref in [ref for ref in refs if ref not in objects]:
                 del refs[ref]
-        self._added = 0
+        self._dead = 0
 
     def _maybe_loaded(self):
         """The references of every object that may not be a ghost."""
@@ -195,7 +226,7 @@ class ObjectCache:
         """Turn the object of ``ref`` into a ghost and forget its document:
         its state is no longer known to be stored (it reloads when used)."""
         self.docs.pop(ref, None)
-        obj = self._objects.get(ref)
+        obj = self.get(ref)
         if obj is not None and obj._p_status != 'ghost':
             obj._p_invalidate()
 
@@ -222,10 +253,10 @@ class ObjectCache:
 
         Costs what the objects loaded since the last time cost (and those
         of ``keep``), not every object held."""
-        objects = self._objects
+        get = self.get
         kept = {}
         for ref in self._maybe_loaded():
-            obj = objects.get(ref)
+            obj = get(ref)
             if obj is None or obj._p_status == 'ghost':
                 continue
             if keep and (ref.database, ref.collection) in keep:
