@@ -8,7 +8,7 @@ import sys
 from importlib import metadata as importlib_metadata
 
 from benchmarks import (
-    BASELINE, SCENARIOS, SYSTEMS, backend, counting, model, report, runner)
+    BASELINE, SCENARIOS, SYSTEMS, counting, model, report, runner)
 from mongopersist import testing
 
 DEFAULT_JSON = os.path.join('benchmarks', 'results', 'results.json')
@@ -108,8 +108,7 @@ def main(argv=None, out=None):
     out = sys.stdout if out is None else out
     args = parse_args(argv)
     real_server = testing.uses_real_server()
-    with counting.counting(real_server) as counts, \
-            backend.id_lookup(real_server):
+    with counting.counting(real_server) as counts:
         client = testing.client()
         try:
             meta = metadata(args, client, real_server)

@@ -13,7 +13,7 @@ import pstats
 import tempfile
 import uuid
 
-from benchmarks import SCENARIOS, SYSTEMS, backend, counting, model
+from benchmarks import SCENARIOS, SYSTEMS, counting, model
 from benchmarks.measure import Measure
 from benchmarks.systems import Context, all_systems
 from mongopersist import testing
@@ -40,7 +40,6 @@ def profile(scenario, system_name, n, runs=1):
     """Run ``scenario`` on one system; return the last ``ProfilingMeasure``."""
     real_server = testing.uses_real_server()
     with counting.counting(real_server) as counts, \
-            backend.id_lookup(real_server), \
             tempfile.TemporaryDirectory(prefix='mp-profile-') as tmpdir:
         client = testing.client()
         context = Context(model.Dataset(n), client,

@@ -171,3 +171,82 @@ def test_bulk_write_reports_upserts_at_the_index_of_their_operation(coll):
         UpdateOne({'_id': 3, 'v': 1}, {'$set': {'a': 1}}, upsert=True)])
     assert result.upserted_ids == {1: 2, 3: 3}
     assert (result.inserted_count, result.matched_count) == (1, 1)
+
+
+# -- the _id lookup and the cursor ------------------------------------------
+from bson import Int64, ObjectId  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from mongomock.collection import Collection as _MockCollection  # noqa: E402
+
+_OIDS = [ObjectId('%024x' % n) for n in (7, 3, 11)]
+# Ids of the types the lookup handles, and stored ids of other types that
+# a server (and mongomock's matcher) may still match or must not match.
+_STORED_IDS = _OIDS + ['b', 'a', 'A', 1, 2, 3, Int64(5), 6.0, True, 2.5,
+                      None, (('k', 1),)]
+_ASKED_IDS = _OIDS + ['b', 'a', 'zz', 1, 2, 5, 6, 9]
+
+
+def _scan(coll, filter):
+    """What mongomock's own scan (unpatched) finds, as a set of _ids."""
+    scan = _MockCollection._iter_documents.__wrapped__.__wrapped__
+    return sorted(repr(doc['_id']) for doc in scan(coll, filter))
+
+
+def _store(coll, ids):
+    for doc_id in ids:
+        doc = {'_id': dict(doc_id) if isinstance(doc_id, tuple) else doc_id,
+               'v': len(repr(doc_id)) % 3}
+        try:
+            coll.insert_one(doc)
+        except pymongo.errors.DuplicateKeyError:
+            pass        # True and 1 are one key in mongomock's store
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=st.lists(st.sampled_from(_STORED_IDS), unique_by=repr),
+       asked=st.lists(st.sampled_from(_ASKED_IDS), max_size=6),
+       one=st.booleans(), extra=st.sampled_from([None, 0, 1]))
+def test_id_lookup_finds_what_the_scan_finds_in_id_order(
+        stored, asked, one, extra):
+    coll = testing.embedded_client()['mp_shim_lookup']['things']
+    coll.drop()
+    _store(coll, stored)
+    if one:
+        filter = {'_id': asked[0] if asked else 'b'}
+    else:
+        filter = {'_id': {'$in': asked}}
+    if extra is not None:
+        filter['v'] = extra
+    found = list(coll.find(filter))
+    assert sorted(repr(doc['_id']) for doc in found) == _scan(coll, filter)
+    assert found == sorted(found, key=testing._id_index_order)
+
+
+def test_id_lookup_leaves_other_filters_to_the_scan(coll):
+    coll.insert_many([{'_id': 1, 'v': 1}, {'_id': 2, 'v': 2}])
+    assert testing._indexed_ids({'_id': {'$gt': 1}}) is None
+    assert testing._indexed_ids({'_id': {'$in': [1, 2.0]}}) is None
+    assert testing._indexed_ids({'v': 1}) is None
+    assert [d['_id'] for d in coll.find({'_id': {'$gt': 1}})] == [2]
+    assert [d['_id'] for d in coll.find({'_id': {'$in': [2.0]}})] == [2]
+
+
+@pytest.mark.parametrize('skip,limit', [(0, 0), (2, 0), (0, 3), (2, 3),
+                                        (9, 0), (0, -2), (4, 10)])
+def test_cursor_returns_what_slicing_the_results_returns(coll, skip, limit):
+    coll.insert_many([{'_id': n} for n in range(8)])
+    cursor = coll.find({}, sort=[('_id', -1)]).skip(skip).limit(limit)
+    expected = list(range(7, -1, -1))[skip:]
+    if limit:
+        expected = expected[:abs(limit)]
+    assert [doc['_id'] for doc in cursor] == expected
+    cursor.rewind()
+    assert [doc['_id'] for doc in cursor] == expected
+    cursor = coll.find({}).skip(skip).limit(limit)
+    expected = list(range(8))[skip:]
+    if limit:
+        expected = expected[:abs(limit)]
+    assert [cursor.next()['_id'] for _ in expected] == expected
+    with pytest.raises(StopIteration):
+        cursor.next()

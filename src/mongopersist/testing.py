@@ -324,6 +324,90 @@ def _geo_near(method):
     return wrapper
 
 
+# ``_id`` types whose Python equality and hashing agree with how MongoDB
+# matches an ``_id`` (and with mongomock's store, a dict by ``_id``).
+_INDEXED_ID_TYPES = (bson.ObjectId, str, int)
+
+
+def _indexed_ids(filter):
+    """The ids an ``_id`` equality or ``{'_id': {'$in': [...]}}`` filter
+    asks for (a list), or ``None`` for any other filter."""
+    if type(filter) is not dict:
+        return None
+    key = filter.get('_id')
+    if type(key) in _INDEXED_ID_TYPES:
+        return [key]
+    if type(key) is dict and list(key) == ['$in']:
+        ids = key['$in']
+        if type(ids) in (list, tuple) and all(
+                type(doc_id) in _INDEXED_ID_TYPES for doc_id in ids):
+            return ids
+    return None
+
+
+def _id_index_order(doc):
+    # The ``_id`` index's order: numbers, then strings, then ObjectIds.
+    doc_id = doc['_id']
+    if isinstance(doc_id, bson.ObjectId):
+        return 2, doc_id.binary
+    if isinstance(doc_id, str):
+        return 1, doc_id
+    return 0, doc_id
+
+
+def _id_index(method):
+    # mongomock scans the whole collection for every filter: a read, update
+    # or delete by ``_id`` costs O(documents), and ``$in`` compares every
+    # document with every id, where a server uses its ``_id`` index.  Such
+    # filters find their candidates in the store (a dict by ``_id``); each
+    # is still checked against the whole filter by mongomock's matcher, so
+    # the documents are those the scan finds, in the ``_id`` index's order
+    # (as a server returns them).
+    from mongomock.filtering import filter_applies
+
+    @functools.wraps(method)
+    def wrapper(self, filter):
+        ids = _indexed_ids(filter)
+        if ids is None:
+            return method(self, filter)
+        store = self._store
+        found = []
+        seen = set()
+        for doc_id in ids:
+            if doc_id in seen:
+                continue
+            seen.add(doc_id)
+            try:
+                doc = store[doc_id]
+            except KeyError:
+                continue
+            if filter_applies(filter, doc):
+                found.append(doc)
+        if len(found) > 1:
+            found.sort(key=_id_index_order)
+        return iter(found)
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
+def _cursor_next(method):
+    # mongomock 4.3's ``Cursor.__next__`` slices its whole result list
+    # (``results[skip:]``) for every document it returns: O(N²) per query,
+    # where a server streams.  The same document, found by its index.
+    @functools.wraps(method)
+    def wrapper(self):
+        results = self._compute_results()
+        if self._limit and self._emitted >= abs(self._limit):
+            raise StopIteration()
+        index = self._skip + self._emitted
+        if index >= len(results):
+            raise StopIteration()
+        self._emitted += 1
+        return results[index]
+    wrapper._mongopersist_shim = True
+    return wrapper
+
+
 def _type_mismatch(method):
     # ``$inc`` of a string and the like: mongomock raises a bare TypeError;
     # a server answers with a write error, code 14 (TypeMismatch).
@@ -381,7 +465,12 @@ def patch_mongomock():
     * ``$geoWithin`` with ``$centerSphere``, and ``$near``/``$nearSphere``
       with a GeoJSON point (nearest first, needing a 2dsphere index) work
       on GeoJSON points, with MongoDB's spherical distances.
-    * a bulk write reports each upsert at the index of its operation.
+    * a bulk write reports each upsert at the index of its operation;
+    * a filter on ``_id`` (equality or ``$in``, of ObjectIds, strings or
+      integers) finds its documents without scanning the collection, and
+      returns them in ``_id`` order, as a server's ``_id`` index does;
+    * a cursor returns each document without copying its result list
+      (mongomock's costs O(N²) per query).
     """
     from mongomock.collection import BulkOperationBuilder, Collection
     for name in ('add_update', 'add_replace', 'add_delete'):
@@ -403,7 +492,13 @@ def patch_mongomock():
         wrapped = _bulk_details(execute)
         wrapped._mongopersist_details = True
         BulkOperationBuilder.execute = wrapped
-    _patch(Collection, '_iter_documents', _geo_near)
+    # ``$near`` finds its documents through the ``_id`` lookup (outside
+    # it: it takes its clause out of the filter first).
+    _patch(Collection, '_iter_documents',
+           lambda method: _geo_near(_id_index(method)))
+    from mongomock.collection import Cursor
+    _patch(Cursor, '__next__', _cursor_next)
+    Cursor.next = Cursor.__next__
     from mongomock import filtering
     filtering._filterer_inst._operator_map.setdefault(
         '$geoWithin', _geo_within)
