@@ -359,9 +359,10 @@ def _id_index(method):
     # mongomock scans the whole collection for every filter: a read, update
     # or delete by ``_id`` costs O(documents), and ``$in`` compares every
     # document with every id, where a server uses its ``_id`` index.  Such
-    # filters find their candidates in the store (a dict by ``_id``); each
-    # is still checked against the whole filter by mongomock's matcher, so
-    # the documents are those the scan finds, in the ``_id`` index's order
+    # filters find their documents in the store (a dict by ``_id``: equal
+    # ids, as MongoDB compares them, but for ``True``, which Python takes
+    # for 1); the rest of the filter is checked by mongomock's matcher.
+    # The documents are those the scan finds, in the ``_id`` index's order
     # (as a server returns them).
     from mongomock.filtering import filter_applies
 
@@ -370,6 +371,7 @@ def _id_index(method):
         ids = _indexed_ids(filter)
         if ids is None:
             return method(self, filter)
+        rest = {key: value for key, value in filter.items() if key != '_id'}
         store = self._store
         found = []
         seen = set()
@@ -381,8 +383,10 @@ def _id_index(method):
                 doc = store[doc_id]
             except KeyError:
                 continue
-            if filter_applies(filter, doc):
-                found.append(doc)
+            if type(doc['_id']) is bool or (
+                    rest and not filter_applies(rest, doc)):
+                continue
+            found.append(doc)
         if len(found) > 1:
             found.sort(key=_id_index_order)
         return iter(found)
