@@ -403,13 +403,12 @@ class MongoDataManager:
         self._check_thread()
         cache = self._cache
         stored = dbref
-        # A stored reference with shard-key fields is no identity key (they
-        # are not part of the oid's identity): look it up as an oid.
-        obj = None if sharding.extras(stored) else cache.get(dbref)
-        if obj is None:
-            dbref = metadata.OID(dbref.collection, dbref.id,
-                                 dbref.database or self.default_database)
-            obj = cache.get(dbref)
+        if type(dbref) is not metadata.OID or dbref.database is None:
+            # Looked up as an oid (its hash and equality are cheaper than a
+            # ``DBRef``'s), without the shard-key fields a stored reference
+            # may carry: they are not part of the identity.
+            dbref = metadata.OID.of(dbref, self.default_database)
+        obj = cache.get(dbref)
         if obj is None:
             obj = self._load_new(dbref, stored)
         else:

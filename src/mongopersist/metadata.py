@@ -645,7 +645,23 @@ class OID(DBRef):
         return doc
 
     def __eq__(self, other):
+        if type(other) is OID:
+            # Oids are compared on every identity-map hit: the fields,
+            # without building ``DBRef.__eq__``'s tuples.
+            return (self._hash == other._hash
+                    and self._DBRef__id == other._DBRef__id
+                    and self._DBRef__collection == other._DBRef__collection
+                    and self._DBRef__database == other._DBRef__database)
         return DBRef.__eq__(self, other)
+
+    @classmethod
+    def of(cls, dbref, database=None):
+        """The oid of the plain ``DBRef`` ``dbref`` (its database, or
+        ``database`` if it names none), ignoring any extra fields."""
+        if _DBREF_SLOTS and type(dbref) is DBRef:
+            return cls(dbref._DBRef__collection, dbref._DBRef__id,
+                       dbref._DBRef__database or database)
+        return cls(dbref.collection, dbref.id, dbref.database or database)
 
     def __reduce__(self):
         # Copies and pickles are plain DBRefs, as MongoDB gives them back.
