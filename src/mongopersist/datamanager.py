@@ -539,10 +539,7 @@ class MongoDataManager:
             return self._or_broken(self._types.default_class,
                                    dbref.database, dbref.collection)
         except BaseException as error:
-            located = _located(error, dbref)
-            if located is error:
-                raise
-            raise located from error
+            _raise_located(error, dbref)
         finally:
             self._documents_read -= 1
 
@@ -620,10 +617,7 @@ class MongoDataManager:
                 if grouping:
                     batches.stop()
         except BaseException as error:
-            located = _located(error, ref)
-            if located is error:
-                raise
-            raise located from error
+            _raise_located(error, ref)
         finally:
             self._documents_read -= 1
         sharding.remember(ref, type(obj), doc)
@@ -1026,6 +1020,15 @@ def _located(error, ref):
                 type(error).__name__, error),
             database=ref.database, collection=ref.collection, id=ref.id)
     return error
+
+
+def _raise_located(error, ref):
+    """Raise ``error``, raised while reading the document of ``ref``, as
+    ``_located`` says (from the block handling it)."""
+    located = _located(error, ref)
+    if located is error:
+        raise error
+    raise located from error
 
 
 class _Reading:
