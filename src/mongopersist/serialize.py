@@ -737,10 +737,10 @@ class ObjectReader:
             return self._jar.load(state)
         value.data = data
         if obj is not None:
-            # ``_attach``, inline.
+            # ``_attach``, inline (filled before it has a jar: it is not
+            # marked changed).
             value._p_jar = self._jar
             value._p_mongo_doc_object = obj
-            value._p_changed = False
         return value
 
     def _read_typed_value(self, state, obj):
