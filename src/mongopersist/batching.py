@@ -45,7 +45,7 @@ _GHOST = persistent.GHOST
 
 def batch_filter(oids):
     """The filter of one batched read: the documents of ``oids`` (the
-    ``metadata.OID``s of one collection).
+    ``metadata.OID`` oids of one collection).
 
     The one place a read of several documents by reference builds its
     query (batched loading, ``prefetch``): ids are grouped by the
