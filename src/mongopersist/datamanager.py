@@ -626,7 +626,7 @@ class MongoDataManager:
         # ``transaction``), or before ``begin()``: the boundary must see it.
         self._invalidated = False
         self._activated = True
-        obj._p_serial = serial.to_bytes(8, 'big')
+        obj._p_serial = p64(serial)
 
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
@@ -1005,30 +1005,21 @@ def _detach(obj):
     del obj._p_oid
 
 
-def _located(error, ref):
-    """The error to raise for ``error``, raised while reading the document
-    of ``ref``: a ``StoredDataError`` names the document; any other
-    malformed-data error becomes one (``error`` itself: raise it as it
-    is)."""
+def _raise_located(error, ref):
+    """Raise ``error``, raised while reading the document of ``ref`` (call
+    it from the block handling it): a ``StoredDataError`` naming the
+    document, any other malformed-data error as one, anything else as it
+    is."""
     if isinstance(error, interfaces.StoredDataError):
         error.locate(ref.database, ref.collection, ref.id)
-        return error
-    if isinstance(error, serialize.MALFORMED) and not isinstance(
+    elif isinstance(error, serialize.MALFORMED) and not isinstance(
             error, interfaces.MongoPersistError):
-        return interfaces.StoredDataError(
+        raise interfaces.StoredDataError(
             'Cannot load the stored document (%s: %s)' % (
                 type(error).__name__, error),
-            database=ref.database, collection=ref.collection, id=ref.id)
-    return error
-
-
-def _raise_located(error, ref):
-    """Raise ``error``, raised while reading the document of ``ref``, as
-    ``_located`` says (from the block handling it)."""
-    located = _located(error, ref)
-    if located is error:
-        raise error
-    raise located from error
+            database=ref.database, collection=ref.collection,
+            id=ref.id) from error
+    raise error
 
 
 class _Reading:
@@ -1046,9 +1037,6 @@ class _Reading:
 
     def __exit__(self, kind, error, tb):
         self.jar._documents_read -= 1
-        if error is None:
-            return False
-        located = _located(error, self.ref)
-        if located is error:
-            return False
-        raise located from error
+        if error is not None:
+            _raise_located(error, self.ref)
+        return False
