@@ -192,15 +192,21 @@ def test_prefetch_refuses_what_is_not_an_object_of_the_data_manager(
         cdm.prefetch([obj])
 
 
-def test_a_missing_sibling_fails_alone(cdm, roundtrips, dbname, db):
+def _items_one_gone(cdm, roundtrips, dbname, db, count, index):
+    """``count`` stored addresses in a list, the document of the one at
+    ``index`` removed behind the data manager's back; the list as a new
+    data manager loads it, and the ``_id`` removed."""
     cdm.root['holder'] = Simple(items=[Address('A%d' % i, '0') for i in
-                                       range(4)])
+                                       range(count)])
     transaction.commit()
-    gone = cdm.root['holder'].items[2]._p_oid.id
+    gone = cdm.root['holder'].items[index]._p_oid.id
     db['address'].delete_one({'_id': gone})
     transaction.abort()
+    return fresh(roundtrips, dbname).root['holder'].items, gone
 
-    items = fresh(roundtrips, dbname).root['holder'].items
+
+def test_a_missing_sibling_fails_alone(cdm, roundtrips, dbname, db):
+    items, gone = _items_one_gone(cdm, roundtrips, dbname, db, 4, 2)
     roundtrips.reset()
     assert items[0].city == 'A0'
     with pytest.raises(interfaces.DocumentNotFoundError) as info:
@@ -213,14 +219,7 @@ def test_a_missing_sibling_fails_alone(cdm, roundtrips, dbname, db):
 
 def test_a_missing_document_in_a_batch_is_reported_for_itself(
         cdm, roundtrips, dbname, db):
-    cdm.root['holder'] = Simple(items=[Address('A%d' % i, '0') for i in
-                                       range(3)])
-    transaction.commit()
-    gone = cdm.root['holder'].items[0]._p_oid.id
-    db['address'].delete_one({'_id': gone})
-    transaction.abort()
-
-    items = fresh(roundtrips, dbname).root['holder'].items
+    items, gone = _items_one_gone(cdm, roundtrips, dbname, db, 3, 0)
     with pytest.raises(interfaces.DocumentNotFoundError) as info:
         items[0].city
     assert repr(gone) in str(info.value)
