@@ -540,14 +540,18 @@ class _ReadCallback:
 
 def _setstate_of(cls):
     """The ``__setstate__`` of instances of ``cls`` (``None``: pickle's
-    default), looked up once per class."""
+    default), looked up once per class (a memo bounded like
+    ``_plain_classes``)."""
     try:
         return _SETSTATES[cls]
     except KeyError:
-        found = _SETSTATES[cls] = getattr(cls, '__setstate__', None)
-        return found
+        pass
     except TypeError:               # unhashable class
         return getattr(cls, '__setstate__', None)
+    found = getattr(cls, '__setstate__', None)
+    if len(_SETSTATES) < _PLAIN_CLASSES_LIMIT:
+        _SETSTATES[cls] = found
+    return found
 
 
 _SETSTATES = {}     # class -> its __setstate__ or None
