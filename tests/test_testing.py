@@ -188,9 +188,13 @@ _ASKED_IDS = _OIDS + ['b', 'a', 'zz', 1, 2, 5, 6, 9]
 
 
 def _scan(coll, filter):
-    """What mongomock's own scan (unpatched) finds, as a set of _ids."""
+    """What a server finds, as a sorted list of _id reprs: mongomock's own
+    scan (unpatched), less the boolean ids it matches with 1 or 0 (Python
+    equality; a server never matches a boolean with a number, and no
+    boolean is asked for here)."""
     scan = _MockCollection._iter_documents.__wrapped__.__wrapped__
-    return sorted(repr(doc['_id']) for doc in scan(coll, filter))
+    return sorted(repr(doc['_id']) for doc in scan(coll, filter)
+                  if type(doc['_id']) is not bool)
 
 
 def _store(coll, ids):

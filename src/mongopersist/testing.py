@@ -362,8 +362,9 @@ def _id_index(method):
     # filters find their documents in the store (a dict by ``_id``: equal
     # ids, as MongoDB compares them, but for ``True``, which Python takes
     # for 1); the rest of the filter is checked by mongomock's matcher.
-    # The documents are those the scan finds, in the ``_id`` index's order
-    # (as a server returns them).
+    # The documents are those a server finds (the scan's, less a boolean
+    # ``_id`` the scan matches with 1), in the ``_id`` index's order (as a
+    # server returns them).
     from mongomock.filtering import filter_applies
 
     @functools.wraps(method)
