@@ -94,6 +94,57 @@ def test_abort_does_not_overwrite_a_commit_made_on_top_of_a_flush(
     assert 'committed by B' not in caplog.text
 
 
+def test_abort_takes_back_a_flush_another_abort_put_back(cdm, other, db,
+                                                         caplog):
+    # B builds on A's flushed (uncommitted) write, flushes and aborts: B's
+    # abort puts A's version back under a new serial (never the old one:
+    # A-B-A).  A's abort must still take its write back, or the change A
+    # aborted stays stored for good.
+    cdm.root['p'] = Person('original')
+    transaction.commit()
+    cdm.root['p'].name = 'flushed by A'
+    cdm.flush()
+    other.root['p'].name = 'flushed by B'
+    other.flush()
+    other.transaction_manager.abort()
+    assert db[PERSON].find_one()['name'] == 'flushed by A'
+    with caplog.at_level(logging.WARNING, logger='mongopersist'):
+        transaction.abort()
+    doc = db[PERSON].find_one()
+    assert doc['name'] == 'original'
+    assert doc['_py_serial'] == 5       # 2, 3; 4 put back by B; 5 by A
+    assert cdm.unrestored == [] and other.unrestored == []
+    assert 'not taken back' not in caplog.text
+
+
+def test_abort_takes_back_an_insert_another_abort_put_back(cdm, other, db):
+    cdm.root['p'] = Person('new')       # written at once
+    other.root['p'].name = 'flushed by B'
+    other.flush()
+    other.transaction_manager.abort()
+    transaction.abort()
+    assert list(db[PERSON].find()) == []
+    assert cdm.unrestored == []
+
+
+def test_abort_leaves_a_commit_made_on_top_of_an_abort_put_back(cdm, other,
+                                                              db):
+    # B's abort put A's version back; C then commits a change on top: the
+    # stored document is no longer A's write, A's abort leaves it.
+    cdm.root['p'] = Person('original')
+    transaction.commit()
+    cdm.root['p'].name = 'flushed by A'
+    cdm.flush()
+    other.root['p'].name = 'flushed by B'
+    other.flush()
+    other.transaction_manager.abort()
+    other.root['p'].name = 'committed by C'
+    other.transaction_manager.commit()
+    transaction.abort()
+    assert db[PERSON].find_one()['name'] == 'committed by C'
+    assert cdm.unrestored == [cdm.root['p']._p_oid]
+
+
 def test_abort_does_not_delete_a_document_another_changed(cdm, other, db):
     foo = Person('new')
     cdm.root['p'] = foo     # written at once

@@ -8,6 +8,11 @@ every step is conditional on the stored document still being the one
 this transaction wrote: the conflict handler's ``undo_filter`` (the serial
 written, or the content without conflict detection), the reference set
 for a root entry, the absence of any document for a removal put back.
+With conflict detection, a write that another transaction read, wrote
+over and took back is stored again under that transaction's new serial:
+when the serial condition fails, the undo reads the document, and if only
+its serial differs from the write, takes it back conditional on the
+serial read.
 A document somebody changed since is left as it is, logged (logger
 ``mongopersist``) and reported in ``unrestored``.
 
@@ -20,7 +25,7 @@ import logging
 from bson.dbref import DBRef
 from pymongo.errors import DuplicateKeyError
 
-from mongopersist import commit, sharding
+from mongopersist import commit, metadata, sharding
 
 LOG = logging.getLogger('mongopersist')
 
@@ -107,17 +112,34 @@ class UndoLog:
                 return False        # another document was stored since
             put_back[ref] = before
             return True
+        if before is None and kind != commit.INSERT:
+            return False        # written over a version never read
+        if self._put_back(coll, ref, before, written, session, put_back):
+            return True
+        if not jar.conflict_handler.detects_conflicts:
+            return False        # the condition was the content already
+        # Another transaction that read this (uncommitted) write, wrote
+        # over it and aborted put it back under a new serial: the stored
+        # document is still this write if only its serial differs.
+        current = coll.find_one(
+            sharding.undo_filter(jar, ref, metadata.document_filter(ref),
+                                 written), session=session)
+        if not commit.same_document(current, written):
+            return False
+        return self._put_back(coll, ref, before, current, session, put_back)
+
+    def _put_back(self, coll, ref, before, stored, session, put_back):
+        """Put ``before`` back (remove the document where ``None``) on
+        condition that ``stored`` is what is stored."""
+        jar = self.jar
         handler = jar.conflict_handler
         # Targeted like the write it takes back: ``_id`` and shard key.
         condition = sharding.undo_filter(
-            jar, ref, handler.undo_filter(ref, written), written)
+            jar, ref, handler.undo_filter(ref, stored), stored)
         if before is None:
-            if kind != commit.INSERT:
-                # Written over a version this transaction never read.
-                return False
             put_back.pop(ref, None)
             return coll.delete_one(condition, session=session).deleted_count
-        doc = handler.undo_document(before, written)
+        doc = handler.undo_document(before, stored)
         if not coll.replace_one(condition, doc, session=session).matched_count:
             return False
         put_back[ref] = doc
