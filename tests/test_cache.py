@@ -316,6 +316,36 @@ def test_a_writer_without_conflict_detection_bumps_the_serial(
     tm.commit()
 
 
+@pytest.mark.parametrize('writes', [1, 2], ids=['alone', 'in-bulk'])
+def test_two_writers_without_conflict_detection_never_share_a_serial(
+        held, client, dbname, db, tm, writes):
+    # Both load serial 1 and write, last writer wins.  Were both writes
+    # stamped "loaded + 1", the second would carry the serial of the first
+    # and a cache holding the first would keep serving it as current.
+    dm, people = held
+    writers = []
+    for n in range(2):
+        other_tm = transaction.TransactionManager()
+        other = MongoDataManager(client, default_database=dbname,
+                                 transaction_manager=other_tm)
+        for i in range(writes):
+            other.root['p%d' % i].name
+        writers.append((other, other_tm))
+    for n, (other, other_tm) in enumerate(writers):
+        for i in range(writes):
+            other.root['p%d' % i].name = 'writer %d' % n
+        other_tm.commit()
+        if n == 0:
+            begin(tm)
+            assert people[0].name == 'writer 0'
+            tm.commit()
+    assert db[PERSON].find_one({'_id': people[0]._p_oid.id})[
+        '_py_serial'] == 3
+    begin(tm)
+    assert people[0].name == 'writer 1'
+    tm.commit()
+
+
 def test_validation_reads_in_chunks(roundtrips, dbname, tm, monkeypatch):
     monkeypatch.setattr(cache_module, 'VALIDATION_CHUNK', 2)
     dm = people_dm(roundtrips.client, dbname, tm, count=5)

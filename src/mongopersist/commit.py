@@ -226,13 +226,12 @@ class Flush:
         if not to_set and not to_unset:
             return False
         handler.stamp(write.doc, write.loaded)
-        if PY_SERIAL in write.doc:
-            to_set[PY_SERIAL] = write.doc[PY_SERIAL]
         update = {}
         if to_set:
             update['$set'] = to_set
         if to_unset:
             update['$unset'] = to_unset
+        handler.serial_update(update, write.doc)
         write.update = update
         write.request = pymongo.UpdateOne(write.filter, update, upsert=upsert)
         return True
@@ -435,6 +434,11 @@ class Flush:
             if index in upserted:
                 # Ours is the only version now: taking it back removes it.
                 write.kind, write.loaded, write.before = INSERT, None, None
+            elif write.update is not None and '$inc' in write.update and \
+                    write.before not in (None, ABSENT):
+                # The serial was incremented on what the write replaced.
+                write.doc[PY_SERIAL] = self.handler.serial_of(
+                    write.before) + 1
             self.jar._written(write)
             del pending[id(write)]
 

@@ -6,6 +6,7 @@ and what happens when that condition fails.  The data manager asks it:
 * ``serial_of(doc)``: the serial of a document as loaded;
 * ``stamp(doc, loaded)``: add the serial to a document about to be written;
 * ``write_filter(oid, loaded)``: the filter the write is conditional on;
+* ``serial_update(update, doc)``: how an update stores the serial;
 * ``resolve(obj, orig, current, new)``: what to write after a lost race
   (a new document) or ``None`` to give up with a ``ConflictError``;
 * ``undo_filter(oid, written)``: what taking back a write on abort is
@@ -58,6 +59,15 @@ class NoCheckConflictHandler:
     def write_filter(self, oid, loaded):
         return metadata.document_filter(oid)
 
+    def serial_update(self, update, doc):
+        """Add the serial of ``doc`` (stamped) to ``update``, the
+        ``$set``/``$unset`` of a stored document: an atomic increment.
+        Two writers that loaded one version never store one serial for two
+        contents (a conflict-detecting cache would take the second for the
+        first); the commit learns the serial from what it replaced."""
+        if PY_SERIAL in doc:
+            update['$inc'] = {PY_SERIAL: 1}
+
     def undo_filter(self, oid, written):
         """The stored document still holds every field as ``written``.
 
@@ -97,6 +107,11 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
         # ``None`` also matches documents written before serials were on.
         query[PY_SERIAL] = (loaded or {}).get(PY_SERIAL)
         return query
+
+    def serial_update(self, update, doc):
+        """Set the serial stamped: the write is conditional on the one
+        loaded, so no other write stores it."""
+        update.setdefault('$set', {})[PY_SERIAL] = doc[PY_SERIAL]
 
     def undo_filter(self, oid, written):
         """The stored document still carries the serial written."""
