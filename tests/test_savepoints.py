@@ -140,3 +140,47 @@ def test_second_rollback_to_a_savepoint_taken_before_joining(dm, db):
     person.name = 'C'
     transaction.commit()
     assert db[PERSON].find_one()['name'] == 'C'
+
+
+def test_rollback_puts_back_a_new_object_removed_since(dm, db):
+    # Removing an object never written takes its insert back (no jar, no
+    # oid); rolling back to a savepoint taken before must insert it again,
+    # not leave a registered object without an oid for the commit.
+    person = Person('A', visited=['x'])
+    dm.insert(person)
+    oid = person._p_oid
+    savepoint = transaction.savepoint()
+    dm.remove(person)
+    person.name = 'changed while not stored'
+    savepoint.rollback()
+    assert (person._p_jar, person._p_oid) == (dm, oid)
+    assert dm.load(oid) is person
+    assert person.name == 'A'
+    person.visited.append('y')
+    transaction.commit()
+    doc = db[PERSON].find_one()
+    assert (doc['_id'], doc['name'], doc['visited']) == (
+        oid.id, 'A', ['x', 'y'])
+
+
+def test_rollback_leaves_a_new_object_removed_and_stored_elsewhere(
+        dm, make_dm, db):
+    # Removed (so free to store again), then inserted by a data manager of
+    # another transaction: it is that one's now; the rollback forgets it
+    # here and leaves its state alone.
+    other_tm = transaction.TransactionManager()
+    other = make_dm(transaction_manager=other_tm)
+    person = Person('A')
+    dm.insert(person)
+    dm.root['keep'] = Person('kept')
+    savepoint = transaction.savepoint()
+    dm.remove(person)
+    other.insert(person)
+    person.name = 'B'
+    savepoint.rollback()
+    assert person._p_jar is other
+    assert person.name == 'B'
+    transaction.commit()
+    assert [d['name'] for d in db[PERSON].find()] == ['kept']
+    other_tm.commit()
+    assert sorted(d['name'] for d in db[PERSON].find()) == ['B', 'kept']

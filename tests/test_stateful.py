@@ -550,8 +550,19 @@ class TwoDataManagers(RuleBasedStateMachine):
             return
         k = ids[pick % len(ids)]
         obj = self.obj(d, k)
-        apply_to_object(obj, op)
         t = self.txns[d]
+        try:
+            apply_to_object(obj, op)
+        except interfaces.ConflictError:
+            # The first use of its collection in the transaction validated
+            # it (lazily: no ``begin()`` validated it, as after a rollback
+            # that aborted the data manager) and found its state stale: a
+            # change made on it could never be written.
+            stored = self.stored.get(k)
+            assert self.detect_conflicts and (
+                stored is None or stored.token != t.base[k].token), k
+            self.abort(d)
+            return
         t.view[k] = apply_to_fields(t.view[k], op)
         t.dirty.add(k)
         t.mutated.append(k)
@@ -656,7 +667,9 @@ class TwoDataManagers(RuleBasedStateMachine):
     @rule(d=DMS)
     def savepoint(self, d):
         t = self.txns[d]
-        t.savepoint = (self.tms[d].savepoint(), t.snapshot())
+        snap = t.snapshot()
+        snap.handles = dict(self.handles[d])
+        t.savepoint = (self.tms[d].savepoint(), snap)
 
     @precondition(lambda self: any(t.savepoint for t in self.txns))
     @rule(d=DMS)
@@ -699,6 +712,7 @@ class TwoDataManagers(RuleBasedStateMachine):
                     t.base.pop(k, None)
         for name in ('new', 'inserted', 'dirty', 'removed', 'deleted'):
             setattr(t, name, set(getattr(snap, name)))
+        self.insert_again_after_rollback(d, snap)
         # A write taken back puts the version before it back under a new
         # serial, which the data manager now holds as loaded.
         for k in {entry[1] for entry in entries if entry[0] == 'doc'}:
@@ -706,6 +720,26 @@ class TwoDataManagers(RuleBasedStateMachine):
             if (base is not None and current is not None
                     and current.token == base.token):
                 t.base[k] = current
+
+    def insert_again_after_rollback(self, d, snap):
+        """New at the savepoint and removed since (taken back to the pool):
+        inserted again with the state it had then; stored by the other
+        data manager since: forgotten here."""
+        t = self.txns[d]
+        for k in sorted(snap.inserted, key=str):
+            obj = snap.handles[k]
+            if self.handles[d].get(k) is obj:
+                continue
+            for n, entry in enumerate(self.pool):
+                if entry[0] is obj:
+                    del self.pool[n]
+                    self.handles[d][k] = obj
+                    t.view[k] = dict(snap.view[k])
+                    break
+            else:
+                for name in ('new', 'inserted', 'dirty'):
+                    getattr(t, name).discard(k)
+                t.view.pop(k, None)
 
     @rule(d=DMS)
     def commit(self, d):

@@ -3,7 +3,7 @@
 A savepoint remembers which objects were new, changed and removed, a copy of
 the in-memory state of the changed and new objects, and how many writes the
 transaction had made.  Rolling back puts the states back, forgets what was
-inserted since, takes back writes made since (flushes before queries, root
+inserted since, inserts again what was new and removed since, takes back writes made since (flushes before queries, root
 entries) and turns objects first changed since into ghosts, which reload.
 """
 import copy
@@ -70,6 +70,7 @@ class Savepoint:
         jar._forget_new(inserted_since)
         for name, value in saved.items():
             setattr(jar, name, dict(value))
+        self._insert_again(jar)
         jar._loaded_docs.update(loaded_since)
         jar._loaded_docs.update(reloaded_since)
         for ref in forgotten_since:
@@ -87,6 +88,8 @@ class Savepoint:
         # Writes since the savepoint were taken back; written objects are
         # no longer new, so what was new at the savepoint is new again.
         for obj, state in self._states.values():
+            if obj._p_jar is not jar:
+                continue        # stored by another data manager since
             obj.__setstate__(_copy_state(state, self._keep))
             obj._p_changed = True
         # Written since (and saved, so no longer registered) counts as
@@ -108,3 +111,21 @@ class Savepoint:
                     # object is taken back keeping its state, so load it
                     # now (what the insert wrote).
                     obj._p_activate()
+
+    @staticmethod
+    def _insert_again(jar):
+        """New at the savepoint, removed since: ``remove`` of an object
+        never written took its insert back (no jar, no oid); insert it
+        again under its oid.  One stored by another data manager since is
+        that one's: forget it here."""
+        for ref, obj in list(jar._inserted.items()):
+            if obj._p_jar is jar:
+                continue
+            if obj._p_jar is None:
+                obj._p_jar = jar
+                obj._p_oid = ref
+                jar._cache[ref] = obj
+            else:
+                del jar._inserted[ref]
+                jar._new.pop(ref, None)
+                jar._registered.pop(id(obj), None)
