@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve test test-wire bench bench-pool docs clean
+.PHONY: demo serve test explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ serve: $(STAMP)
 ## test: install and run the whole suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## explore: run the property and state-machine tests on new random
+## examples (make test always runs the same ones).  Repeat it; a failure
+## prints the sequence to replay.
+EXPLORE ?= $(shell grep -l '^from hypothesis' tests/test_*.py)
+explore: $(STAMP)
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest $(EXPLORE) $(ARGS)
 
 ## test-wire: run the suite against mongoeco's MongoDB wire-protocol server
 ## (needs Python >= 3.13, installs mongoeco into .venv-wire; skips without

@@ -4,14 +4,24 @@ With ``MONGODB_URI`` set the suite runs against that server, with a unique
 database per test that is dropped afterwards.  Otherwise it runs against the
 in-process stand-in (mongomock).
 """
+import os
 import uuid
 
 import pytest
 import transaction
+from hypothesis import settings
 
 from mongopersist import testing, typemap
 from mongopersist.datamanager import MongoDataManager
 from tests.roundtrips import roundtrips  # noqa: F401 (a fixture for all)
+
+
+# Property and state-machine tests: CI (``make test``) runs the same
+# examples every time, so that whether a change lands does not depend on
+# the draw.  ``make explore`` draws new ones (HYPOTHESIS_PROFILE=explore).
+settings.register_profile('ci', derandomize=True, database=None)
+settings.register_profile('explore', derandomize=False)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
 def pytest_configure(config):

@@ -93,9 +93,9 @@ load another's flushed but uncommitted documents through queries).
 
 Runtime: about 60-100 s for the file when it passes (200 examples of up
 to 30 steps per machine, 150 for the third, mongomock, one core);
-examples are derandomized
-(``derandomize=True``, no example database) so CI runs the same sequences
-every time.  A failure costs more: shrinking can take a few minutes.
+examples are derandomized (the ``ci`` profile of ``tests/conftest.py``)
+so CI runs the same sequences every time; ``make explore`` draws new ones.
+A failure costs more: shrinking can take a few minutes.
 """
 import uuid
 
@@ -815,7 +815,7 @@ class TwoDataManagers(RuleBasedStateMachine):
 
 SETTINGS = settings(
     max_examples=200, stateful_step_count=30, deadline=None,
-    derandomize=True, database=None, report_multiple_bugs=False,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow,
                            HealthCheck.filter_too_much])
 
