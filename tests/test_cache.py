@@ -500,10 +500,17 @@ def test_never_older_than_the_last_commit_seen_before_begin(
     assert committed[0] == 39
 
 
-def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db):
+@pytest.mark.parametrize('change', [
+    lambda person: setattr(person, 'name', 'on stale state'),
+    lambda person: person.visited.append('on stale state'),
+], ids=['attribute', 'sub-object'])
+def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db,
+                                                      change):
     """Validation pending (the data manager's transaction was rolled back
     inside the ``transaction``) when a held object is changed: if it is
-    stale, the change is refused rather than made on the old state."""
+    stale, the change is refused rather than made on the old state, with
+    the error a conflict raises (the transaction can be retried), also
+    when the change is made to a sub-object just taken from it."""
     tm = transaction.TransactionManager(explicit=True)
     dm = people_dm(client, dbname, tm)
     people = load_people(dm, tm)
@@ -513,8 +520,9 @@ def test_changing_an_object_found_stale_is_a_conflict(client, dbname, db):
     savepoint.rollback()            # aborts the data manager's part
     write_outside(db, 'name0', 'outside')
     with pytest.raises(interfaces.ConflictError):
-        people[0].name = 'on stale state'
+        change(people[0])
     assert people[0].name == 'outside'
+    assert list(people[0].visited) == ['x']
     tm.abort()
 
 

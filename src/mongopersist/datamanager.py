@@ -631,7 +631,17 @@ class MongoDataManager:
     def register(self, obj):
         """Hear that ``obj`` changed: its document is written at commit."""
         owner = getattr(obj, '_p_mongo_doc_object', None)
-        self._use((owner if owner is not None else obj)._p_oid)
+        target = owner if owner is not None else obj
+        loaded = target._p_status != 'ghost'
+        self._use(target._p_oid)
+        if loaded and target._p_status == 'ghost' and \
+                target._p_jar is self and target._p_oid is not None:
+            # Validating the cache (just now) found the state it was
+            # changing stale: the change must be made again on fresh state.
+            raise interfaces.ConflictError(
+                'The %s changed in the database since it was loaded in an '
+                'earlier transaction (oid %r); it was reloaded, retry the '
+                'transaction' % (type(target).__name__, target._p_oid.id))
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -649,13 +659,6 @@ class MongoDataManager:
         if obj._p_oid in self._deleted:
             # Removed (and its removal written): nothing to write.
             return
-        if obj._p_status == 'ghost' and obj._p_oid is not None:
-            # Validating the cache (just now) found the state it was
-            # changing stale: the change must be made again on fresh state.
-            raise interfaces.ConflictError(
-                'The %s changed in the database since it was loaded in an '
-                'earlier transaction (oid %r); it was reloaded, retry the '
-                'transaction' % (type(obj).__name__, obj._p_oid.id))
         self._registered[id(obj)] = obj
         self._join_txn()
 
