@@ -3,8 +3,9 @@
 A savepoint remembers which objects were new, changed and removed, a copy of
 the in-memory state of the changed and new objects, and how many writes the
 transaction had made.  Rolling back puts the states back, forgets what was
-inserted since, inserts again what was new and removed since, takes back writes made since (flushes before queries, root
-entries) and turns objects first changed since into ghosts, which reload.
+inserted since, inserts again what was new and removed since, takes back
+writes made since (flushes before queries, root entries) and turns objects
+first changed since into ghosts, which reload.
 """
 import copy
 
