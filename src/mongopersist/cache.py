@@ -45,6 +45,7 @@ import weakref
 from pymongo.errors import PyMongoError
 
 from mongopersist import sharding
+from mongopersist.metadata import OID
 from mongopersist.serialize import PY_SERIAL
 
 LOG = logging.getLogger('mongopersist')
@@ -338,20 +339,21 @@ class ObjectCache:
         (a change stream's ``documentKey`` may hold more, such as a shard
         key, or less than the references held).
         """
-        if not changes:
-            return []
-        held = {}
-        for ref in list(self.docs) + self.keys():
-            held.setdefault(_document_key(ref), set()).add(ref)
         forgotten = []
+        docs = self.docs
         for change, serial in changes:
-            for ref in held.get(_document_key(change), ()):
-                doc = self.docs.get(ref)
-                if (doc is not None and serial is not None
-                        and doc.get(PY_SERIAL) == serial):
-                    continue
-                self.forget(ref)
-                forgotten.append(ref)
+            # An ``OID`` equals every reference to the same document
+            # (extra fields aside): one lookup, whatever is held.
+            ref = change if type(change) is OID else OID(
+                change.collection, change.id, change.database)
+            doc = docs.get(ref)
+            if doc is None and self.get(ref) is None:
+                continue        # not held
+            if (doc is not None and serial is not None
+                    and doc.get(PY_SERIAL) == serial):
+                continue
+            self.forget(ref)
+            forgotten.append(ref)
         return forgotten
 
 
@@ -512,7 +514,3 @@ class CacheValidator:
 
 
 _MISSING = object()
-
-
-def _document_key(ref):
-    return ref.database, ref.collection, ref.id
