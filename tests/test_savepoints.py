@@ -184,3 +184,50 @@ def test_rollback_leaves_a_new_object_removed_and_stored_elsewhere(
     assert [d['name'] for d in db[PERSON].find()] == ['kept']
     other_tm.commit()
     assert sorted(d['name'] for d in db[PERSON].find()) == ['B', 'kept']
+
+
+def test_rollback_keeps_references_to_objects_not_stored_yet(dm, db):
+    # A persistent object referenced before it is stored (it is inserted
+    # when its referrer is written) is an object of its own, as a stored
+    # one is: the rollback puts back a reference to it, not a copy.
+    dm.root['p'] = Person('A')
+    transaction.commit()
+    person = dm.root['p']
+    address = Address('Berlin', '10115')
+    person.address = address
+    savepoint = transaction.savepoint()
+    person.name = 'B'
+    savepoint.rollback()
+    assert person.address is address and person.name == 'A'
+    address.city = 'Potsdam'
+    transaction.commit()
+    assert db['address'].find_one()['city'] == 'Potsdam'
+
+
+def test_a_state_pickle_cannot_copy_is_deep_copied(dm, db, monkeypatch):
+    # The savepoint copies states with pickle (in memory); a state it
+    # cannot pickle is deep-copied, sharing the same persistent objects.
+    from mongopersist import savepoint as savepoint_module
+
+    class Refusing(savepoint_module.pickle.Pickler):
+        def dump(self, obj):
+            raise savepoint_module.pickle.PicklingError('refused')
+
+    monkeypatch.setattr(savepoint_module.pickle, 'Pickler', Refusing)
+    dm.root['p'] = Person('A', visited=['x'])
+    transaction.commit()
+    person = dm.root['p']
+    address = Address('Berlin', '10115')
+    person.address = address
+    person.friends['best'] = {'address': address, 'tags': ['a']}
+    savepoint = transaction.savepoint()
+    person.friends['best']['tags'].append('b')
+    person.visited.append('y')
+    savepoint.rollback()
+    assert person.address is address
+    assert person.friends['best']['address'] is address
+    assert person.friends['best']['tags'] == ['a']
+    assert list(person.visited) == ['x']
+    transaction.commit()
+    doc = db[PERSON].find_one()
+    assert doc['visited'] == ['x'] and doc['friends']['best']['tags'] == ['a']

@@ -8,7 +8,10 @@ writes made since (flushes before queries, root entries) and turns objects
 first changed since into ghosts, which reload.
 """
 import copy
+import io
+import pickle
 
+import persistent
 import zope.interface
 from transaction.interfaces import IDataManagerSavepoint
 
@@ -19,9 +22,79 @@ BOOKKEEPING = ('_new', '_inserted', '_registered', '_changed_sub',
                '_removed', '_deleted', '_loaded_docs')
 
 
-def _copy_state(state, keep):
-    """Copy ``state`` deeply, but keep top-level persistent objects shared."""
-    memo = {id(obj): obj for obj in keep}
+def _shared(obj):
+    """Persistent objects stored on their own (loaded, ghosts or not
+    stored yet) are referred to, never copied, as a stored reference."""
+    return isinstance(obj, persistent.Persistent) and \
+        not metadata.is_sub_object(type(obj))
+
+
+class FrozenState:
+    """A copy of an object's state, kept by a savepoint, that ``thaw()``
+    turns into a new deep copy, sharing the persistent objects stored on
+    their own with the state copied.
+
+    The state is pickled in memory (it never leaves the process, and is
+    never read from the database): the cost is that of the state, not of
+    everything the data manager holds.  A state pickle cannot copy (a
+    class it cannot name, say) is deep-copied instead.
+    """
+
+    __slots__ = ('_data', '_objects', '_copy')
+
+    def __init__(self, state):
+        objects = []
+
+        def persistent_id(obj):
+            if _shared(obj):
+                objects.append(obj)
+                return len(objects) - 1
+            return None
+
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+        pickler.persistent_id = persistent_id
+        try:
+            pickler.dump(state)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            self._data = None
+            self._objects = None
+            self._copy = _deep_copy(state)
+        else:
+            self._data = buffer.getvalue()
+            self._objects = objects
+            self._copy = None
+
+    def thaw(self):
+        if self._data is None:
+            return _deep_copy(self._copy)
+        unpickler = pickle.Unpickler(io.BytesIO(self._data))
+        unpickler.persistent_load = self._objects.__getitem__
+        return unpickler.load()
+
+
+def _deep_copy(state):
+    """``copy.deepcopy`` of ``state``, but objects ``_shared`` picks."""
+    memo = {}
+    stack = [state]
+    seen = set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if _shared(value):
+            memo[id(value)] = value
+            continue
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(value)
+        elif isinstance(value, persistent.Persistent):
+            stack.append(value.__getstate__())
+        elif hasattr(value, '__dict__'):
+            stack.append(vars(value))
     return copy.deepcopy(state, memo)
 
 
@@ -31,16 +104,14 @@ class Savepoint:
 
     def __init__(self, jar):
         self.jar = jar
-        self._keep = keep = [obj for obj in jar._cache.values()
-                             if not metadata.is_sub_object(type(obj))]
         self._saved = {name: dict(getattr(jar, name)) for name in BOOKKEEPING}
         self._undo_length = len(jar._undo)
         self._states = {}
         for obj in (list(jar._registered.values())
                     + list(jar._new.values())):
             if obj._p_status != 'ghost':
-                self._states[id(obj)] = (obj, _copy_state(
-                    obj.__getstate__(), keep))
+                self._states[id(obj)] = (obj, FrozenState(
+                    obj.__getstate__()))
 
     def rollback(self):
         """Put the data manager back to the state of this savepoint."""
@@ -91,7 +162,7 @@ class Savepoint:
         for obj, state in self._states.values():
             if obj._p_jar is not jar:
                 continue        # stored by another data manager since
-            obj.__setstate__(_copy_state(state, self._keep))
+            obj.__setstate__(state.thaw())
             obj._p_changed = True
         # Written since (and saved, so no longer registered) counts as
         # changed since; a removal put back leaves the object as it was.
