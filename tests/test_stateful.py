@@ -714,12 +714,15 @@ class TwoDataManagers(RuleBasedStateMachine):
             setattr(t, name, set(getattr(snap, name)))
         self.insert_again_after_rollback(d, snap)
         # A write taken back puts the version before it back under a new
-        # serial, which the data manager now holds as loaded.
+        # serial, which the data manager now holds as loaded (also after
+        # a later rollback to the same savepoint).
         for k in {entry[1] for entry in entries if entry[0] == 'doc'}:
             base, current = t.base.get(k), self.stored.get(k)
             if (base is not None and current is not None
                     and current.token == base.token):
                 t.base[k] = current
+                if snap.base.get(k) is base:
+                    snap.base[k] = current
 
     def insert_again_after_rollback(self, d, snap):
         """New at the savepoint and removed since (taken back to the pool):
