@@ -123,30 +123,26 @@ class Savepoint:
                           if ref not in saved['_inserted']]
         changed_since = [obj for key, obj in jar._registered.items()
                          if key not in saved['_registered']]
-        # Objects first loaded since stay loaded: keep what they were
-        # loaded from (unless this transaction wrote them since).
-        loaded_since = {ref: doc for ref, doc in jar._loaded_docs.items()
-                        if ref not in saved['_loaded_docs']
-                        and ref not in written_since}
         deleted_since = {ref: obj for ref, obj in jar._deleted.items()
                          if ref not in saved['_deleted']}
-        # Found stale since (validating its collection): forgotten or
-        # reloaded, not put back, unless a write since is taken back.
-        now = jar._loaded_docs
-        forgotten_since = [ref for ref in saved['_loaded_docs']
-                           if ref not in now and ref not in written_since]
-        reloaded_since = {
-            ref: now[ref] for ref, doc in saved['_loaded_docs'].items()
-            if ref in now and now[ref] is not doc
-            and ref not in written_since}
+        # The documents loaded stay as they are now (objects first loaded
+        # since keep them; objects found stale since, validating their
+        # collection, stay forgotten or reloaded), but for the documents
+        # this transaction wrote since: those are the savepoint's again
+        # (then what the undo put back).  Work on those only: the cache
+        # holds documents across transactions, of every object it keeps.
+        docs = jar._loaded_docs
+        before = saved['_loaded_docs']
+        for ref in written_since:
+            if ref in before:
+                docs[ref] = before[ref]
+            else:
+                docs.pop(ref, None)
         jar._forget_new(inserted_since)
         for name, value in saved.items():
-            setattr(jar, name, dict(value))
+            if name != '_loaded_docs':
+                setattr(jar, name, dict(value))
         self._insert_again(jar)
-        jar._loaded_docs.update(loaded_since)
-        jar._loaded_docs.update(reloaded_since)
-        for ref in forgotten_since:
-            del jar._loaded_docs[ref]
         for ref, doc in put_back.items():
             # Put back under a new serial: that is what is stored now.
             if ref in jar._loaded_docs:
