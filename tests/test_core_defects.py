@@ -94,12 +94,9 @@ def test_abort_does_not_overwrite_a_commit_made_on_top_of_a_flush(
     assert 'committed by B' not in caplog.text
 
 
-def test_abort_takes_back_a_flush_another_abort_put_back(cdm, other, db,
-                                                         caplog):
-    # B builds on A's flushed (uncommitted) write, flushes and aborts: B's
-    # abort puts A's version back under a new serial (never the old one:
-    # A-B-A).  A's abort must still take its write back, or the change A
-    # aborted stays stored for good.
+def _flush_put_back_by_another_abort(cdm, other):
+    """A flushes a change; B builds on it, flushes and aborts: B's abort
+    puts A's version back under a new serial (never the old one: A-B-A)."""
     cdm.root['p'] = Person('original')
     transaction.commit()
     cdm.root['p'].name = 'flushed by A'
@@ -107,6 +104,13 @@ def test_abort_takes_back_a_flush_another_abort_put_back(cdm, other, db,
     other.root['p'].name = 'flushed by B'
     other.flush()
     other.transaction_manager.abort()
+
+
+def test_abort_takes_back_a_flush_another_abort_put_back(cdm, other, db,
+                                                         caplog):
+    # A's abort must still take its write back, or the change A aborted
+    # stays stored for good.
+    _flush_put_back_by_another_abort(cdm, other)
     assert db[PERSON].find_one()['name'] == 'flushed by A'
     with caplog.at_level(logging.WARNING, logger='mongopersist'):
         transaction.abort()
@@ -129,15 +133,9 @@ def test_abort_takes_back_an_insert_another_abort_put_back(cdm, other, db):
 
 def test_abort_leaves_a_commit_made_on_top_of_an_abort_put_back(cdm, other,
                                                               db):
-    # B's abort put A's version back; C then commits a change on top: the
-    # stored document is no longer A's write, A's abort leaves it.
-    cdm.root['p'] = Person('original')
-    transaction.commit()
-    cdm.root['p'].name = 'flushed by A'
-    cdm.flush()
-    other.root['p'].name = 'flushed by B'
-    other.flush()
-    other.transaction_manager.abort()
+    # C then commits a change on top: the stored document is no longer
+    # A's write, A's abort leaves it.
+    _flush_put_back_by_another_abort(cdm, other)
     other.root['p'].name = 'committed by C'
     other.transaction_manager.commit()
     transaction.abort()
