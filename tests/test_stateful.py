@@ -389,6 +389,12 @@ class TwoDataManagers(RuleBasedStateMachine):
                     t.undo.append(('doc', k, current, None, FIELDS, None))
                 t.removed.discard(k)
                 t.deleted.add(k)
+        if only is None:
+            # The flush saved every changed object it serialized, also
+            # those whose change wrote nothing (a name set to itself):
+            # they are no longer registered.
+            t.dirty = {k for k in t.dirty if collection is not None
+                       and self.collection_of[k] != collection}
 
     def flushing(self, d, action, collection=None):
         """Run ``action`` (which flushes ``d``, or its changes of
