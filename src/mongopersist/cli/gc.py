@@ -14,9 +14,20 @@ is what they reference.
 
 Without ``--apply`` nothing is removed (exit code 1 if something is
 unreachable).  With it, each document is removed only if it is unchanged
-since it was read (its ``_py_serial``, when it has one).
+since it was read (its ``_py_serial``, when it has one), and only if its
+``_id`` is not an ``ObjectId`` made less than ``--min-age`` seconds ago
+(default 300): a commit writes new objects before the objects that refer
+to them, so a new document is unreachable for a moment.
 """
+import datetime
+
+from bson.objectid import ObjectId
+
 from mongopersist.cli import walk
+
+#: Seconds an unreachable document with an ``ObjectId`` ``_id`` must have
+#: existed before ``--apply`` removes it.
+MIN_AGE = 300
 
 HELP = 'list documents unreachable from the root (remove with --apply)'
 
@@ -30,6 +41,12 @@ def add_arguments(parser):
                         metavar='COLLECTION',
                         help='never list documents of COLLECTION (reached '
                              'by queries); repeatable')
+    parser.add_argument('--min-age', type=float, default=MIN_AGE,
+                        metavar='SECONDS',
+                        help='with --apply, keep documents whose ObjectId '
+                             '_id is younger than this (default: %(default)s;'
+                             ' a new object is unreachable until the object '
+                             'referring to it is written)')
     parser.add_argument('--parent-key', action='append', default=None,
                         metavar='FIELD',
                         help="an item's reference to its container "
@@ -84,10 +101,19 @@ def run(context):
         todo.extend(children.get(node, ()))
     unreachable = [node for node in docs if node not in reachable]
     unreachable.sort(key=repr)
-    removed, changed = [], []
+    removed, changed, too_new = [], [], []
     applying = options.apply and not options.dry_run
     if applying:
-        for node in context.progress(unreachable, len(unreachable),
+        born_before = datetime.datetime.now(datetime.timezone.utc) - \
+            datetime.timedelta(seconds=max(options.min_age, 0))
+        old_enough = []
+        for node in unreachable:
+            id = docs[node][0]
+            if isinstance(id, ObjectId) and id.generation_time > born_before:
+                too_new.append(node)
+            else:
+                old_enough.append(node)
+        for node in context.progress(old_enough, len(old_enough),
                                      'removing'):
             database, collection, _ = node
             id, serial = docs[node]
@@ -104,10 +130,11 @@ def run(context):
               'unreachable': [_describe(node, docs) for node in unreachable],
               'applied': bool(applying),
               'removed': len(removed),
-              'changed_since': [_describe(node, docs) for node in changed]}
-    _print(context, result)
+              'changed_since': [_describe(node, docs) for node in changed],
+              'too_new': [_describe(node, docs) for node in too_new]}
+    _print(context, result, options.min_age)
     if applying:
-        return result, 1 if changed else 0
+        return result, 1 if changed or too_new else 0
     return result, 1 if unreachable else 0
 
 
@@ -116,7 +143,7 @@ def _describe(node, docs):
             'id': docs[node][0]}
 
 
-def _print(context, result):
+def _print(context, result, min_age):
     context.say('%d documents, %d reachable from the root, %d unreachable' % (
         result['documents'], result['reachable'], len(result['unreachable'])))
     if result['unreachable']:
@@ -128,5 +155,8 @@ def _print(context, result):
         if result['changed_since']:
             context.say('Not removed (changed since read): %d'
                         % len(result['changed_since']))
+        if result['too_new']:
+            context.say('Not removed (made less than %g s ago, --min-age): '
+                        '%d' % (min_age, len(result['too_new'])))
     elif result['unreachable']:
         context.say('Nothing removed (dry run): run with --apply to remove')
