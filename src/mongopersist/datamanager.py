@@ -193,6 +193,9 @@ class MongoDataManager:
         self._deleted = {}          # oid -> object whose document is deleted
         self._undo = UndoLog(self)  # how to take back what was written
         self._written_oids = []     # oids written in this transaction
+        # (oid, document loaded before the write or None), per write, in
+        # order: what a savepoint rollback puts back (``Savepoint``).
+        self._replaced_docs = []
         self._discovered = None     # new objects found by a running flush
 
     def __repr__(self):
@@ -745,6 +748,7 @@ class MongoDataManager:
         """
         ref = write.oid
         self._written_oids.append(ref)
+        self._replaced_docs.append((ref, self._loaded_docs.get(ref)))
         if write.kind == commit.INSERT:
             self._new.pop(ref, None)
         self._undo.wrote(write)

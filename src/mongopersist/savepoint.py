@@ -17,9 +17,11 @@ from transaction.interfaces import IDataManagerSavepoint
 
 from mongopersist import metadata
 
-# The data manager's per-transaction bookkeeping a savepoint puts back.
+# The data manager's per-transaction bookkeeping a savepoint puts back
+# (the loaded documents, which the cache keeps across transactions, are
+# put back from ``_replaced_docs``: those of the objects written since).
 BOOKKEEPING = ('_new', '_inserted', '_registered', '_changed_sub',
-               '_removed', '_deleted', '_loaded_docs')
+               '_removed', '_deleted')
 
 
 def _shared(obj):
@@ -106,6 +108,7 @@ class Savepoint:
         self.jar = jar
         self._saved = {name: dict(getattr(jar, name)) for name in BOOKKEEPING}
         self._undo_length = len(jar._undo)
+        self._replaced_length = len(jar._replaced_docs)
         self._states = {}
         for obj in (list(jar._registered.values())
                     + list(jar._new.values())):
@@ -132,16 +135,20 @@ class Savepoint:
         # (then what the undo put back).  Work on those only: the cache
         # holds documents across transactions, of every object it keeps.
         docs = jar._loaded_docs
-        before = saved['_loaded_docs']
+        replaced = jar._replaced_docs
+        before = {}
+        for ref, doc in replaced[self._replaced_length:]:
+            before.setdefault(ref, doc)     # the first write's: as saved
+        del replaced[self._replaced_length:]
         for ref in written_since:
-            if ref in before:
-                docs[ref] = before[ref]
+            doc = before.get(ref)
+            if doc is not None:
+                docs[ref] = doc
             else:
                 docs.pop(ref, None)
         jar._forget_new(inserted_since)
         for name, value in saved.items():
-            if name != '_loaded_docs':
-                setattr(jar, name, dict(value))
+            setattr(jar, name, dict(value))
         self._insert_again(jar)
         for ref, doc in put_back.items():
             # Put back under a new serial: that is what is stored now.
