@@ -138,7 +138,8 @@ class Savepoint:
         replaced = jar._replaced_docs
         before = {}
         for ref, doc in replaced[self._replaced_length:]:
-            before.setdefault(ref, doc)     # the first write's: as saved
+            # The document before the first write since: the savepoint's.
+            before.setdefault(ref, doc)
         del replaced[self._replaced_length:]
         for ref in written_since:
             doc = before.get(ref)
