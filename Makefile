@@ -44,9 +44,9 @@ explore: $(STAMP)
 test-wire: $(STAMP)
 	$(BIN)/python tests/run_wire.py $(ARGS)
 
-## bench: install and run the benchmarks
+## bench: install and run the benchmarks (size: make bench N=3000 RUNS=5)
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(N),--n $(N)) $(if $(RUNS),--runs $(RUNS))
 
 ## bench-pool: warm web requests with pooled data managers against a new
 ## data manager per request (benchmarks/pool.py)

@@ -151,3 +151,18 @@ def test_the_cache_benchmark_measures_one_and_many_collections(capsys):
     assert 'rollback to it' in printed
     assert len(one) == len(many) == 6
     assert one[5] == many[5] == 0       # savepoints make no round trip
+
+
+def test_make_bench_passes_its_size_knobs():
+    # ``make bench N=... RUNS=...`` is how the README and the issue size a
+    # run; the target must hand them to ``python -m benchmarks``.
+    import os
+    import shutil
+    import subprocess
+    if shutil.which('make') is None:
+        pytest.skip('make is not installed')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = subprocess.run(
+        ['make', '-n', '-s', 'bench', 'N=50', 'RUNS=2', 'STAMP=Makefile'],
+        cwd=root, capture_output=True, text=True, check=True).stdout
+    assert '-m benchmarks --n 50 --runs 2' in command
