@@ -117,8 +117,15 @@ def test_abort_takes_back_a_flush_another_abort_put_back(cdm, other, db,
     doc = db[PERSON].find_one()
     assert doc['name'] == 'original'
     assert doc['_py_serial'] == 5       # 2, 3; 4 put back by B; 5 by A
+    assert doc['_py_restored'] == [1, 5]    # version 1, put back as 5
     assert cdm.unrestored == [] and other.unrestored == []
     assert 'not taken back' not in caplog.text
+    # The mark goes with the next write; the object loads without it.
+    person = cdm.root['p']
+    assert person.name == 'original' and not hasattr(person, '_py_restored')
+    person.name = 'next'
+    transaction.commit()
+    assert '_py_restored' not in db[PERSON].find_one()
 
 
 def test_abort_takes_back_an_insert_another_abort_put_back(cdm, other, db):
@@ -141,6 +148,26 @@ def test_abort_leaves_a_commit_made_on_top_of_an_abort_put_back(cdm, other,
     transaction.abort()
     assert db[PERSON].find_one()['name'] == 'committed by C'
     assert cdm.unrestored == [cdm.root['p']._p_oid]
+
+
+def test_abort_leaves_a_commit_whose_content_equals_an_earlier_flush(
+        cdm, other, db):
+    # A flushes 'x', then 'y'; B commits 'x' on top.  The stored document
+    # has the content of A's first flush, but it is B's commit: A's abort
+    # must leave it (only a version an abort put back is A's write under
+    # another serial).
+    cdm.root['p'] = Person('original')
+    transaction.commit()
+    cdm.root['p'].name = 'x'
+    cdm.flush()
+    cdm.root['p'].name = 'y'
+    cdm.flush()
+    other.root['p'].name = 'x'
+    other.transaction_manager.commit()
+    transaction.abort()
+    doc = db[PERSON].find_one()
+    assert (doc['name'], doc['_py_serial']) == ('x', 4)
+    assert cdm.unrestored == [cdm.root['p']._p_oid] * 2
 
 
 def test_abort_does_not_delete_a_document_another_changed(cdm, other, db):

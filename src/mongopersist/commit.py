@@ -30,7 +30,7 @@ from bson.dbref import DBRef
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from mongopersist import indexes, interfaces, limits, metadata, sharding
-from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_SERIAL
+from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_RESTORED, PY_SERIAL
 
 INSERT = 'insert'
 UPDATE = 'update'
@@ -69,10 +69,15 @@ def same_value(a, b):
 
 
 def same_document(a, b):
-    """Return true if documents ``a`` and ``b`` differ in their serial only."""
+    """Return true if documents ``a`` and ``b`` differ in their serial only
+    (and in the mark of a version an abort put back)."""
     return (a is not None and b is not None
-            and same_value({k: v for k, v in a.items() if k != PY_SERIAL},
-                           {k: v for k, v in b.items() if k != PY_SERIAL}))
+            and same_value(_content(a), _content(b)))
+
+
+def _content(doc):
+    return {k: v for k, v in doc.items()
+            if k != PY_SERIAL and k != PY_RESTORED}
 
 
 def changed_fields(doc, loaded):
@@ -81,7 +86,8 @@ def changed_fields(doc, loaded):
               if key != '_id' and key != PY_SERIAL
               and (key not in loaded or not same_value(value, loaded[key]))}
     to_unset = {key: '' for key in loaded
-                if key not in doc and key != '_id' and key != PY_SERIAL}
+                if key not in doc and key != '_id' and key != PY_SERIAL
+                and key != PY_RESTORED}
     return to_set, to_unset
 
 
@@ -225,6 +231,9 @@ class Flush:
         to_set, to_unset = changed_fields(write.doc, write.loaded)
         if not to_set and not to_unset:
             return False
+        if PY_RESTORED in write.loaded:
+            # A new version: no longer one an abort put back.
+            to_unset[PY_RESTORED] = ''
         handler.stamp(write.doc, write.loaded)
         update = {}
         if to_set:

@@ -20,7 +20,7 @@ update match nothing instead of overwriting it.
 from bson.int64 import Int64
 
 from mongopersist import interfaces, metadata
-from mongopersist.serialize import PY_SERIAL
+from mongopersist.serialize import PY_RESTORED, PY_SERIAL
 
 
 def stored_serial(doc):
@@ -35,6 +35,19 @@ def stored_serial(doc):
     raise interfaces.StoredDataError(
         'The stored %s must be a non-negative integer, not %s %r' % (
             PY_SERIAL, type(serial).__name__, serial)[:200], path=PY_SERIAL)
+
+
+def restored_version(doc):
+    """The serial a version was written under, if ``doc`` is that version
+    as an abort put it back (marked ``PY_RESTORED`` with its serial now),
+    else ``None``.  Any later write of the document removes the mark (or,
+    without conflict detection, bumps the serial past it)."""
+    mark = doc.get(PY_RESTORED)
+    if (type(mark) is list and len(mark) == 2
+            and all(type(n) in (int, Int64) for n in mark)
+            and mark[1] == doc.get(PY_SERIAL)):
+        return mark[0]
+    return None
 
 
 class NoCheckConflictHandler:
@@ -124,10 +137,18 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
 
         Putting back the old serial would let a writer that loaded the
         taken-back version overwrite a later write that reuses its serial
-        (A-B-A); one more than the serial written is new.
+        (A-B-A); one more than the serial written is new.  The document
+        is marked as that version put back (``PY_RESTORED``: the serial
+        it was written under, the one it is put back under), so that the
+        abort of the transaction that wrote it, if that one did not end
+        yet, still knows it for its write (``restored_version``).
         """
         doc = dict(before)
-        doc[PY_SERIAL] = self.serial_of(written) + 1
+        serial = doc[PY_SERIAL] = self.serial_of(written) + 1
+        version = restored_version(before)
+        if version is None:
+            version = self.serial_of(before)
+        doc[PY_RESTORED] = [version, serial]
         return doc
 
 

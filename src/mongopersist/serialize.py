@@ -42,13 +42,17 @@ PY_NEW_ARGS = '_py_new_args'
 PY_LIST_ITEMS = '_py_listitems'
 PY_DICT_ITEMS = '_py_dictitems'
 PY_SERIAL = '_py_serial'
+# ``[serial, serial put back under]`` of a version an abort put back (see
+# ``mongopersist.undo``); the next write of the document removes it.
+PY_RESTORED = '_py_restored'
 DICT_TYPE = 'builtins.dict'
 # The one-field shapes of the original mongopersist (mongopersist.legacy).
 _LEGACY_DICT_DATA = legacy.DICT_DATA
 _LEGACY_CONSTANT = legacy.PY_CONSTANT
 
 # Fields of a top-level document that are not instance state.
-DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL])
+DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL,
+                                  PY_RESTORED])
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 

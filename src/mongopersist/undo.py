@@ -9,10 +9,11 @@ this transaction wrote: the conflict handler's ``undo_filter`` (the serial
 written, or the content without conflict detection), the reference set
 for a root entry, the absence of any document for a removal put back.
 With conflict detection, a write that another transaction read, wrote
-over and took back is stored again under that transaction's new serial:
-when the serial condition fails, the undo reads the document, and if only
-its serial differs from the write, takes it back conditional on the
-serial read.
+over and took back is stored again under that transaction's new serial,
+marked as the version of the serial written put back
+(``conflict.restored_version``): when the serial condition fails, the
+undo reads the document, and if it is so marked (and only its serial
+differs from the write), takes it back conditional on the serial read.
 A document somebody changed since is left as it is, logged (logger
 ``mongopersist``) and reported in ``unrestored``.
 
@@ -25,7 +26,8 @@ import logging
 from bson.dbref import DBRef
 from pymongo.errors import DuplicateKeyError
 
-from mongopersist import commit, metadata, sharding
+from mongopersist import commit, conflict, metadata, sharding
+from mongopersist.serialize import PY_SERIAL
 
 LOG = logging.getLogger('mongopersist')
 
@@ -119,12 +121,16 @@ class UndoLog:
         if not jar.conflict_handler.detects_conflicts:
             return False        # the condition was the content already
         # Another transaction that read this (uncommitted) write, wrote
-        # over it and aborted put it back under a new serial: the stored
-        # document is still this write if only its serial differs.
+        # over it and aborted put it back under a new serial, marked as
+        # this version put back: then the stored document is still this
+        # write.  (Equal content alone does not say so: another
+        # transaction may have committed the same content.)
         current = coll.find_one(
             sharding.undo_filter(jar, ref, metadata.document_filter(ref),
                                  written), session=session)
-        if not commit.same_document(current, written):
+        if current is None or conflict.restored_version(current) != \
+                written.get(PY_SERIAL) or \
+                not commit.same_document(current, written):
             return False
         return self._put_back(coll, ref, before, current, session, put_back)
 
