@@ -254,3 +254,42 @@ def test_cursor_returns_what_slicing_the_results_returns(coll, skip, limit):
     assert [cursor.next()['_id'] for _ in expected] == expected
     with pytest.raises(StopIteration):
         cursor.next()
+
+
+# -- projections ------------------------------------------------------------
+_DOCS = st.fixed_dictionaries(
+    {'_id': st.integers(0, 5)},
+    optional={'a': st.integers(), 'b': st.lists(st.integers(), max_size=3),
+              'c': st.fixed_dictionaries({'d': st.integers()}),
+              '_py_serial': st.integers(1, 9)})
+_PROJECTIONS = st.one_of(
+    st.dictionaries(st.sampled_from(['a', 'b', 'c', '_py_serial', '_id']),
+                    st.sampled_from([1, True]), min_size=1),
+    st.dictionaries(st.sampled_from(['a', 'b', 'c.d', '_id']),
+                    st.sampled_from([0, 1, True, False]), min_size=1),
+    st.just({'a': 1, '_id': 0}), st.just({}), st.none())
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=_DOCS, projection=_PROJECTIONS)
+def test_projections_are_what_mongomock_projects(doc, projection):
+    # The shim's copy of top-level inclusions, and everything it leaves to
+    # mongomock, give mongomock's own result (an independent copy).
+    coll = testing.embedded_client()['mp_shim_projection']['things']
+    original = _MockCollection._copy_only_fields.__wrapped__
+    expected = error = None
+    try:
+        expected = original(coll, doc, dict(projection)
+                            if projection is not None else None, dict)
+    except Exception as raised:  # mongomock refuses mixed projections
+        error = type(raised)
+    if error is not None:
+        with pytest.raises(error):
+            coll._copy_only_fields(doc, projection, dict)
+        return
+    found = coll._copy_only_fields(
+        doc, dict(projection) if projection is not None else None, dict)
+    assert found == expected
+    for key, value in found.items():
+        if isinstance(value, (list, dict)):
+            assert value is not doc[key]
