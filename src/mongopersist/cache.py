@@ -344,8 +344,7 @@ class ObjectCache:
         for change, serial in changes:
             # An ``OID`` equals every reference to the same document
             # (extra fields aside): one lookup, whatever is held.
-            ref = change if type(change) is OID else OID(
-                change.collection, change.id, change.database)
+            ref = change if type(change) is OID else OID.of(change)
             doc = docs.get(ref)
             if doc is None and self.get(ref) is None:
                 continue        # not held

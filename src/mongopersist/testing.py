@@ -446,7 +446,7 @@ def _simple_projection(method):
             return method(self, doc, fields, container)
         projected = container()
         for name, value in doc.items():
-            if name in names and name != '_id':
+            if name in names:
                 projected[name] = _copy_field(value, container)
         if '_id' in doc:
             projected['_id'] = doc['_id']
