@@ -155,17 +155,25 @@ class SimpleSerialConflictHandler(NoCheckConflictHandler):
 class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
     """Like the simple handler, but lets objects merge concurrent changes.
 
-    After a lost race, ``obj._p_resolveConflict(orig, current, new)`` is
-    called with the three instance states; the merged state it returns is
-    written with a fresh conditional write.
+    After a lost race, the ``_p_resolveConflict(orig, current, new)``
+    method of the object's class is called with the three instance
+    states; the merged state it returns is written with a fresh
+    conditional write.  The resolver is the class's (as in ZODB), never
+    an attribute of the instance: stored fields never set ``_p_`` names.
     """
 
     reads_before_writing = True
 
     def resolve(self, obj, orig, current, new):
-        resolver = getattr(obj, '_p_resolveConflict', None)
+        # Found on the class and bound as attribute lookup would, never
+        # taken from the instance.
+        resolver = metadata.declared_attribute(
+            type(obj), '_p_resolveConflict')
         if resolver is None or current is None:
             return None
+        get = getattr(type(resolver), '__get__', None)
+        if get is not None:
+            resolver = get(resolver, obj, type(obj))
         reader = self._jar._reader
         # The current document is somebody else's: read it as safely as
         # any load, and name it in errors about its stored data.
@@ -177,7 +185,7 @@ class ResolvingSerialConflictHandler(SimpleSerialConflictHandler):
             merged = resolver(*states)
         except interfaces.ConflictError:
             return None
-        obj.__setstate__(merged)
+        type(obj).__setstate__(obj, merged)
         return merged
 
 

@@ -28,7 +28,8 @@ from bson.objectid import ObjectId
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
-    metadata, query, sequence, serialize, sessions, settings, sharding)
+    limits, metadata, query, sequence, serialize, sessions, settings,
+    sharding)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -1023,7 +1024,7 @@ def _raise_located(error, ref):
             error, interfaces.MongoPersistError):
         raise interfaces.StoredDataError(
             'Cannot load the stored document (%s: %s)' % (
-                type(error).__name__, error),
+                type(error).__name__, limits.quoted(str(error))),
             database=ref.database, collection=ref.collection,
             id=ref.id) from error
     raise error

@@ -65,6 +65,11 @@ class StoredDataError(MongoPersistError):
     never holds the document itself.
     """
 
+    #: Internal: the stored value (dict, array, reference) whose reading
+    #: raised the error, as far as ``path`` locates it; the reader finds
+    #: it by identity in the value holding it (``serialize._locate``).
+    stored_value = None
+
     def __init__(self, message, database=None, collection=None, id=None,
                  path=None):
         super().__init__(message)

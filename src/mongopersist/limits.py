@@ -33,6 +33,21 @@ LEVELS_PER_VALUE = 3
 # Path parts shown in a message; deeper paths are cut in the middle.
 _PATH_PARTS_SHOWN = 8
 
+#: The most characters of a stored value a message quotes.
+QUOTED_CHARACTERS = 200
+
+
+def quoted(value, limit=QUOTED_CHARACTERS):
+    """``repr(value)`` for a message, cut after ``limit`` characters
+    (``...(N more)`` says how many were left out): a stored name or value
+    quoted in an error may be megabytes long."""
+    if type(value) is str and len(value) > limit:
+        return '%s...(%d more)' % (repr(value[:limit]), len(value) - limit)
+    text = repr(value)
+    if len(text) > limit:
+        return '%s...(%d more)' % (text[:limit], len(text) - limit)
+    return text
+
 
 def short_path(parts):
     """Join attribute path ``parts`` with dots, eliding a long middle."""

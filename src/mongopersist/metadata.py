@@ -31,7 +31,7 @@ import threading
 import persistent
 from bson.dbref import DBRef
 
-from mongopersist import interfaces
+from mongopersist import factories, interfaces, limits
 
 #: The kinds of names ``TypeRegistry.resolve`` knows.
 KINDS = ('persistent', 'sub_object', 'value', 'enum', 'factory', 'class',
@@ -57,28 +57,10 @@ def _allowed_changed():
     global _generation
     _generation += 1
 
-# Names of the standard library constructors ``_py_factory`` may name
-# without registration: each only builds a value from plain arguments
-# (no file system, process or import side effects).  These are the
-# factories ``__reduce_ex__(2)`` of common standard library values gives
-# (``collections.deque``/``OrderedDict``/``Counter``, ``Fraction``, ...),
-# and ``datetime`` constructors of documents written by the original
-# mongopersist (``{'_py_factory': 'datetime.date', ...}``).
-SAFE_FACTORIES = frozenset([
-    'collections.OrderedDict', 'collections.deque', 'collections.Counter',
-    'fractions.Fraction', 'decimal.Decimal',
-    'datetime.date', 'datetime.datetime', 'datetime.time',
-    'datetime.timedelta', 'datetime.timezone',
-    'builtins.range', 'builtins.slice', 'builtins.complex',
-    'builtins.set', 'builtins.frozenset', 'builtins.bytearray',
-    'builtins.bytes', 'builtins.str', 'builtins.int', 'builtins.float',
-    'builtins.bool', 'builtins.tuple', 'builtins.list', 'builtins.dict',
-    'uuid.UUID',
-    'ipaddress.IPv4Address', 'ipaddress.IPv6Address',
-    'ipaddress.IPv4Network', 'ipaddress.IPv6Network',
-    'ipaddress.IPv4Interface', 'ipaddress.IPv6Interface',
-    'pathlib.PurePath', 'pathlib.PurePosixPath', 'pathlib.PureWindowsPath',
-])
+#: Names of the standard library constructors ``_py_factory`` may name
+#: without registration (``mongopersist.factories.BUILTIN``, where the
+#: checks of their stored arguments are).
+SAFE_FACTORIES = frozenset(factories.BUILTIN)
 
 
 # Modules of Python 2 that the original mongopersist named in documents
@@ -382,14 +364,14 @@ class TypeRegistry:
             found = registry._factories.get(name)
             if found is not None:
                 return found
-        safe = python3_name(name)
-        if safe in SAFE_FACTORIES:
-            module, _, attr = safe.rpartition('.')
-            return getattr(importlib.import_module(module), attr)
+        found = factories.BUILTIN.get(python3_name(name))
+        if found is not None:
+            return found
         raise _unknown(
-            'Stored data names the factory %r, which is not registered; '
+            'Stored data names the factory %s, which is not registered; '
             'loading calls only registered factories (see '
-            'mongopersist.metadata.register_factory)' % name, name)
+            'mongopersist.metadata.register_factory)' % limits.quoted(name),
+            name)
 
     def _resolve_global(self, name):
         for registry in self._chain():
@@ -398,9 +380,10 @@ class TypeRegistry:
                 if found is not None:
                     return found
         raise _unknown(
-            'Stored data names %r, which is not a function or object this '
+            'Stored data names %s, which is not a function or object this '
             'application allows loading (see '
-            'mongopersist.metadata.register_global)' % name, name)
+            'mongopersist.metadata.register_global)' % limits.quoted(name),
+            name)
 
     def _find(self, name):
         """Find a class in an allowed module by walking ``__dict__``s."""
@@ -408,8 +391,8 @@ class TypeRegistry:
         if len(parts) < 2 or not all(
                 part.isidentifier() and not part.startswith('__')
                 for part in parts):
-            raise _unknown('Stored data names %r, which is not a known '
-                           'class' % name, name)
+            raise _unknown('Stored data names %s, which is not a known '
+                           'class' % limits.quoted(name), name)
         trusted = self.trusted_modules
         for split in range(len(parts) - 1, 0, -1):
             module_name = '.'.join(parts[:split])
@@ -438,10 +421,10 @@ class TypeRegistry:
                 break
             return found
         raise _unknown(
-            'Stored data names %r, which is not a class this application '
+            'Stored data names %s, which is not a class this application '
             'allows loading (register it with '
             'mongopersist.metadata.register_type, or trust its module)'
-            % name, name)
+            % limits.quoted(name), name)
 
     def __repr__(self):
         return '<TypeRegistry trusted=%r>' % (self.trusted_modules,)
@@ -473,8 +456,8 @@ def _check_kind(found, name, kind):
                 and not is_sub_object(found)):
             return found
         what = 'a persistent class stored in a document of its own'
-    raise _unknown('Stored data names %r where %s is expected' % (name, what),
-                   name)
+    raise _unknown('Stored data names %s where %s is expected'
+                   % (limits.quoted(name), what), name)
 
 
 #: The process-wide registry; data managers' registries have it as parent.
@@ -563,6 +546,18 @@ def is_importable(obj):
     except (ImportError, AttributeError, TypeError):
         return False
     return found is obj
+
+
+def declared_attribute(cls, name, default=None):
+    """What the namespace of ``cls`` or of one of its bases holds under
+    ``name`` (``default`` if none), as ``inspect.getattr_static`` finds
+    it: the declaration itself; no descriptor, metaclass or instance is
+    consulted."""
+    for klass in cls.__mro__:
+        namespace = vars(klass)
+        if name in namespace:
+            return namespace[name]
+    return default
 
 
 def is_sub_object(cls):

@@ -94,7 +94,7 @@ def _deep_copy(state):
         elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend(value)
         elif isinstance(value, persistent.Persistent):
-            stack.append(value.__getstate__())
+            stack.append(type(value).__getstate__(value))
         elif hasattr(value, '__dict__'):
             stack.append(vars(value))
     return copy.deepcopy(state, memo)
@@ -114,7 +114,7 @@ class Savepoint:
                     + list(jar._new.values())):
             if obj._p_status != 'ghost':
                 self._states[id(obj)] = (obj, FrozenState(
-                    obj.__getstate__()))
+                    type(obj).__getstate__(obj)))
 
     def rollback(self):
         """Put the data manager back to the state of this savepoint."""
@@ -166,7 +166,7 @@ class Savepoint:
         for obj, state in self._states.values():
             if obj._p_jar is not jar:
                 continue        # stored by another data manager since
-            obj.__setstate__(state.thaw())
+            type(obj).__setstate__(obj, state.thaw())
             obj._p_changed = True
         # Written since (and saved, so no longer registered) counts as
         # changed since; a removal put back leaves the object as it was.

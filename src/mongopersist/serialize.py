@@ -27,7 +27,7 @@ from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
 from mongopersist import (
-    broken, interfaces, legacy, limits, metadata, serializers)
+    broken, factories, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
 
 # Process-wide user serializers, consulted before the built-in ones.
@@ -179,7 +179,7 @@ class ObjectWriter:
             raise interfaces.UnstorableObjectError(
                 'Cannot store %r: a read-only placeholder for a stored object '
                 'of an unknown class' % (obj,), obj)
-        state = obj.__getstate__()
+        state = type(obj).__getstate__(obj)
         cls_name = obj.__class__.__name__
         if not isinstance(state, dict):
             raise interfaces.UnstorableObjectError(
@@ -214,6 +214,13 @@ class ObjectWriter:
             except interfaces.CircularReferenceError as error:
                 error.path = '.'.join([cls_name, name] + (error.path or []))
                 raise
+        refused = None if _ORDINARY_NAMES.issuperset(state) else (
+            _unreadable_name(state, obj))
+        if refused is not None:
+            name, reason = refused
+            raise interfaces.UnstorableObjectError(
+                'Cannot store %s.%s: %s' % (cls_name, name, reason),
+                obj, '%s.%s' % (cls_name, name))
         return doc
 
     def _located(self, failure, cls_name, name):
@@ -384,14 +391,25 @@ class ObjectWriter:
             return self._write_list(obj.data, pobj, stack, custom)
         self._enter(obj, stack)
         try:
-            state = obj.__getstate__()
+            state = kind.__getstate__(obj)
             doc = {PY_PERSISTENT_TYPE: metadata.get_dotted_name(kind)}
-            self._add_state(doc, state, pobj, stack, custom)
+            self._add_state(doc, state, obj, pobj, stack, custom)
             return doc
         finally:
             stack.discard(id(obj))
 
-    def _add_state(self, doc, state, pobj, stack, custom):
+    def _add_state(self, doc, state, obj, pobj, stack, custom):
+        """Add ``state``, the state of ``obj``, to its stored ``doc``:
+        its fields, or ``_py_state``.  A field name that reading would
+        refuse (``_check_names``) is refused now."""
+        refused = None if type(state) is dict and _ORDINARY_NAMES.issuperset(
+            state) else _unreadable_name(state, obj)
+        if refused is not None:
+            name, reason = refused
+            failure = self._unstorable(obj, 'its attribute %s: %s' % (
+                name, reason))
+            failure.path.append(name)
+            raise failure
         if isinstance(state, dict) and _all_safe_keys(state):
             for key, value in state.items():
                 kind = type(value)
@@ -411,7 +429,8 @@ class ObjectWriter:
         self._enter(obj, stack)
         try:
             doc = {PY_TYPE: name}
-            self._add_state(doc, obj.__dict__ or None, pobj, stack, custom)
+            self._add_state(doc, obj.__dict__ or None, obj, pobj, stack,
+                            custom)
             return doc
         finally:
             stack.discard(id(obj))
@@ -428,7 +447,7 @@ class ObjectWriter:
                 if reduce_fn is not None:
                     reduced = reduce_fn(obj)
                 else:
-                    reduced = obj.__reduce_ex__(2)
+                    reduced = kind.__reduce_ex__(obj, 2)
             except Exception as error:
                 raise self._unstorable(obj, 'it cannot be reduced (%s)' % error)
             if isinstance(reduced, str):
@@ -459,7 +478,7 @@ class ObjectWriter:
                 doc = {PY_FACTORY: metadata.factory_name(factory),
                        PY_FACTORY_ARGS: self._write_list(
                            list(args or ()), pobj, stack, custom)}
-            self._add_state(doc, state, pobj, stack, custom)
+            self._add_state(doc, state, obj, pobj, stack, custom)
             if list_items is not None:
                 doc[PY_LIST_ITEMS] = self._write_list(
                     list(list_items), pobj, stack, custom)
@@ -507,7 +526,7 @@ def _plain_class_name(kind, obj):
                      for hook, default in _DEFAULT_HOOKS))
     if plain:
         try:
-            reduced = obj.__reduce_ex__(2)
+            reduced = kind.__reduce_ex__(obj, 2)
         except Exception:
             plain = False
         else:
@@ -561,6 +580,108 @@ def _setstate_of(cls):
 _SETSTATES = {}     # class -> its __setstate__ or None
 
 
+# -- which stored field names may become attributes --------------------------
+#
+# Stored state becomes instance attributes.  Python looks special methods
+# up on the instance before the class in many places (``copy``,
+# ``pickle``: the data manager pickles states for savepoints), and
+# mongopersist reads its own settings from persistent objects; a stored
+# field may therefore never stand in for either.
+
+# Names any instance may be given (not reserved, not special): a memo of
+# names seen before, bounded like ``_safe_keys``.
+_ORDINARY_NAMES = set()
+_ORDINARY_NAMES_LIMIT = 10000
+_MISSING = object()
+
+
+def _refused_name(name, cls, is_persistent):
+    """Why the stored field ``name`` may not become an attribute of an
+    instance of ``cls`` (``None``: it may)."""
+    if name.startswith('_py_'):
+        return 'names starting with "_py_" are reserved for mongopersist'
+    if name.startswith(('_p_', '_v_')):
+        if is_persistent:
+            return ('the "_p_" and "_v_" attributes of a persistent object '
+                    'come from its class and its data manager, never from '
+                    'stored data')
+        return None
+    if len(name) > 4 and name[:2] == '__' and name[-2:] == '__':
+        declared = metadata.declared_attribute(cls, name, _MISSING)
+        if (declared is _MISSING or callable(declared)
+                or hasattr(type(declared), '__get__')):
+            return ('a special name may only set a plain data attribute '
+                    'that the class %s declares (such as a __name__ or '
+                    '__parent__ it defines), never a method or one it does '
+                    'not have' % cls.__name__)
+        return None
+    if len(_ORDINARY_NAMES) < _ORDINARY_NAMES_LIMIT:
+        _ORDINARY_NAMES.add(name)
+    return None
+
+
+def _check_names(names, cls, is_persistent):
+    """Refuse, with ``StoredDataError`` naming the field, a stored field of
+    ``names`` (the state about to be given to an instance of ``cls``) that
+    is reserved (``_py_*``), persistent (``_p_*``, ``_v_*``, for a
+    persistent object) or special (``__*__``, but for a plain data
+    attribute the class declares)."""
+    if _ORDINARY_NAMES.issuperset(names):
+        return
+    for name in names:
+        if type(name) is str and name not in _ORDINARY_NAMES:
+            reason = _refused_name(name, cls, is_persistent)
+            if reason is not None:
+                raise _malformed(
+                    'Cannot load the stored field %s: %s'
+                    % (limits.quoted(name), reason)).at(name)
+
+
+def _unreadable_name(state, obj):
+    """``(name, reason)`` of the first field name of ``state``, the state
+    of ``obj`` about to be written (a dict, or a tuple of dicts and other
+    values), that reading would refuse (``_check_names``); ``None`` if
+    there is none.  The writer refuses what the reader would, so that
+    nothing is stored that cannot be loaded again."""
+    if type(state) is dict:
+        if _ORDINARY_NAMES.issuperset(state):
+            return None
+        parts = (state,)
+    else:
+        parts = state if type(state) is tuple else ()
+    cls = type(obj)
+    is_persistent = isinstance(obj, persistent.Persistent)
+    for part in parts:
+        if type(part) is dict and not _ORDINARY_NAMES.issuperset(part):
+            for name in part:
+                if type(name) is str and name not in _ORDINARY_NAMES:
+                    reason = _refused_name(name, cls, is_persistent)
+                    if reason is not None:
+                        return name, reason
+    return None
+
+
+def _apply_state(value, data):
+    """Give ``value``, made with ``__new__``, its stored state ``data`` as
+    pickle does: its class's ``__setstate__``, else the instance dict (and
+    slots), once the field names passed ``_check_names``."""
+    cls = type(value)
+    is_persistent = isinstance(value, persistent.Persistent)
+    if type(data) is dict:
+        _check_names(data, cls, is_persistent)
+    elif type(data) is tuple:
+        for part in data:
+            if type(part) is dict:
+                _check_names(part, cls, is_persistent)
+    setstate = _setstate_of(cls)
+    if setstate is not None:
+        setstate(value, data)
+    elif type(data) is dict:
+        value.__dict__.update(data)
+    else:
+        _set_default_state(value, data)
+
+
 def _set_default_state(value, data):
     """Apply a state the way pickle does without ``__setstate__``.
 
@@ -573,6 +694,23 @@ def _set_default_state(value, data):
         value.__dict__.update(data)
     for name, item in (slots or {}).items():
         setattr(value, name, item)
+
+
+def _extend(value, items):
+    """Add the stored ``_py_listitems`` ``items`` to ``value`` as pickle
+    does (``extend``, else ``append`` for each), with the methods of its
+    class: never ones a stored field put on the instance."""
+    cls = type(value)
+    extend = getattr(cls, 'extend', None)
+    if extend is not None:
+        extend(value, items)
+        return
+    append = getattr(cls, 'append', None)
+    if append is None:
+        raise _malformed('%s has no append method for its stored %s' % (
+            cls.__name__, PY_LIST_ITEMS)).at(PY_LIST_ITEMS)
+    for item in items:
+        append(value, item)
 
 
 # The fields of a stored value that are not its state, by representation.
@@ -592,11 +730,19 @@ _NOT_PLAIN = object()
 #: reader (and the data manager, around a whole document) turns these into
 #: ``StoredDataError``.
 MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError,
-              ArithmeticError)
+             ArithmeticError)
 
 
 def _malformed(message):
     return interfaces.StoredDataError(message)
+
+
+def _malformed_value(field, name, error):
+    """The ``StoredDataError`` of a value naming its type in ``field``
+    whose reading raised ``error`` (one of ``MALFORMED``)."""
+    return _malformed('Malformed stored value of %s %s: %s' % (
+        field, limits.quoted(name) if isinstance(name, str)
+        else type(name).__name__, _describe(error)))
 
 
 def _describe(error):
@@ -605,6 +751,27 @@ def _describe(error):
             error.args[0], str) and len(error.args[0]) <= 64:
         return 'missing field %r' % error.args[0]
     return type(error).__name__
+
+
+def _locate(error, container, items):
+    """``error``, raised reading one of the ``(key or index, value)`` pairs
+    ``items`` of the stored ``container``, with the key of the failing
+    value added to its field path.
+
+    That value is known by identity: the reader marks an error with the
+    stored value it was raised for on the way out of reading it
+    (``StoredDataError.stored_value``), so no value is read again to find
+    it, and an error at the bottom of a deep document costs no more than
+    reading the document.  Marks it with ``container`` in turn.
+    """
+    source = error.stored_value
+    if source is not None and source is not container:
+        for key, value in items:
+            if value is source:
+                error.at(key)
+                break
+        error.stored_value = container
+    return error
 
 
 def _hashable(value):
@@ -629,6 +796,15 @@ class ObjectReader:
     ``interfaces.UnknownTypeError``, unless the data manager has
     ``broken_objects`` set: then the value loads as a read-only
     ``mongopersist.broken.Broken`` placeholder.
+
+    Reading calls nothing a stored value names or carries: classes are
+    made with ``__new__`` and given their state as pickle does, with the
+    methods of their class (``_apply_state``, ``_extend``); stored fields
+    never set reserved, persistent or special attributes
+    (``_check_names``); factories get only arguments their check allows
+    (``mongopersist.factories``).  Every stored value is read once, errors
+    included (``_locate``): reading costs work in proportion to the
+    document.
     """
 
     def __init__(self, jar, serializers=()):
@@ -649,19 +825,22 @@ class ObjectReader:
         return self.registry.resolve(name, kind)
 
     def get_state(self, doc, obj):
-        """Return the instance state stored in the top-level ``doc``."""
+        """Return the instance state stored in the top-level ``doc``.
+
+        Its fields are checked as the state of ``obj`` (or of any
+        persistent object, for ``obj`` ``None``): see ``_check_names``.
+        """
         if isinstance(obj, broken.PersistentBroken):
             # Kept as stored: nothing named in it is loaded.
             return {key: value for key, value in doc.items()
                     if key not in DOCUMENT_META_FIELDS}
-        return self._read_fields(doc, obj, DOCUMENT_META_FIELDS)
+        state = self._read_fields(doc, obj, DOCUMENT_META_FIELDS)
+        _check_names(state, persistent.Persistent if obj is None
+                     else type(obj), True)
+        return state
 
     def _read_fields(self, stored, obj, skip=()):
-        """Read the fields of the stored dict ``stored`` but ``skip``.
-
-        A comprehension on the hot path; the field at fault is named by
-        reading again, one field at a time, only when one fails.
-        """
+        """Read the fields of the stored dict ``stored`` but ``skip``."""
         try:
             if not (self._serializers or SERIALIZERS):
                 read = self._read_value
@@ -672,22 +851,11 @@ class ObjectReader:
             return {key: get(value, obj)
                     for key, value in stored.items() if key not in skip}
         except interfaces.StoredDataError as error:
-            raise self._at_fault(error, stored.items(), obj, skip)
-
-    def _at_fault(self, error, items, obj, skip=()):
-        """``error`` (raised reading one of the ``(key or index, value)``
-        pairs ``items``) located at the first of them that fails again."""
-        for key, value in items:
-            if key not in skip:
-                try:
-                    self.get_object(value, obj)
-                except interfaces.StoredDataError:
-                    return error.at(key)
-        return error
+            raise _locate(error, stored, stored.items())
 
     def set_ghost_state(self, obj, doc):
         """Fill the ghost ``obj`` from its document ``doc``."""
-        obj.__setstate__(self.get_state(doc, obj))
+        type(obj).__setstate__(obj, self.get_state(doc, obj))
 
     def get_key(self, state, pobj):
         """Return a stored dict key or set member as a hashable value."""
@@ -699,50 +867,60 @@ class ObjectReader:
             if type(state) in _CONVERTED_STATES:
                 return self._read_value(state, obj)
             return state
-        if type(state) is dict:
-            return self._read_dict(state, obj)
-        if type(state) is list:
-            return self._new_sub_object(
-                PersistentList, self._read_list(state, obj), obj)
-        if type(state) in _REFERENCE_TYPES:
-            return self._jar.load(state)
-        for serializer in self._serializers + SERIALIZERS:
-            if serializer.can_read(state):
-                return serializer.read(state)
-        return state
+        try:
+            if type(state) is dict:
+                return self._read_dict(state, obj)
+            if type(state) is list:
+                return self._new_sub_object(
+                    PersistentList, self._read_list(state, obj), obj)
+            if type(state) in _REFERENCE_TYPES:
+                return self._jar.load(state)
+            for serializer in self._serializers + SERIALIZERS:
+                if serializer.can_read(state):
+                    return serializer.read(state)
+            return state
+        except interfaces.StoredDataError as error:
+            error.stored_value = state
+            raise
 
     def _read_value(self, state, obj):
         """``get_object`` of a stored dict, array or reference, without
         custom serializers: the hot path of reading, with the common
         shapes (plain dicts and arrays) read here without further calls."""
-        kind = type(state)
-        if kind is dict:
-            if PY_TYPE in state:
-                value = self._read_typed_value(state, obj)
-                if value is not _NOT_PLAIN:
-                    return value
-                return self._read_dict(state, obj)
-            if (PY_PERSISTENT_TYPE in state or PY_FACTORY in state
-                    or _LEGACY_DICT_DATA in state
-                    or _LEGACY_CONSTANT in state):
-                return self._read_dict(state, obj)
-            read = self._read_value
-            try:
-                data = {key: value if type(value) not in _CONVERTED_STATES
-                        else read(value, obj) for key, value in state.items()}
-            except interfaces.StoredDataError as error:
-                raise self._at_fault(error, state.items(), obj)
-            value = PersistentDict.__new__(PersistentDict)
-        elif kind is list:
-            read = self._read_value
-            try:
-                data = [item if type(item) not in _CONVERTED_STATES
-                        else read(item, obj) for item in state]
-            except interfaces.StoredDataError as error:
-                raise self._at_fault(error, enumerate(state), obj)
-            value = PersistentList.__new__(PersistentList)
-        else:
-            return self._jar.load(state)
+        try:
+            kind = type(state)
+            if kind is dict:
+                if PY_TYPE in state:
+                    value = self._read_typed_value(state, obj)
+                    if value is not _NOT_PLAIN:
+                        return value
+                    return self._read_dict(state, obj)
+                if (PY_PERSISTENT_TYPE in state or PY_FACTORY in state
+                        or _LEGACY_DICT_DATA in state
+                        or _LEGACY_CONSTANT in state):
+                    return self._read_dict(state, obj)
+                read = self._read_value
+                try:
+                    data = {key: value if type(value) not in _CONVERTED_STATES
+                            else read(value, obj)
+                            for key, value in state.items()}
+                except interfaces.StoredDataError as error:
+                    raise _locate(error, state, state.items())
+                value = PersistentDict.__new__(PersistentDict)
+            elif kind is list:
+                read = self._read_value
+                try:
+                    data = [item if type(item) not in _CONVERTED_STATES
+                            else read(item, obj) for item in state]
+                except interfaces.StoredDataError as error:
+                    raise _locate(error, state, enumerate(state))
+                value = PersistentList.__new__(PersistentList)
+            else:
+                return self._jar.load(state)
+        except interfaces.StoredDataError as error:
+            # The parent's ``_locate`` finds this value by it.
+            error.stored_value = state
+            raise
         value.data = data
         if obj is not None:
             # ``_attach``, inline (filled before it has a jar: it is not
@@ -754,34 +932,52 @@ class ObjectReader:
     def _read_typed_value(self, state, obj):
         """The common ``_py_type`` values, read in one call: a built-in
         type whose reader needs no callback, or a value class stored as
-        its attributes.  ``_NOT_PLAIN`` for any other shape, and for
-        anything that fails: ``_read_special`` reads it again and raises
-        the error that names what is wrong (or loads it broken)."""
+        its attributes.
+
+        ``_NOT_PLAIN`` for any other shape, and when the name or the
+        type's own reader fails before anything nested was read: then
+        ``_read_special`` reads it again (a few scalar fields) and raises
+        the error that names the problem, or loads it broken.  The fields
+        of a value class are read once: an error in them is final.
+        """
         name = state[PY_TYPE]
         if type(name) is not str:
             return _NOT_PLAIN
-        try:
-            if name in serializers.STANDALONE_READERS:
+        if name in serializers.STANDALONE_READERS:
+            try:
                 return serializers.READERS[name](state, None)
-            if (name in serializers.READERS or name == DICT_TYPE
-                    or PY_STATE in state or PY_NEW_ARGS in state
-                    or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):
+            except Exception:
                 return _NOT_PLAIN
+        if (name in serializers.READERS or name == DICT_TYPE
+                or PY_STATE in state or PY_NEW_ARGS in state
+                or PY_LIST_ITEMS in state or PY_DICT_ITEMS in state):
+            return _NOT_PLAIN
+        try:
             cls = self.registry.resolve(name, 'value')
-            value = cls.__new__(cls)
-            read = self._read_value
+        except interfaces.StoredDataError:
+            return _NOT_PLAIN
+        read = self._read_value
+        try:
             data = {key: item if type(item) not in _CONVERTED_STATES
                     else read(item, obj)
                     for key, item in state.items() if key != PY_TYPE}
+        except interfaces.StoredDataError as error:
+            raise _locate(error, state, state.items())
+        try:
+            value = cls.__new__(cls)
             if data:
+                # ``_apply_state`` for a value class (never persistent).
+                _check_names(data, cls, False)
                 setstate = _setstate_of(cls)
                 if setstate is None:
                     value.__dict__.update(data)
                 else:
                     setstate(value, data)
             return value
-        except Exception:
-            return _NOT_PLAIN
+        except interfaces.MongoPersistError:
+            raise
+        except MALFORMED as error:
+            raise _malformed_value(PY_TYPE, name, error) from error
 
     def _read_list(self, state, obj):
         try:
@@ -792,7 +988,7 @@ class ObjectReader:
             get = self.get_object
             return [get(value, obj) for value in state]
         except interfaces.StoredDataError as error:
-            raise self._at_fault(error, enumerate(state), obj)
+            raise _locate(error, state, enumerate(state))
 
     def _read_dict(self, state, obj):
         if self._serializers or SERIALIZERS:
@@ -830,10 +1026,13 @@ class ObjectReader:
                 return self._attach(value, obj)
             factory = self.resolve(name, 'factory')
             if PY_FACTORY_ARGS not in state:
-                raise _malformed('The stored value of factory %r has no %s'
-                                 % (name, PY_FACTORY_ARGS))
+                raise _malformed('The stored value of factory %s has no %s'
+                                 % (limits.quoted(name), PY_FACTORY_ARGS))
             args = self._read_array(state, PY_FACTORY_ARGS, obj)
-            value = factory(*args)
+            try:
+                value = factories.call(factory, args)
+            except interfaces.StoredDataError as error:
+                raise error.at(PY_FACTORY_ARGS)
             return self._fill(value, state, obj, _FACTORY_META)
         except interfaces.UnknownTypeError as error:
             if (error.path is None and getattr(self._jar, 'broken_objects',
@@ -845,9 +1044,7 @@ class ObjectReader:
         except interfaces.MongoPersistError:
             raise
         except MALFORMED as error:
-            raise _malformed('Malformed stored value of %s %r: %s' % (
-                field, name if isinstance(name, str) else type(name).__name__,
-                _describe(error))) from error
+            raise _malformed_value(field, name, error) from error
 
     def _read_typed(self, state, obj, type_name):
         if type_name == DICT_TYPE:
@@ -867,7 +1064,12 @@ class ObjectReader:
                 callback._pobj = owner
         cls = self.resolve(type_name, 'value')
         if PY_NEW_ARGS in state:
-            value = cls.__new__(cls, *self._read_array(state, PY_NEW_ARGS, obj))
+            args = self._read_array(state, PY_NEW_ARGS, obj)
+            try:
+                args = factories.new_args(cls, args)
+            except interfaces.StoredDataError as error:
+                raise error.at(PY_NEW_ARGS)
+            value = cls.__new__(cls, *args)
         else:
             # Most values (those written from their ``__dict__``) have none.
             value = cls.__new__(cls)
@@ -918,16 +1120,9 @@ class ObjectReader:
         else:
             data = self._read_fields(state, obj, meta)
         if data:
-            setstate = _setstate_of(type(value))
-            if setstate is not None:
-                setstate(value, data)
-            elif type(data) is dict:
-                value.__dict__.update(data)
-            else:
-                _set_default_state(value, data)
+            _apply_state(value, data)
         if PY_LIST_ITEMS in state:
-            for item in self._read_array(state, PY_LIST_ITEMS, obj):
-                value.append(item)
+            _extend(value, self._read_array(state, PY_LIST_ITEMS, obj))
         if PY_DICT_ITEMS in state:
             items = self._read_items(state[PY_DICT_ITEMS], obj, PY_DICT_ITEMS)
             for key, item in items.items():
@@ -941,9 +1136,13 @@ class ObjectReader:
         ``(dict, slots)``); the values inside stay as read.
         """
         if isinstance(value, PersistentList) and outer:
-            return tuple(self._plain(v, False) for v in value.data)
+            data = value.__dict__.get('data')
+            if type(data) is list:
+                return tuple(self._plain(v, False) for v in data)
         if isinstance(value, PersistentDict):
-            return dict(value.data)
+            data = value.__dict__.get('data')
+            if type(data) is dict:
+                return dict(data)
         return value
 
     def _new_sub_object(self, cls, data, obj):

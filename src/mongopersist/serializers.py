@@ -18,10 +18,14 @@ class names only through ``read.resolve(name, kind)`` (the data manager's
 import datetime
 import decimal
 import enum
+import os
+import re
+import sys
 import types
 import uuid
+import zoneinfo
 
-from mongopersist import metadata
+from mongopersist import factories, metadata
 
 TYPE = '_py_type'
 
@@ -44,18 +48,56 @@ def _tz_fields(value, state):
     return state
 
 
+#: What a stored zone name may look like (``Europe/Zurich``, ``UTC``,
+#: ``Etc/GMT+5``): a relative path of the zone database, nothing more.
+_ZONE_NAME = re.compile(r'[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,3}\Z')
+
+
+def zone(key):
+    """The ``zoneinfo.ZoneInfo`` of the stored zone name ``key``.
+
+    Only names of the system's zone database (``zoneinfo.TZPATH``) are
+    looked up, unless the ``tzdata`` package is already imported: a zone
+    that is not found there makes ``zoneinfo`` import modules of
+    ``tzdata`` named after the stored text.
+    """
+    if key not in _zones_found:
+        if type(key) is not str or len(key) > 64 or not _ZONE_NAME.match(
+                key):
+            raise ValueError('not a time zone name')
+        if 'tzdata' not in sys.modules and not any(
+                os.path.isfile(os.path.join(path, key))
+                for path in zoneinfo.TZPATH):
+            raise ValueError('not a time zone of the system\'s zone '
+                             'database')
+        if len(_zones_found) < 1000:
+            _zones_found.add(key)
+    return zoneinfo.ZoneInfo(key)
+
+
+# Stored zone names found before (a bounded memo: a zone is looked for in
+# the zone database once).
+_zones_found = set()
+
+
 def _with_zone(value, state):
     key = state.get('tz')
     if key is None:
         if 'tzname' in state:
             return value.replace(tzinfo=datetime.timezone(
-                value.tzinfo.utcoffset(None), state['tzname']))
+                value.tzinfo.utcoffset(None), _text(state['tzname'])))
         return value
-    import zoneinfo
-    zone = zoneinfo.ZoneInfo(key)
+    zone_info = zone(key)
     if isinstance(value, datetime.datetime):
-        return value.astimezone(zone)
-    return value.replace(tzinfo=zone)
+        return value.astimezone(zone_info)
+    return value.replace(tzinfo=zone_info)
+
+
+def _text(value):
+    """``value``, a stored field that must be a string."""
+    if type(value) is not str:
+        raise TypeError('a string was expected')
+    return value
 
 
 def is_native_datetime(value):
@@ -80,7 +122,8 @@ def write_datetime(value, write):
 
 
 def read_datetime(state, read):
-    return _with_zone(datetime.datetime.fromisoformat(state['iso']), state)
+    return _with_zone(datetime.datetime.fromisoformat(_text(state['iso'])),
+                      state)
 
 
 def write_date(value, write):
@@ -90,7 +133,7 @@ def write_date(value, write):
 def read_date(state, read):
     if 'ordinal' in state:
         return datetime.date.fromordinal(state['ordinal'])
-    return datetime.date.fromisoformat(state['iso'])
+    return datetime.date.fromisoformat(_text(state['iso']))
 
 
 def write_time(value, write):
@@ -98,7 +141,7 @@ def write_time(value, write):
 
 
 def read_time(state, read):
-    return _with_zone(datetime.time.fromisoformat(state['iso']), state)
+    return _with_zone(datetime.time.fromisoformat(_text(state['iso'])), state)
 
 
 def write_timedelta(value, write):
@@ -118,7 +161,7 @@ def write_decimal(value, write):
 
 
 def read_decimal(state, read):
-    return decimal.Decimal(state['value'])
+    return decimal.Decimal(_text(state['value']))
 
 
 def _sort_key(value):
@@ -153,7 +196,11 @@ def write_bytearray(value, write):
 
 
 def read_bytearray(state, read):
-    return bytearray(state['data'])
+    # Bytes only: a number would be a size to allocate.
+    data = state['data']
+    if not isinstance(data, bytes):
+        raise TypeError('bytes were expected')
+    return bytearray(data)
 
 
 def write_uuid(value, write):
@@ -161,7 +208,7 @@ def write_uuid(value, write):
 
 
 def read_uuid(state, read):
-    return uuid.UUID(state['value'])
+    return uuid.UUID(_text(state['value']))
 
 
 def write_big_int(value, write):
@@ -169,7 +216,12 @@ def write_big_int(value, write):
 
 
 def read_big_int(state, read):
-    return int(state['value'])
+    # Its digits are bounded: converting text to an integer takes time
+    # that grows faster than the text.
+    text = _text(state['value'])
+    if len(text) > factories.max_int_digits() + 1:
+        raise ValueError('too many digits')
+    return int(text)
 
 
 def write_complex(value, write):

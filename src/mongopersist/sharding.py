@@ -196,7 +196,7 @@ def reference(obj):
 
 def _top_fields(obj, key):
     """The stored values of the fields of ``obj`` the shard key reads."""
-    state = obj.__getstate__()
+    state = type(obj).__getstate__(obj)
     writer = obj._p_jar._writer
     doc = {}
     for name in key.fields:
