@@ -29,10 +29,13 @@ import pymongo
 from bson.errors import InvalidId
 from bson.objectid import ObjectId
 
-from mongopersist import metadata, query, serialize, sharding
+from mongopersist import keys, metadata, query, serialize, sharding
 
 # Items asked for per round trip when a container lists all its items.
 LISTING_BATCH_SIZE = 5000
+
+# What the names of a ``MongoContainer``'s items are.
+_NAME_TYPES = (str, int)
 
 
 def _state_token(jar):
@@ -195,9 +198,12 @@ class MongoContainer(persistent.Persistent):
     def _m_valid_key(self, key):
         """Return true if an item could be stored under ``key``.
 
-        Names are strings or integers.
+        Names are strings or (64-bit) integers: values, never queries
+        (``mongopersist.keys``).  Another key is not found (``KeyError``,
+        ``in`` is false) without a query, and cannot be set
+        (``ValueError``).
         """
-        return isinstance(key, (str, int)) and not isinstance(key, bool)
+        return keys.is_key(key, _NAME_TYPES)
 
     # -- the per-transaction cache --------------------------------------------
     def _m_cache(self):

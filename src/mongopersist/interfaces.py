@@ -118,6 +118,23 @@ class RefusedReferenceError(StoredDataError):
     not read (see ``allowed_databases``)."""
 
 
+class InvalidKeyError(MongoPersistError, KeyError, TypeError):
+    """A key given to ``dm.root`` or a ``MongoCollectionMapping`` is not
+    of the mapping's key type (``str``, unless the mapping declares
+    another in ``__mongo_key_type__``).
+
+    Keys are values that the stored key is compared with, never queries:
+    a dict such as ``{'$ne': 'guest'}``, a regular expression or a list
+    is refused before any query is sent.  The error is a ``TypeError``
+    (the caller passed the wrong kind of key) and a ``KeyError``, so that
+    ``get()``, ``pop(key, default)`` and code that handles missing keys
+    take it as "not there"; ``key in mapping`` is ``False``.
+    """
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
 class WrongThreadError(MongoPersistError):
     """A data manager bound to one thread's transactions was used from
     another thread (where it would not hear that thread's transaction
@@ -362,7 +379,7 @@ __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
     'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
-    'IDataManager', 'IndexConflictError',
+    'IDataManager', 'IndexConflictError', 'InvalidKeyError',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',

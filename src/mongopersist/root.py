@@ -3,7 +3,7 @@ from collections.abc import MutableMapping
 
 from bson.dbref import DBRef
 
-from mongopersist import interfaces
+from mongopersist import interfaces, keys
 
 
 class Root(MutableMapping):
@@ -12,6 +12,12 @@ class Root(MutableMapping):
     Each entry is stored as ``{'name': name, 'ref': DBRef(...)}`` in the
     root collection.  Setting an entry writes it (and the object, if it is
     new or changed) at once; an aborted transaction takes it back.
+
+    Names are ``str``: a name is a value, never a query.  Any other key
+    (``{'$ne': 'guest'}``, a number, ``None``) raises
+    ``interfaces.InvalidKeyError`` (a ``KeyError`` and a ``TypeError``)
+    before a query is sent, and ``key in root`` is ``False``
+    (``mongopersist.keys``).
     """
 
     def __init__(self, jar, database, collection):
@@ -29,7 +35,11 @@ class Root(MutableMapping):
             self._coll.create_index('name', unique=True)
             self._index_ready = True
 
+    def _check_name(self, name):
+        keys.check_key(name, owner='dm.root')
+
     def __getitem__(self, name):
+        self._check_name(name)
         doc = self._coll.find_one({'name': name}, session=self._jar._session)
         if doc is None:
             raise KeyError(name)
@@ -51,6 +61,7 @@ class Root(MutableMapping):
         return ref
 
     def __setitem__(self, name, obj):
+        self._check_name(name)
         self._ensure_index()
         ref = self._jar._store_now(obj)
         self._jar._journal.before_root_write(self.collection, name)
@@ -60,14 +71,20 @@ class Root(MutableMapping):
         self._jar._remember_root_change(self.collection, name, previous, ref)
 
     def __delitem__(self, name):
+        self._check_name(name)
         self._jar._journal.before_root_write(self.collection, name)
         previous = self._coll.find_one_and_delete(
             {'name': name}, session=self._jar._session)
         if previous is None:
+            # Nothing deleted, but the intent is journaled: the end of the
+            # transaction clears it.
+            self._jar._join_txn()
             raise KeyError(name)
         self._jar._remember_root_change(self.collection, name, previous, None)
 
     def __contains__(self, name):
+        if not keys.is_key(name):
+            return False
         return self._coll.count_documents(
             {'name': name}, limit=1, session=self._jar._session) > 0
 
