@@ -28,7 +28,8 @@ from bson.objectid import ObjectId
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
-    metadata, query, sequence, serialize, sessions, settings, sharding)
+    limits, metadata, query, references, sequence, serialize, sessions, settings,
+    sharding)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -364,6 +365,10 @@ class MongoDataManager:
                 'cannot be inserted on its own' % type(obj).__name__)
         if obj._p_jar is not None:
             raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
+        if oid is not None and not references.is_id(oid):
+            # Writes address the document with ``{'_id': oid}``.
+            raise TypeError('An oid must be a single value (a filter would '
+                            'read %s as a query)' % limits.quote(oid))
         db_name, coll_name = self._collection_name_of(obj)
         ref = metadata.OID(
             coll_name, ObjectId() if oid is None else oid, db_name)
@@ -410,7 +415,11 @@ class MongoDataManager:
             # Looked up as an oid (its hash and equality are cheaper than a
             # ``DBRef``'s), without the shard-key fields a stored reference
             # may carry: they are not part of the identity.
-            dbref = metadata.OID.of(dbref, self.default_database)
+            try:
+                dbref = metadata.OID.of(dbref, self.default_database)
+            except TypeError:
+                # An ``_id`` that cannot be hashed: a dict, a list, ...
+                references.refuse_id(self, dbref, self.default_database)
         obj = cache.get(dbref)
         if obj is None:
             obj = self._load_new(dbref, stored)
@@ -459,29 +468,11 @@ class MongoDataManager:
         return self._new_ghost(cls, dbref)
 
     def _check_reference(self, dbref):
-        """Refuse a stored reference into a database not allowed.
-
-        Allowed are this data manager's own databases, ``allowed_databases``
-        and the databases of classes known to the process
-        (``_p_mongo_database``); a reference elsewhere would read (and at
-        commit write) a database the application never chose.
-        """
-        database = dbref.database
-        if database in self._databases:
-            return
-        known = {metadata.database_name(cls, None)
-                 for cls in metadata.known_classes()}
-        if database in known:
-            self._databases.add(database)
-            return
-        error = interfaces.RefusedReferenceError(
-            'A stored reference points into database %s, which this data '
-            'manager may not read (allow it with allowed_databases=)'
-            % repr(database)[:100])
-        if not self._documents_read:
-            # Loaded directly, not found in a document: name the target.
-            error.locate(database, dbref.collection, dbref.id)
-        raise error
+        """Refuse a stored reference this data manager may not follow
+        (``references.check_reference``): into a database not allowed, to
+        a collection that is not one, or with an ``_id`` that is not a
+        single value."""
+        references.check_reference(self, dbref)
 
     def _object_from_document(self, db_name, coll_name, doc):
         """Return the object stored as ``doc``, filled from it if needed.
@@ -490,7 +481,12 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        dbref = metadata.OID(coll_name, doc['_id'], db_name)
+        try:
+            dbref = metadata.OID(coll_name, doc['_id'], db_name)
+        except (KeyError, TypeError):
+            # An ``_id`` that cannot be hashed (an embedded document: valid
+            # in MongoDB), or none (a projection left it out).
+            raise references.id_error(db_name, coll_name, doc) from None
         self._use_document(dbref)
         obj = self._cache.get(dbref)
         if obj is None:
