@@ -8,12 +8,20 @@ quoted stored value (about 200 characters, then ``...(N more)``);
 ``settings.mask_uri`` and ``settings.scrub`` take the password out of
 messages about a URI.
 """
+import logging
 import re
 
+import pytest
+import transaction
+from bson.dbref import DBRef
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mongopersist import limits
+from mongopersist import broken, interfaces, limits
+from mongopersist.serialize import get_dotted_name
+from tests.model import Person
+
+PERSON = get_dotted_name(Person)
 
 BIG = 2 * 1024 * 1024
 MORE = re.compile(r'\.\.\.\((\d+) more\)$')
@@ -71,3 +79,115 @@ def test_quote_and_excerpt_are_bounded_and_printable(value):
                                                        % 10 ** 6)
         assert text.isprintable() or not any(
             ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in text)
+
+
+# -- stored values in the library's messages --------------------------------
+# Each test plants a huge stored value where a message quotes it.  Ids are
+# 100 kB (MongoDB indexes _id: keep well under the document limit); names
+# and values 2 MB.
+HUGE_ID = 'i' * 100000
+LONG = 1500     # no message needs more than this
+
+
+@pytest.fixture
+def cdm(make_dm):
+    return make_dm(detect_conflicts=True)
+
+
+def test_a_huge_stored_serial_gives_a_short_message(dm, db, make_dm):
+    # conflict.stored_serial sliced its argument tuple, not its message.
+    dm.root['p'] = Person('p')
+    transaction.commit()
+    oid = dm.root['p']._p_oid
+    db[PERSON].update_one({'_id': oid.id},
+                          {'$set': {'_py_serial': 's' * BIG}})
+    with pytest.raises(interfaces.StoredDataError) as raised:
+        make_dm().root['p'].name
+    assert len(str(raised.value)) < LONG
+    assert MORE.search(raised.value.message)
+
+
+def test_stored_data_error_bounds_the_id_it_names(dm, db, make_dm):
+    db[PERSON].insert_one({'_id': HUGE_ID, 'name': 'x', '_py_serial': -1})
+    with pytest.raises(interfaces.StoredDataError) as raised:
+        make_dm().load(DBRef(PERSON, HUGE_ID, dm.default_database)).name
+    assert raised.value.id == HUGE_ID
+    assert len(str(raised.value)) < LONG
+
+
+def test_a_missing_document_with_a_huge_id_gives_a_short_message(dm,
+                                                                 make_dm):
+    with pytest.raises(interfaces.DocumentNotFoundError) as raised:
+        make_dm().load(DBRef(PERSON, HUGE_ID, dm.default_database)).name
+    assert len(str(raised.value)) < LONG
+
+
+def test_a_reference_to_a_huge_collection_name(dm, db, make_dm):
+    dm.root['p'] = Person('p')
+    transaction.commit()
+    oid = dm.root['p']._p_oid
+    db[PERSON].update_one({'_id': oid.id}, {'$set': {
+        'friend': DBRef('c' * BIG, 1, dm.default_database)}})
+    with pytest.raises(interfaces.StoredDataError) as raised:
+        make_dm().root['p'].friend
+    assert len(str(raised.value)) < LONG
+    with pytest.raises(interfaces.StoredDataError) as raised:
+        make_dm().load(DBRef('c' * BIG, 1, dm.default_database))
+    assert len(str(raised.value)) < LONG
+
+
+def test_a_root_entry_with_a_huge_name_and_no_reference(dm, db, make_dm):
+    db['persistence_root'].insert_one({'name': 'n' * BIG, 'ref': 5})
+    with pytest.raises(interfaces.StoredDataError) as raised:
+        make_dm().root.refs()
+    assert len(str(raised.value)) < LONG
+
+
+def test_a_conflict_on_a_document_with_a_huge_id(cdm, make_dm, db):
+    person = Person('p')
+    cdm.insert(person, oid=HUGE_ID)
+    transaction.commit()
+    tm = transaction.TransactionManager()
+    other = make_dm(detect_conflicts=True, transaction_manager=tm)
+    person.name = 'mine'
+    other.load(person._p_oid).name = 'theirs'
+    tm.commit()
+    with pytest.raises(interfaces.ConflictError) as raised:
+        transaction.commit()
+    assert len(str(raised.value)) < LONG
+
+
+def test_an_unrestored_abort_logs_a_short_line(cdm, make_dm, db, caplog):
+    person = Person('p')
+    cdm.insert(person, oid=HUGE_ID)
+    transaction.commit()
+    person.name = 'flushed'
+    cdm.flush()
+    tm = transaction.TransactionManager()
+    other = make_dm(detect_conflicts=True, transaction_manager=tm)
+    other.load(person._p_oid).name = 'theirs'
+    tm.commit()
+    with caplog.at_level(logging.WARNING, logger='mongopersist'):
+        transaction.abort()
+    assert 'not taken back' in caplog.text
+    assert all(len(record.getMessage()) < LONG for record in caplog.records)
+
+
+def test_a_broken_placeholder_with_a_huge_name(dm, db, make_dm):
+    dm.root['p'] = Person('p')
+    transaction.commit()
+    oid = dm.root['p']._p_oid
+    db[PERSON].update_one({'_id': oid.id}, {'$set': {
+        'extra': {'_py_type': 'gone.' + 'x' * BIG}}})
+    placeholder = make_dm(broken_objects=True).root['p'].extra
+    assert len(repr(placeholder)) < LONG
+    with pytest.raises(broken.BrokenModified) as raised:
+        placeholder.x = 1
+    assert len(str(raised.value)) < LONG
+
+
+def test_a_commit_error_lists_a_bounded_number_of_references():
+    refs = [DBRef('c', 'i%d' % n + 'x' * 1000, 'db') for n in range(5000)]
+    error = interfaces.CommitError('failed', written=refs, not_written=refs)
+    assert len(str(error)) < 2 * LONG
+    assert error.written == refs

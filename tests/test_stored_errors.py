@@ -23,7 +23,7 @@ PERSON = get_dotted_name(Person)
 ROOT = 'persistence_root'
 
 BAD_COLLECTIONS = ['', '$cmd', 'a\x00b', '.leading', 'trailing.', 'a..b',
-                   'x$y', 'system.users', 'system.js']
+                   'x$y', 'c' * 300, 'system.users', 'system.js']
 BAD_IDS = [{'$ne': None}, {'$gt': ''}, {'a': 1}, [1, 2], Regex('.*')]
 
 

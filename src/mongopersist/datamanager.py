@@ -28,8 +28,8 @@ from bson.objectid import ObjectId
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
-    limits, metadata, query, references, sequence, serialize, sessions, settings,
-    sharding)
+    limits, metadata, query, references, sequence, serialize, sessions,
+    settings, sharding)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -357,14 +357,15 @@ class MongoDataManager:
         Returns the object's ``DBRef``.
         """
         if not isinstance(obj, persistent.Persistent):
-            raise TypeError('Only persistent objects can be inserted, not %r'
-                            % (obj,))
+            raise TypeError('Only persistent objects can be inserted, not %s'
+                            % limits.quote(obj))
         if metadata.is_sub_object(type(obj)):
             raise TypeError(
                 '%s is stored inside its parent (_p_mongo_sub_object) and '
                 'cannot be inserted on its own' % type(obj).__name__)
         if obj._p_jar is not None:
-            raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
+            raise ValueError('%s is already stored by %r'
+                             % (limits.quote(obj), obj._p_jar))
         if oid is not None and not references.is_id(oid):
             # Writes address the document with ``{'_id': oid}``.
             raise TypeError('An oid must be a single value (a filter would '
@@ -373,7 +374,8 @@ class MongoDataManager:
         ref = metadata.OID(
             coll_name, ObjectId() if oid is None else oid, db_name)
         if ref in self._cache:
-            raise ValueError('Another object is already stored as %r' % ref)
+            raise ValueError('Another object is already stored as %s'
+                             % limits.quote(ref))
         obj._p_jar = self
         obj._p_oid = ref
         self._cache[ref] = obj
@@ -401,8 +403,8 @@ class MongoDataManager:
         if jar is self and obj._p_oid is not None:
             return sharding.reference(obj)
         if jar is not None:
-            raise ValueError('%r belongs to another data manager (%r)'
-                             % (obj, jar))
+            raise ValueError('%s belongs to another data manager (%r)'
+                             % (limits.quote(obj), jar))
         self.insert(obj)
         return sharding.reference(obj)
 
@@ -561,15 +563,17 @@ class MongoDataManager:
         doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
             raise interfaces.DocumentNotFoundError(
-                'No document %r in %s.%s (removed?)' % (
-                    dbref.id, dbref.database, dbref.collection))
+                'No document %s in %s.%s (removed?)' % (
+                    limits.quote(dbref.id), limits.excerpt(dbref.database),
+                    limits.excerpt(dbref.collection)))
         return doc
 
     def remove(self, obj):
         """Remove the document of ``obj`` when the transaction commits."""
         ref = obj._p_oid
         if obj._p_jar is not self or ref is None:
-            raise ValueError('%r is not stored by this data manager' % (obj,))
+            raise ValueError('%s is not stored by this data manager'
+                             % limits.quote(obj))
         if ref in self._new:
             self._forget_new([obj])
             return
@@ -639,8 +643,9 @@ class MongoDataManager:
             # changing stale: the change must be made again on fresh state.
             raise interfaces.ConflictError(
                 'The %s changed in the database since it was loaded in an '
-                'earlier transaction (oid %r); it was reloaded, retry the '
-                'transaction' % (type(target).__name__, target._p_oid.id))
+                'earlier transaction (oid %s); it was reloaded, retry the '
+                'transaction' % (type(target).__name__,
+                                 limits.quote(target._p_oid.id)))
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -669,11 +674,12 @@ class MongoDataManager:
         """Write ``obj`` (and new objects it references) immediately."""
         if not isinstance(obj, persistent.Persistent):
             raise TypeError('Only persistent objects can be stored in the '
-                            'root, not %r' % (obj,))
+                            'root, not %s' % limits.quote(obj))
         if obj._p_jar is None:
             self.insert(obj)
         elif obj._p_jar is not self:
-            raise ValueError('%r belongs to another data manager' % (obj,))
+            raise ValueError('%s belongs to another data manager'
+                             % limits.quote(obj))
         self._join_txn()
         if obj._p_oid in self._new or id(obj) in self._registered:
             try:

@@ -181,8 +181,8 @@ def _where(obj):
     oid = getattr(obj, '_p_oid', None)
     if oid is None:
         return type(obj).__name__
-    return '%s (%s.%s _id=%r)' % (type(obj).__name__, oid.database,
-                                  oid.collection, oid.id)
+    return '%s (%s.%s _id=%s)' % (type(obj).__name__, excerpt(oid.database),
+                                  excerpt(oid.collection), quote(oid.id))
 
 
 def check_document(doc, obj, deepest=None):
@@ -222,4 +222,4 @@ def _largest(doc):
     if not sizes:
         return ''
     size, key = max(sizes)
-    return '; its largest attribute is %r (%d bytes)' % (key, size)
+    return '; its largest attribute is %s (%d bytes)' % (quote(key), size)

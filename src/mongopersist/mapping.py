@@ -145,8 +145,8 @@ class MongoCollectionMapping(MutableMapping):
     def _m_check_value(self, obj):
         name = type(self).__name__
         if not isinstance(obj, persistent.Persistent):
-            raise TypeError('%s can only hold persistent objects, not %r'
-                            % (name, obj))
+            raise TypeError('%s can only hold persistent objects, not %s'
+                            % (name, limits.quote(obj)))
         oid = getattr(obj, '_p_oid', None)
         if oid is not None:
             where = (oid.database, oid.collection)
@@ -157,11 +157,12 @@ class MongoCollectionMapping(MutableMapping):
         wanted = (self._m_database, self.__mongo_collection__)
         if where != wanted:
             raise ValueError(
-                '%r cannot be put into %s: it is stored in %s.%s, the mapping '
-                'shows collection %s.%s' % ((obj, name) + where + wanted))
+                '%s cannot be put into %s: it is stored in %s.%s, the mapping '
+                'shows collection %s.%s' % ((limits.quote(obj), name) + where
+                                            + wanted))
         if obj._p_jar is not None and obj._p_jar is not self._m_jar:
-            raise ValueError('%r belongs to another data manager (%r)'
-                             % (obj, obj._p_jar))
+            raise ValueError('%s belongs to another data manager (%r)'
+                             % (limits.quote(obj), obj._p_jar))
 
     def __setitem__(self, key, obj):
         """Put ``obj`` under ``key``: sets its key attribute and stores it.

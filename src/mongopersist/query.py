@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import persistent
 import pymongo
 
-from mongopersist import batching, interfaces, metadata, sharding
+from mongopersist import batching, interfaces, limits, metadata, sharding
 from mongopersist.serialize import PY_PERSISTENT_TYPE
 
 
@@ -32,7 +32,8 @@ def check_class(cls):
     """Raise ``TypeError`` unless ``cls`` stores documents of its own."""
     if not (isinstance(cls, type) and issubclass(cls, persistent.Persistent)):
         raise TypeError('Objects can only be queried by a persistent class '
-                        '(a persistent.Persistent subclass), not %r' % (cls,))
+                        '(a persistent.Persistent subclass), not %s'
+                        % limits.quote(cls))
     if metadata.is_sub_object(cls):
         raise TypeError(
             '%s is stored inside its parent\'s document '
@@ -87,7 +88,8 @@ def check_filter(filter):
     if filter is None:
         return {}
     if not isinstance(filter, Mapping):
-        raise TypeError('A query filter must be a dict, not %r' % (filter,))
+        raise TypeError('A query filter must be a dict, not %s'
+                        % limits.quote(filter))
     return dict(filter)
 
 
@@ -125,9 +127,11 @@ def normalize_sort(sort):
 
 def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError('%s must be an integer, not %r' % (name, value))
+        raise TypeError('%s must be an integer, not %s'
+                        % (name, limits.quote(value)))
     if value < 0:
-        raise ValueError('%s must not be negative (got %r)' % (name, value))
+        raise ValueError('%s must not be negative (got %s)'
+                         % (name, limits.quote(value)))
 
 
 def find_in_collection(dm, database, collection, filter=None, sort=None,

@@ -9,8 +9,9 @@ read by a query (its ``_id``).  Before anything is read for a reference,
   only its own databases, ``allowed_databases`` and the databases of
   classes known to the process;
 * a collection name that is not one (empty, with NUL or ``$``, starting
-  or ending with a dot, with ``..``; ``StoredDataError``) or that names a
-  system collection (``system.*``; ``RefusedReferenceError``);
+  or ending with a dot, with ``..``, longer than MongoDB's 255 bytes of
+  namespace; ``StoredDataError``) or that names a system collection
+  (``system.*``; ``RefusedReferenceError``);
 * an ``_id`` that is not a single value (``check_id``).
 
 ``is_id`` refuses an ``_id`` that a filter would read as a query or
@@ -58,9 +59,13 @@ def id_error(database, collection, doc):
         database=database, collection=collection, id=id, path='_id')
 
 
-def collection_problem(name):
-    """Why ``name`` cannot be the collection of a reference (``None``
-    if it can)."""
+#: MongoDB's limit on ``<database>.<collection>``, in bytes of UTF-8.
+MAX_NAMESPACE = 255
+
+
+def collection_problem(database, name):
+    """Why ``name`` cannot be the collection of a reference into
+    ``database`` (``None`` if it can)."""
     if not name:
         return 'is empty'
     if '\x00' in name:
@@ -69,6 +74,11 @@ def collection_problem(name):
         return 'holds "$"'
     if name[0] == '.' or name[-1] == '.' or '..' in name:
         return 'has an empty part between dots'
+    size = len(name) + len(database or '') + 1
+    if size > MAX_NAMESPACE // 4 and len(('%s.%s' % (database, name)).encode(
+            'utf-8', 'surrogatepass')) > MAX_NAMESPACE:
+        return 'is longer than MongoDB allows (%d bytes with the ' \
+               'database name)' % MAX_NAMESPACE
     return None
 
 
@@ -91,7 +101,7 @@ def check_reference(jar, ref):
                 'allowed_databases=)' % limits.quote(database)))
         jar._databases.add(database)
     collection = ref.collection
-    problem = collection_problem(collection)
+    problem = collection_problem(database, collection)
     if problem is not None:
         _refuse(jar, ref, interfaces.StoredDataError(
             'A stored reference names the collection %s, which %s' % (
