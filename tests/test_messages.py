@@ -10,14 +10,17 @@ messages about a URI.
 """
 import logging
 import re
+import urllib.parse
+import warnings
 
 import pytest
 import transaction
 from bson.dbref import DBRef
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from mongopersist import broken, interfaces, limits
+from mongopersist import broken, interfaces, limits, settings, store
 from mongopersist.serialize import get_dotted_name
 from tests.model import Person
 
@@ -70,7 +73,7 @@ def test_excerpt_shows_text_as_it_is_bounded_and_escaped():
     assert limits.excerpt(None) == 'None'
 
 
-@settings(max_examples=50, deadline=None)
+@hypothesis_settings(max_examples=50, deadline=None)
 @given(st.one_of(st.text(max_size=2000), st.binary(max_size=2000),
                  st.lists(st.text(max_size=50), max_size=100)))
 def test_quote_and_excerpt_are_bounded_and_printable(value):
@@ -191,3 +194,136 @@ def test_a_commit_error_lists_a_bounded_number_of_references():
     error = interfaces.CommitError('failed', written=refs, not_written=refs)
     assert len(str(error)) < 2 * LONG
     assert error.written == refs
+
+
+# -- credentials ------------------------------------------------------------
+SECRET = 's3cr3t-Pa55'
+
+
+def message_of(call, *args, **kwargs):
+    with pytest.raises(interfaces.ConfigurationError) as raised:
+        call(*args, **kwargs)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize('uri, masked', [
+    ('mongodb://user:%s@host/db' % SECRET, 'mongodb://user:****@host/db'),
+    ('mongodb+srv://user:%s@cluster.example.com/db?w=1' % SECRET,
+     'mongodb+srv://user:****@cluster.example.com/db?w=1'),
+    ('mongodb://user:p/ss@w@rd@h1,h2/db', 'mongodb://user:****@h1,h2/db'),
+    ('mongdb:/user:%s@host' % SECRET, 'mongdb:****@host'),
+    ('mongodb://user@host/db', 'mongodb://user@host/db'),
+    ('mongodb://host:27017/db?appName=x', 'mongodb://host:27017/db?appName=x'),
+    ('mongodb://host/db?authMechanism=MONGODB-AWS&authMechanismProperties='
+     'AWS_SESSION_TOKEN:%s' % SECRET,
+     'mongodb://host/db?authMechanism=MONGODB-AWS&authMechanismProperties='
+     '****'),
+])
+def test_mask_uri(uri, masked):
+    assert settings.mask_uri(uri) == masked
+
+
+def test_a_mistyped_scheme_does_not_echo_the_password():
+    text = message_of(settings.check_options,
+                      uri='mongdb://user:%s@host/db' % SECRET)
+    assert SECRET not in text
+    assert 'mongdb://user:****@host/db' in text
+
+
+def test_a_password_with_a_slash_is_not_taken_for_the_database():
+    # The path of 'mongodb://user:s3/cret@host/db' was read as the
+    # database 'cret@host/db', quoted in the error.
+    found = settings.from_text({
+        'mongopersist.uri': 'mongodb://user:s3/cr3t@host/db'})
+    assert found.database == 'db'
+    assert 'cr3t' not in repr(found)
+    text = message_of(settings.check_options,
+                      uri='mongodb://user:a?b/cr3t@host/db')
+    assert 'cr3t' not in text
+
+
+def test_a_uri_pymongo_refuses_gives_a_masked_configuration_error():
+    # A ValueError of PyMongo went out bare.
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        text = message_of(store.connect,
+                          'mongodb://user:%s@host:notaport/db' % SECRET)
+    assert SECRET not in text
+
+
+def test_a_client_option_holding_a_secret_is_not_echoed():
+    text = message_of(store.connect, 'mongodb://host/db',
+                      password=SECRET.encode())
+    assert SECRET not in text
+    text = message_of(settings.from_text, {
+        'mongopersist.uri': 'mongodb://host/db',
+        'mongopersist.client.tlsCertificateKeyFilePassword': 5,
+        'mongopersist.client.authMechanismProperties': SECRET + ',x'})
+    assert SECRET not in text
+
+
+def test_settings_repr_masks_the_password():
+    found = settings.check_options(
+        uri='mongodb://user:%s@host/db' % SECRET,
+        client_options={'password': SECRET})
+    assert SECRET not in repr(found)
+    assert 'mongodb://user:****@host/db' in repr(found)
+
+
+MARK = '\u2603'     # appears in no message of the library
+
+
+def marked(text):
+    """A password of which every piece of two or more characters holds
+    the mark (whatever else it holds: @ / : ? % ...)."""
+    return MARK + ''.join(char + MARK for char in text)
+
+
+@given(
+    scheme=st.sampled_from(['mongodb://', 'mongodb+srv://', 'mongdb://',
+                            'mongodb:/', 'http://', '']),
+    user=st.text(alphabet='abcXYZ09._-%@:/', min_size=1, max_size=6),
+    password=st.text(max_size=12),
+    quoted=st.booleans(),
+    hosts=st.sampled_from(['host', 'h1,h2:27018', '[::1]:27017', 'host:x',
+                           '', 'host:99999']),
+    path=st.sampled_from(['', '/', '/db', '/d b', '/db?w=1',
+                          '/db?appName=a@b', '/db?tls=maybe', '?w=1']),
+    how=st.sampled_from(['check_options', 'from_text', 'connect']))
+@hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+def test_the_password_of_a_uri_never_appears_in_a_message(
+        scheme, user, password, quoted, hosts, path, how, caplog):
+    secret = marked(password)
+    shown = urllib.parse.quote_plus(secret) if quoted else secret
+    uri = '%s%s:%s@%s%s' % (scheme, user, shown, hosts, path)
+    forms = {MARK, urllib.parse.quote_plus(MARK), urllib.parse.quote(MARK)}
+    forms |= {form.lower() for form in forms}
+    texts = []
+    with warnings.catch_warnings(record=True) as caught, \
+            caplog.at_level(logging.DEBUG):
+        warnings.simplefilter('always')
+        try:
+            if how == 'check_options':
+                result = settings.check_options(uri=uri, database='db')
+            elif how == 'from_text':
+                result = settings.from_text({'mongopersist.uri': uri})
+            elif hosts.startswith('host:') or 'srv' in scheme:
+                # connect() resolves SRV names and would connect: only
+                # URIs it refuses before that.
+                result = None
+            else:
+                result = store.connect(uri, connect=False,
+                                       serverSelectionTimeoutMS=1)
+                texts.append(repr(result))
+                result.close()
+        except interfaces.ConfigurationError as error:
+            texts.append(str(error))
+            texts.append(repr(error))
+        else:
+            texts.append(repr(result))
+    texts.extend(str(warning.message) for warning in caught)
+    texts.extend(record.getMessage() for record in caplog.records)
+    for text in texts:
+        for form in forms:
+            assert form not in text, (uri, text)
