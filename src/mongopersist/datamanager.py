@@ -357,19 +357,16 @@ class MongoDataManager:
         Returns the object's ``DBRef``.
         """
         if not isinstance(obj, persistent.Persistent):
-            raise TypeError('Only persistent objects can be inserted, not %s'
+            raise TypeError('Only persistent objects can be stored, not %s'
                             % limits.quote(obj))
         if metadata.is_sub_object(type(obj)):
             raise TypeError(
                 '%s is stored inside its parent (_p_mongo_sub_object) and '
                 'cannot be inserted on its own' % type(obj).__name__)
         if obj._p_jar is not None:
-            raise ValueError('%s is already stored by %r'
+            raise ValueError('%s belongs to another data manager (%r)'
                              % (limits.quote(obj), obj._p_jar))
-        if oid is not None and not references.is_id(oid):
-            # Writes address the document with ``{'_id': oid}``.
-            raise TypeError('An oid must be a single value (a filter would '
-                            'read %s as a query)' % limits.quote(oid))
+        references.check_oid(oid)
         db_name, coll_name = self._collection_name_of(obj)
         ref = metadata.OID(
             coll_name, ObjectId() if oid is None else oid, db_name)
@@ -632,8 +629,20 @@ class MongoDataManager:
         obj._p_serial = p64(serial)
 
     def register(self, obj):
-        """Hear that ``obj`` changed: its document is written at commit."""
+        """Hear that ``obj`` changed: its document is written at commit.
+
+        persistent calls it for the objects of this data manager.  Called
+        by hand with a new object (no data manager yet), it inserts it, as
+        the original mongopersist did: the next flush or the commit writes
+        it.  An object of another data manager raises ``ValueError``; a
+        sub-object class without its owner, or anything but a persistent
+        object, ``TypeError``.
+        """
         owner = getattr(obj, '_p_mongo_doc_object', None)
+        if owner is None and getattr(obj, '_p_jar', None) is not self:
+            # By hand: ``insert`` checks it, then it is this one's.
+            self.insert(obj)
+            return
         target = owner if owner is not None else obj
         loaded = target._p_status != 'ghost'
         self._use(target._p_oid)

@@ -45,6 +45,14 @@ def is_id(value):
     return True
 
 
+def check_oid(oid):
+    """Raise ``TypeError`` unless ``oid``, given to ``insert``, is
+    ``None`` or can be an ``_id`` (writes filter on ``{'_id': oid}``)."""
+    if oid is not None and not is_id(oid):
+        raise TypeError('An oid must be a single value (a filter would read '
+                        '%s as a query)' % limits.quote(oid))
+
+
 def id_error(database, collection, doc):
     """The ``StoredDataError`` of a document read by a query whose
     ``_id`` cannot be an identity (``is_id``), or that has none."""
