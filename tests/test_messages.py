@@ -327,3 +327,9 @@ def test_the_password_of_a_uri_never_appears_in_a_message(
     for text in texts:
         for form in forms:
             assert form not in text, (uri, text)
+
+
+def test_a_path_with_a_huge_field_name_is_bounded():
+    path = limits.short_path(['Person', 'f' * BIG, 'x\x1by'] + list(range(50)))
+    assert len(path) < LONG
+    assert '\x1b' not in path

@@ -39,6 +39,8 @@ LEVELS_PER_VALUE = 3
 
 # Path parts shown in a message; deeper paths are cut in the middle.
 _PATH_PARTS_SHOWN = 8
+# The most characters of one part of a path shown.
+_PATH_PART_LIMIT = 60
 
 #: The most characters of one stored value a message shows.
 QUOTE_LIMIT = 200
@@ -115,13 +117,17 @@ def excerpt(text, limit=QUOTE_LIMIT):
 
 
 def short_path(parts):
-    """Join attribute path ``parts`` with dots, eliding a long middle."""
-    parts = [str(part) for part in parts]
-    if len(parts) > _PATH_PARTS_SHOWN * 2:
-        parts = (parts[:_PATH_PARTS_SHOWN]
-                 + ['...(%d more)...' % (len(parts) - 2 * _PATH_PARTS_SHOWN)]
-                 + parts[-_PATH_PARTS_SHOWN:])
-    return '.'.join(parts)
+    """Join attribute path ``parts`` with dots, eliding a long middle;
+    each part (a stored field name, maybe) is bounded (``excerpt``)."""
+    parts = list(parts)
+    shown = _PATH_PARTS_SHOWN
+    elided = len(parts) - 2 * shown
+    if elided > 0:
+        parts = parts[:shown] + parts[-shown:]
+    text = [excerpt(str(part), _PATH_PART_LIMIT) for part in parts]
+    if elided > 0:
+        text.insert(shown, '...(%d more)...' % elided)
+    return '.'.join(text)
 
 
 def _children(value):
