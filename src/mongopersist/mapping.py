@@ -14,6 +14,12 @@ Every object stored in the collection whose key attribute is set (and not
 mapping itself stores nothing: each operation queries the collection (after
 flushing the transaction's pending changes of it, so changes made in this
 transaction are seen).
+
+Keys are values, never queries (``mongopersist.keys``): a lookup, setting
+or deletion with a key that is not of the mapping's key type
+(``__mongo_key_type__``, ``str`` by default) is refused before any query.
+Listing shows the stored keys as they are, of whatever type another writer
+stored; those of another type cannot be looked up.
 """
 from collections.abc import MutableMapping
 
