@@ -12,7 +12,7 @@ read by a query (its ``_id``).  Before anything is read for a reference,
   or ending with a dot, with ``..``, longer than MongoDB's 255 bytes of
   namespace; ``StoredDataError``) or that names a system collection
   (``system.*``; ``RefusedReferenceError``);
-* an ``_id`` that is not a single value (``check_id``).
+* an ``_id`` that is not a single value (``is_id``).
 
 ``is_id`` refuses an ``_id`` that a filter would read as a query or
 that cannot be an identity: an embedded document (valid in MongoDB), an
@@ -25,17 +25,23 @@ from collections.abc import Mapping, Set
 
 from bson.code import Code
 from bson.dbref import DBRef
+from bson.int64 import Int64
+from bson.objectid import ObjectId
 from bson.regex import Regex
 
 from mongopersist import interfaces, limits, metadata
 
 # Values a filter reads as more than one value to compare with.
 _NOT_VALUES = (Mapping, list, tuple, Set, DBRef, Regex, re.Pattern, Code)
+# The usual ids, known good without further checks.
+_PLAIN_IDS = frozenset([ObjectId, str, int, Int64])
 
 
 def is_id(value):
     """Whether ``value`` can be the ``_id`` of a loaded document: a single
     hashable value that a filter compares for equality."""
+    if type(value) in _PLAIN_IDS:
+        return True
     if isinstance(value, _NOT_VALUES):
         return False
     try:
