@@ -53,17 +53,25 @@ def key_types(declared, owner):
 def is_key(key, types=(str,)):
     """Whether ``key`` is a key of a mapping whose key types are
     ``types`` (as ``key_types`` returns them)."""
+    if type(key) is str and str in types:
+        return key.isascii() or _encodable(key)
     if not isinstance(key, types):
         return False
     if isinstance(key, bool):
         return any(issubclass(kind, bool) for kind in types)
     if isinstance(key, int):
         return _INT64[0] <= key <= _INT64[1]
-    if isinstance(key, str) and not key.isascii():
-        try:
-            key.encode('utf-8')
-        except UnicodeEncodeError:
-            return False
+    if isinstance(key, str):
+        return key.isascii() or _encodable(key)
+    return True
+
+
+def _encodable(text):
+    """Whether BSON can store ``text`` (UTF-8: no lone surrogates)."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
     return True
 
 
