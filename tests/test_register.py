@@ -60,7 +60,7 @@ def test_registering_an_object_of_another_data_manager_is_refused(
     other = make_dm()
     person = Person('theirs')
     other.insert(person)
-    with pytest.raises(ValueError, match='another data manager'):
+    with pytest.raises(ValueError, match='already stored by'):
         dm.register(person)
     transaction.commit()
     assert db[PERSON].count_documents({'name': 'theirs'}) == 1

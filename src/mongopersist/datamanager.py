@@ -364,7 +364,7 @@ class MongoDataManager:
                 '%s is stored inside its parent (_p_mongo_sub_object) and '
                 'cannot be inserted on its own' % type(obj).__name__)
         if obj._p_jar is not None:
-            raise ValueError('%s belongs to another data manager (%r)'
+            raise ValueError('%s is already stored by %r'
                              % (limits.quote(obj), obj._p_jar))
         references.check_oid(oid)
         db_name, coll_name = self._collection_name_of(obj)
