@@ -31,7 +31,7 @@ loading one reference at a time would have read.
 import persistent
 from bson.dbref import DBRef
 
-from mongopersist import sharding
+from mongopersist import limits, sharding
 from mongopersist.metadata import is_sub_object
 #: The most ids one batched query asks for.
 MAX_BATCH = 1000
@@ -147,7 +147,7 @@ class Batches:
                 items, persistent.Persistent) and not is_sub_object(
                     type(items)):
             raise TypeError('prefetch takes an iterable of objects or '
-                            'references, not %r' % (items,))
+                            'references, not %s' % limits.quote(items))
         self._check_generation()
         objects = []
         for item in items:
@@ -156,11 +156,12 @@ class Batches:
             elif isinstance(item, persistent.Persistent):
                 obj = item
                 if obj._p_jar is not jar or obj._p_oid is None:
-                    raise ValueError('%r is not stored by %r' % (obj, jar))
+                    raise ValueError('%s is not stored by %r'
+                                     % (limits.quote(obj), jar))
             else:
                 raise TypeError('prefetch takes persistent objects of the '
-                                'data manager or references (DBRef), not %r'
-                                % (item,))
+                                'data manager or references (DBRef), not %s'
+                                % limits.quote(item))
             objects.append(obj)
         self._read(self._unloaded([obj._p_oid for obj in objects]))
         return objects

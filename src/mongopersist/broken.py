@@ -17,7 +17,7 @@ import copy
 
 import persistent
 
-from mongopersist import interfaces
+from mongopersist import interfaces, limits
 
 
 class BrokenModified(interfaces.MongoPersistError, TypeError):
@@ -57,7 +57,7 @@ class Broken:
     __hash__ = None
 
     def __repr__(self):
-        return '<Broken %s>' % (self.__Broken_name__,)
+        return '<Broken %s>' % (limits.excerpt(self.__Broken_name__),)
 
     def __mongopersist_state__(self):
         """Return the stored value to write back (a deep copy)."""
@@ -114,8 +114,8 @@ class PersistentBroken(persistent.Persistent):
         raise BrokenModified('%r cannot be changed' % self)
 
     def __repr__(self):
-        return '<PersistentBroken %s %r>' % (self.__Broken_name__,
-                                             self._p_oid)
+        return '<PersistentBroken %s %s>' % (
+            limits.excerpt(self.__Broken_name__), limits.quote(self._p_oid))
 
 
 _classes = {}

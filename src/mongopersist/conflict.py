@@ -19,7 +19,7 @@ update match nothing instead of overwriting it.
 """
 from bson.int64 import Int64
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, limits, metadata
 from mongopersist.serialize import PY_RESTORED, PY_SERIAL
 
 
@@ -33,8 +33,9 @@ def stored_serial(doc):
         if serial >= 0:
             return serial
     raise interfaces.StoredDataError(
-        'The stored %s must be a non-negative integer, not %s %r' % (
-            PY_SERIAL, type(serial).__name__, serial)[:200], path=PY_SERIAL)
+        'The stored %s must be a non-negative integer, not %s %s' % (
+            PY_SERIAL, type(serial).__name__, limits.quote(serial)),
+        path=PY_SERIAL)
 
 
 def restored_version(doc):

@@ -29,10 +29,13 @@ import pymongo
 from bson.errors import InvalidId
 from bson.objectid import ObjectId
 
-from mongopersist import metadata, query, serialize, sharding
+from mongopersist import keys, limits, metadata, query, serialize, sharding
 
 # Items asked for per round trip when a container lists all its items.
 LISTING_BATCH_SIZE = 5000
+
+# What the names of a ``MongoContainer``'s items are.
+_NAME_TYPES = (str, int)
 
 
 def _state_token(jar):
@@ -195,9 +198,12 @@ class MongoContainer(persistent.Persistent):
     def _m_valid_key(self, key):
         """Return true if an item could be stored under ``key``.
 
-        Names are strings or integers.
+        Names are strings or (64-bit) integers: values, never queries
+        (``mongopersist.keys``).  Another key is not found (``KeyError``,
+        ``in`` is false) without a query, and cannot be set
+        (``ValueError``).
         """
-        return isinstance(key, (str, int)) and not isinstance(key, bool)
+        return keys.is_key(key, _NAME_TYPES)
 
     # -- the per-transaction cache --------------------------------------------
     def _m_cache(self):
@@ -330,22 +336,23 @@ class MongoContainer(persistent.Persistent):
                 metadata.is_sub_object(type(item)):
             raise TypeError(
                 '%s items must be persistent objects stored in a collection '
-                'of their own, not %r' % (name, item))
+                'of their own, not %s' % (name, limits.quote(item)))
         cls = self._m_item_class
         if cls is not None and not isinstance(item, cls):
-            raise TypeError('%s items must be %s objects, not %r'
-                            % (name, cls.__name__, item))
+            raise TypeError('%s items must be %s objects, not %s'
+                            % (name, cls.__name__, limits.quote(item)))
         if item._p_jar is not None and item._p_jar is not jar:
-            raise ValueError('%r belongs to another data manager (%r)'
-                             % (item, item._p_jar))
+            raise ValueError('%s belongs to another data manager (%r)'
+                             % (limits.quote(item), item._p_jar))
         oid = item._p_oid
         where = ((oid.database, oid.collection) if oid is not None else
                  jar._collection_name_of(type(item)))
         wanted = self._m_location(jar)
         if where != wanted:
             raise ValueError(
-                '%r cannot be an item of this %s: it is stored in %s.%s, the '
-                'items in %s.%s' % ((item, name) + where + wanted))
+                '%s cannot be an item of this %s: it is stored in %s.%s, the '
+                'items in %s.%s' % ((limits.quote(item), name) + where
+                                    + wanted))
 
     def _m_current_key(self, item):
         """The key ``item`` has in this container now, or ``None``."""
@@ -362,8 +369,8 @@ class MongoContainer(persistent.Persistent):
         ``key`` before is removed (its document is deleted at commit).
         """
         if not self._m_valid_key(key):
-            raise ValueError('%r is not a valid name for an item of this %s'
-                             % (key, type(self).__name__))
+            raise ValueError('%s is not a valid name for an item of this %s'
+                             % (limits.quote(key), type(self).__name__))
         self._m_check_item(item)
         cache = self._m_cache()
         previous = self._m_lookup(key)
@@ -390,9 +397,10 @@ class MongoContainer(persistent.Persistent):
         key = getattr(item, self._m_mapping_key, None)
         if key is None:
             raise ValueError(
-                '%r has no %r to be stored under in this %s; set it or use '
+                '%s has no %r to be stored under in this %s; set it or use '
                 'container[name] = item' % (
-                    item, self._m_mapping_key, type(self).__name__))
+                    limits.quote(item), self._m_mapping_key,
+                    type(self).__name__))
         self[key] = item
         return key
 
@@ -478,13 +486,14 @@ class EmbeddedMongoContainer(persistent.Persistent):
     def _m_check(self, key, item):
         name = type(self).__name__
         if not isinstance(key, str):
-            raise TypeError('%s names must be strings, not %r' % (name, key))
+            raise TypeError('%s names must be strings, not %s'
+                            % (name, limits.quote(key)))
         if isinstance(item, persistent.Persistent) and \
                 not metadata.is_sub_object(type(item)):
             raise TypeError(
-                '%r would be stored as a reference, not inside the %s: use a '
+                '%s would be stored as a reference, not inside the %s: use a '
                 'class with _p_mongo_sub_object = True, or a MongoContainer'
-                % (item, name))
+                % (limits.quote(item), name))
 
     def __getitem__(self, key):
         return self.data[key]

@@ -28,8 +28,8 @@ from bson.objectid import ObjectId
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
-    limits, metadata, query, sequence, serialize, sessions, settings,
-    sharding)
+    limits, metadata, query, references, sequence, serialize, sessions,
+    settings, sharding)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -357,19 +357,22 @@ class MongoDataManager:
         Returns the object's ``DBRef``.
         """
         if not isinstance(obj, persistent.Persistent):
-            raise TypeError('Only persistent objects can be inserted, not %r'
-                            % (obj,))
+            raise TypeError('Only persistent objects can be stored, not %s'
+                            % limits.quote(obj))
         if metadata.is_sub_object(type(obj)):
             raise TypeError(
                 '%s is stored inside its parent (_p_mongo_sub_object) and '
                 'cannot be inserted on its own' % type(obj).__name__)
         if obj._p_jar is not None:
-            raise ValueError('%r is already stored by %r' % (obj, obj._p_jar))
+            raise ValueError('%s is already stored by %r'
+                             % (limits.quote(obj), obj._p_jar))
+        references.check_oid(oid)
         db_name, coll_name = self._collection_name_of(obj)
         ref = metadata.OID(
             coll_name, ObjectId() if oid is None else oid, db_name)
         if ref in self._cache:
-            raise ValueError('Another object is already stored as %r' % ref)
+            raise ValueError('Another object is already stored as %s'
+                             % limits.quote(ref))
         obj._p_jar = self
         obj._p_oid = ref
         self._cache[ref] = obj
@@ -397,8 +400,8 @@ class MongoDataManager:
         if jar is self and obj._p_oid is not None:
             return sharding.reference(obj)
         if jar is not None:
-            raise ValueError('%r belongs to another data manager (%r)'
-                             % (obj, jar))
+            raise ValueError('%s belongs to another data manager (%r)'
+                             % (limits.quote(obj), jar))
         self.insert(obj)
         return sharding.reference(obj)
 
@@ -411,7 +414,11 @@ class MongoDataManager:
             # Looked up as an oid (its hash and equality are cheaper than a
             # ``DBRef``'s), without the shard-key fields a stored reference
             # may carry: they are not part of the identity.
-            dbref = metadata.OID.of(dbref, self.default_database)
+            try:
+                dbref = metadata.OID.of(dbref, self.default_database)
+            except TypeError:
+                # An ``_id`` that cannot be hashed: a dict, a list, ...
+                references.refuse_id(self, dbref, self.default_database)
         obj = cache.get(dbref)
         if obj is None:
             obj = self._load_new(dbref, stored)
@@ -460,29 +467,11 @@ class MongoDataManager:
         return self._new_ghost(cls, dbref)
 
     def _check_reference(self, dbref):
-        """Refuse a stored reference into a database not allowed.
-
-        Allowed are this data manager's own databases, ``allowed_databases``
-        and the databases of classes known to the process
-        (``_p_mongo_database``); a reference elsewhere would read (and at
-        commit write) a database the application never chose.
-        """
-        database = dbref.database
-        if database in self._databases:
-            return
-        known = {metadata.database_name(cls, None)
-                 for cls in metadata.known_classes()}
-        if database in known:
-            self._databases.add(database)
-            return
-        error = interfaces.RefusedReferenceError(
-            'A stored reference points into database %s, which this data '
-            'manager may not read (allow it with allowed_databases=)'
-            % repr(database)[:100])
-        if not self._documents_read:
-            # Loaded directly, not found in a document: name the target.
-            error.locate(database, dbref.collection, dbref.id)
-        raise error
+        """Refuse a stored reference this data manager may not follow
+        (``references.check_reference``): into a database not allowed, to
+        a collection that is not one, or with an ``_id`` that is not a
+        single value."""
+        references.check_reference(self, dbref)
 
     def _object_from_document(self, db_name, coll_name, doc):
         """Return the object stored as ``doc``, filled from it if needed.
@@ -491,7 +480,12 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        dbref = metadata.OID(coll_name, doc['_id'], db_name)
+        try:
+            dbref = metadata.OID(coll_name, doc['_id'], db_name)
+        except (KeyError, TypeError):
+            # An ``_id`` that cannot be hashed (an embedded document: valid
+            # in MongoDB), or none (a projection left it out).
+            raise references.id_error(db_name, coll_name, doc) from None
         self._use_document(dbref)
         obj = self._cache.get(dbref)
         if obj is None:
@@ -566,15 +560,17 @@ class MongoDataManager:
         doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
             raise interfaces.DocumentNotFoundError(
-                'No document %r in %s.%s (removed?)' % (
-                    dbref.id, dbref.database, dbref.collection))
+                'No document %s in %s.%s (removed?)' % (
+                    limits.quote(dbref.id), limits.excerpt(dbref.database),
+                    limits.excerpt(dbref.collection)))
         return doc
 
     def remove(self, obj):
         """Remove the document of ``obj`` when the transaction commits."""
         ref = obj._p_oid
         if obj._p_jar is not self or ref is None:
-            raise ValueError('%r is not stored by this data manager' % (obj,))
+            raise ValueError('%s is not stored by this data manager'
+                             % limits.quote(obj))
         if ref in self._new:
             self._forget_new([obj])
             return
@@ -633,8 +629,20 @@ class MongoDataManager:
         obj._p_serial = p64(serial)
 
     def register(self, obj):
-        """Hear that ``obj`` changed: its document is written at commit."""
+        """Hear that ``obj`` changed: its document is written at commit.
+
+        persistent calls it for the objects of this data manager.  Called
+        by hand with a new object (no data manager yet), it inserts it, as
+        the original mongopersist did: the next flush or the commit writes
+        it.  An object of another data manager raises ``ValueError``; a
+        sub-object class without its owner, or anything but a persistent
+        object, ``TypeError``.
+        """
         owner = getattr(obj, '_p_mongo_doc_object', None)
+        if owner is None and getattr(obj, '_p_jar', None) is not self:
+            # By hand: ``insert`` checks it, then it is this one's.
+            self.insert(obj)
+            return
         target = owner if owner is not None else obj
         loaded = target._p_status != 'ghost'
         self._use(target._p_oid)
@@ -644,8 +652,9 @@ class MongoDataManager:
             # changing stale: the change must be made again on fresh state.
             raise interfaces.ConflictError(
                 'The %s changed in the database since it was loaded in an '
-                'earlier transaction (oid %r); it was reloaded, retry the '
-                'transaction' % (type(target).__name__, target._p_oid.id))
+                'earlier transaction (oid %s); it was reloaded, retry the '
+                'transaction' % (type(target).__name__,
+                                 limits.quote(target._p_oid.id)))
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -674,11 +683,12 @@ class MongoDataManager:
         """Write ``obj`` (and new objects it references) immediately."""
         if not isinstance(obj, persistent.Persistent):
             raise TypeError('Only persistent objects can be stored in the '
-                            'root, not %r' % (obj,))
+                            'root, not %s' % limits.quote(obj))
         if obj._p_jar is None:
             self.insert(obj)
         elif obj._p_jar is not self:
-            raise ValueError('%r belongs to another data manager' % (obj,))
+            raise ValueError('%s belongs to another data manager'
+                             % limits.quote(obj))
         self._join_txn()
         if obj._p_oid in self._new or id(obj) in self._registered:
             try:
@@ -1024,7 +1034,7 @@ def _raise_located(error, ref):
             error, interfaces.MongoPersistError):
         raise interfaces.StoredDataError(
             'Cannot load the stored document (%s: %s)' % (
-                type(error).__name__, limits.quoted(str(error))),
+                type(error).__name__, limits.quote(str(error))),
             database=ref.database, collection=ref.collection,
             id=ref.id) from error
     raise error

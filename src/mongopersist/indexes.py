@@ -24,7 +24,7 @@ duplicate values (``duplicate``), not PyMongo's ``BulkWriteError``.
 import collections
 import re
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, limits, metadata
 
 #: One index ``ensure_indexes`` created.
 CreatedIndex = collections.namedtuple(
@@ -80,11 +80,13 @@ def _compatible(declared, existing):
 
 def _describe(doc):
     options = _options(doc)
-    text = '{%s}' % ', '.join('%s: %r' % pair for pair in _keys(doc['key']))
+    text = '{%s}' % ', '.join('%s: %s' % (limits.excerpt(name, 100),
+                                          limits.quote(kind, 100))
+                              for name, kind in _keys(doc['key']))
     if options:
-        text += ' ' + ', '.join('%s=%r' % item
-                                for item in sorted(options.items()))
-    return text
+        text += ' ' + ', '.join('%s=%s' % (name, limits.quote(value, 100))
+                                for name, value in sorted(options.items()))
+    return limits.excerpt(text, 1000)
 
 
 def declared(jar, classes):
@@ -227,15 +229,17 @@ class Duplicate:
             where = 'unique index %s of %s.%s' % (
                 self.index, self.database, self.collection)
         return ('Commit refused: duplicate key in %s: another document '
-                'already holds %s (writing %s _id=%r)' % (
+                'already holds %s (writing %s _id=%s)' % (
                     where,
                     _short(self.values) if self.values else 'those values',
-                    type(self.write.obj).__name__, self.write.oid.id))
+                    type(self.write.obj).__name__,
+                    limits.quote(self.write.oid.id)))
 
 
 def _short(values, limit=300):
-    text = values if isinstance(values, str) else repr(values)
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    if isinstance(values, str):
+        return limits.excerpt(values, limit)
+    return limits.quote(values, limit)
 
 
 def duplicate(entry, write, coll):

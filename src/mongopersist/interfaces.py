@@ -94,12 +94,15 @@ class StoredDataError(MongoPersistError):
         return self
 
     def __str__(self):
+        # Stored names and ids, bounded (``limits.quote``).
+        from mongopersist.limits import excerpt, quote
         where = []
         if self.database is not None or self.collection is not None:
-            where.append('document %s.%s _id=%r' % (
-                self.database, self.collection, self.id))
+            where.append('document %s.%s _id=%s' % (
+                excerpt(self.database), excerpt(self.collection),
+                quote(self.id)))
         if self.path:
-            where.append('field %s' % self.path)
+            where.append('field %s' % excerpt(self.path))
         if not where:
             return self.message
         return '%s (%s)' % (self.message, ', '.join(where))
@@ -121,6 +124,23 @@ class UnknownTypeError(StoredDataError, LookupError):
 class RefusedReferenceError(StoredDataError):
     """A stored reference points into a database this data manager may
     not read (see ``allowed_databases``)."""
+
+
+class InvalidKeyError(MongoPersistError, KeyError, TypeError):
+    """A key given to ``dm.root`` or a ``MongoCollectionMapping`` is not
+    of the mapping's key type (``str``, unless the mapping declares
+    another in ``__mongo_key_type__``).
+
+    Keys are values that the stored key is compared with, never queries:
+    a dict such as ``{'$ne': 'guest'}``, a regular expression or a list
+    is refused before any query is sent.  The error is a ``TypeError``
+    (the caller passed the wrong kind of key) and a ``KeyError``, so that
+    ``get()``, ``pop(key, default)`` and code that handles missing keys
+    take it as "not there"; ``key in mapping`` is ``False``.
+    """
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
 
 
 class WrongThreadError(MongoPersistError):
@@ -159,7 +179,8 @@ class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
         super().__init__(str(self))
 
     def __str__(self):
-        extras = ['oid %s' % (self.oid,)]
+        from mongopersist.limits import excerpt
+        extras = ['oid %s' % excerpt('%s' % (self.oid,))]
         if self.object is not None:
             extras.append('class %s' % self.object.__class__.__name__)
         extras.append('start serial %s' % (self.start_serial,))
@@ -209,10 +230,20 @@ class CommitError(MongoPersistError):
                 message, _refs(self.written), _refs(self.not_written)))
 
 
+#: How many references a ``CommitError`` message lists, at most.
+REFS_SHOWN = 10
+
+
 def _refs(refs):
+    from mongopersist.limits import excerpt, quote
     if not refs:
         return 'none'
-    return ', '.join('%s/%s' % (r.collection, r.id) for r in refs)
+    text = ', '.join('%s/%s' % (excerpt(r.collection, 100),
+                                quote(r.id, 100))
+                     for r in refs[:REFS_SHOWN])
+    if len(refs) > REFS_SHOWN:
+        text += ' ...(%d more)' % (len(refs) - REFS_SHOWN)
+    return text
 
 
 class GlobalQueryError(MongoPersistError):
@@ -367,7 +398,7 @@ __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
     'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
-    'IDataManager', 'IndexConflictError',
+    'IDataManager', 'IndexConflictError', 'InvalidKeyError',
     'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',

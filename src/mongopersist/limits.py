@@ -1,4 +1,4 @@
-"""MongoDB's document limits, checked before anything is written.
+"""Limits: MongoDB's on documents, and the library's on its messages.
 
 A server refuses documents larger than 16 MB of BSON and documents nested
 deeper than 100 levels (the document itself is the first level; every
@@ -7,6 +7,13 @@ neither limit, so a document it accepts might fail only in production, and
 the server's error holds the whole document.  ``check_document`` applies
 both limits on every backend, at commit, before the first write, and
 raises a short ``DocumentLimitError`` naming the object and attribute path.
+
+Messages of the library quote stored values (names, ids, keys) that
+anybody who can write to the database chooses: ``quote`` (a value, as its
+``repr``) and ``excerpt`` (a text shown as it is) bound each to
+``QUOTE_LIMIT`` characters, then say how much was left out, and
+``excerpt`` escapes control characters so that a stored name cannot send
+terminal escapes to whoever reads the message.
 """
 from collections.abc import Mapping
 
@@ -32,31 +39,94 @@ LEVELS_PER_VALUE = 3
 
 # Path parts shown in a message; deeper paths are cut in the middle.
 _PATH_PARTS_SHOWN = 8
+# The most characters of one part of a path shown.
+_PATH_PART_LIMIT = 60
 
-#: The most characters of a stored value a message quotes.
-QUOTED_CHARACTERS = 200
+#: The most characters of one stored value a message shows.
+QUOTE_LIMIT = 200
+
+# Control characters (C0, DEL, C1) and the bidirectional overrides, as
+# ``repr`` escapes them, for ``excerpt``.
+_ESCAPES = {code: '\\x%02x' % code
+            for code in list(range(0x20)) + list(range(0x7f, 0xa0))}
+_ESCAPES.update({code: '\\u%04x' % code for code in (
+    0x061c, 0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d,
+    0x202e, 0x2066, 0x2067, 0x2068, 0x2069)})
 
 
-def quoted(value, limit=QUOTED_CHARACTERS):
-    """``repr(value)`` for a message, cut after ``limit`` characters
-    (``...(N more)`` says how many were left out): a stored name or value
-    quoted in an error may be megabytes long."""
-    if type(value) is str and len(value) > limit:
-        return '%s...(%d more)' % (repr(value[:limit]), len(value) - limit)
-    text = repr(value)
-    if len(text) > limit:
-        return '%s...(%d more)' % (text[:limit], len(text) - limit)
-    return text
+def _cut(text, limit, left_out=0):
+    """``text`` cut to ``limit`` characters, then ``...(N more)`` (``N``:
+    the characters cut off, plus ``left_out``)."""
+    left_out += max(len(text) - limit, 0)
+    if not left_out:
+        return text
+    return '%s...(%d more)' % (text[:limit], left_out)
 
+
+def quote(value, limit=QUOTE_LIMIT):
+    """Return ``repr(value)`` for a message, bounded: at most about
+    ``limit`` characters, then ``...(N more)``.
+
+    For any value a document may hold (a stored name, id, key or value):
+    a 2 MB stored name gives a message of about ``limit`` characters.
+    Text and bytes show the ``repr`` of their first characters (``N``
+    counts the characters, or bytes, left out); other values their
+    ``repr`` cut to ``limit`` (``N`` counts the characters of the
+    ``repr`` left out).  ``repr`` escapes control characters.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        size = len(value)
+        shown = min(size, limit)
+        while True:
+            text = repr(value[:shown])
+            # Room for the quotes (and ``b``) around the characters.
+            if len(text) <= limit + 3 or not shown:
+                break
+            shown = shown * limit // len(text)
+        if shown == size:
+            return text
+        return '%s...(%d more)' % (text, size - shown)
+    try:
+        text = repr(value)
+    except Exception as error:
+        text = '<%s (repr failed: %s)>' % (type(value).__name__,
+                                           type(error).__name__)
+    return _cut(text, limit)
+
+
+def excerpt(text, limit=QUOTE_LIMIT):
+    """Return ``text`` (a stored name: of a class, collection, database)
+    for a message as it is, not quoted, with control characters escaped
+    (``\\x1b``) and bounded as ``quote`` bounds it: the first characters,
+    then ``...(N more)``.  Anything but a ``str`` is shown with
+    ``quote``."""
+    if not isinstance(text, str):
+        return quote(text, limit)
+    size = len(text)
+    shown = min(size, limit)
+    while True:
+        part = text[:shown]
+        if not part.isprintable():
+            part = part.translate(_ESCAPES)
+        if len(part) <= limit or not shown:
+            break
+        shown = shown * limit // len(part)
+    if shown == size:
+        return part
+    return '%s...(%d more)' % (part, size - shown)
 
 def short_path(parts):
-    """Join attribute path ``parts`` with dots, eliding a long middle."""
-    parts = [str(part) for part in parts]
-    if len(parts) > _PATH_PARTS_SHOWN * 2:
-        parts = (parts[:_PATH_PARTS_SHOWN]
-                 + ['...(%d more)...' % (len(parts) - 2 * _PATH_PARTS_SHOWN)]
-                 + parts[-_PATH_PARTS_SHOWN:])
-    return '.'.join(parts)
+    """Join attribute path ``parts`` with dots, eliding a long middle;
+    each part (a stored field name, maybe) is bounded (``excerpt``)."""
+    parts = list(parts)
+    shown = _PATH_PARTS_SHOWN
+    elided = len(parts) - 2 * shown
+    if elided > 0:
+        parts = parts[:shown] + parts[-shown:]
+    text = [excerpt(str(part), _PATH_PART_LIMIT) for part in parts]
+    if elided > 0:
+        text.insert(shown, '...(%d more)...' % elided)
+    return '.'.join(text)
 
 
 def _children(value):
@@ -116,8 +186,8 @@ def _where(obj):
     oid = getattr(obj, '_p_oid', None)
     if oid is None:
         return type(obj).__name__
-    return '%s (%s.%s _id=%r)' % (type(obj).__name__, oid.database,
-                                  oid.collection, oid.id)
+    return '%s (%s.%s _id=%s)' % (type(obj).__name__, excerpt(oid.database),
+                                  excerpt(oid.collection), quote(oid.id))
 
 
 def check_document(doc, obj, deepest=None):
@@ -157,4 +227,4 @@ def _largest(doc):
     if not sizes:
         return ''
     size, key = max(sizes)
-    return '; its largest attribute is %r (%d bytes)' % (key, size)
+    return '; its largest attribute is %s (%d bytes)' % (quote(key), size)

@@ -14,12 +14,18 @@ Every object stored in the collection whose key attribute is set (and not
 mapping itself stores nothing: each operation queries the collection (after
 flushing the transaction's pending changes of it, so changes made in this
 transaction are seen).
+
+Keys are values, never queries (``mongopersist.keys``): a lookup, setting
+or deletion with a key that is not of the mapping's key type
+(``__mongo_key_type__``, ``str`` by default) is refused before any query.
+Listing shows the stored keys as they are, of whatever type another writer
+stored; those of another type cannot be looked up.
 """
 from collections.abc import MutableMapping
 
 import persistent
 
-from mongopersist import metadata, query, sharding
+from mongopersist import keys, limits, metadata, query, sharding
 
 
 class MongoCollectionMapping(MutableMapping):
@@ -34,6 +40,14 @@ class MongoCollectionMapping(MutableMapping):
     ``__mongo_mapping_key__``
         the attribute (and document field) holding the key (default
         ``'key'``);
+    ``__mongo_key_type__``
+        the type of the keys, or a tuple of types (default ``str``), among
+        ``mongopersist.keys.KEY_TYPES``: a key is a value the stored key
+        is compared with, never a query.  A key of another type (a dict
+        such as ``{'$ne': 'x'}``, ``None``, ...) raises
+        ``interfaces.InvalidKeyError`` (a ``KeyError`` and a
+        ``TypeError``) before any query is sent; ``key in mapping`` is
+        ``False``;
     ``__mongo_filter__``
         optional: a filter dict, or a method returning one, that documents
         must also match to be part of the mapping.
@@ -47,12 +61,15 @@ class MongoCollectionMapping(MutableMapping):
     __mongo_collection__ = None
     __mongo_database__ = None
     __mongo_mapping_key__ = 'key'
+    __mongo_key_type__ = str
     __mongo_filter__ = None
 
     def __init__(self, jar, allow_global=False):
         if not self.__mongo_collection__:
             raise TypeError('%s must name its collection in '
                             '__mongo_collection__' % type(self).__name__)
+        self._m_key_types = keys.key_types(self.__mongo_key_type__,
+                                           type(self).__name__)
         self._m_jar = jar
         self._m_allow_global = allow_global
 
@@ -89,10 +106,7 @@ class MongoCollectionMapping(MutableMapping):
         return [(self.__mongo_mapping_key__, 1)]
 
     def _m_check_key(self, key):
-        if key is None:
-            raise KeyError('None cannot be a key of %s: objects whose %r is '
-                           'None are not in the mapping'
-                           % (type(self).__name__, self.__mongo_mapping_key__))
+        keys.check_key(key, self._m_key_types, type(self).__name__)
 
     # -- reading --------------------------------------------------------------
     def __getitem__(self, key):
@@ -105,7 +119,7 @@ class MongoCollectionMapping(MutableMapping):
         return obj
 
     def __contains__(self, key):
-        if key is None:
+        if not keys.is_key(key, self._m_key_types):
             return False
         return self._m_collection.count_documents(
             self._m_filter(key), limit=1) > 0
@@ -137,8 +151,8 @@ class MongoCollectionMapping(MutableMapping):
     def _m_check_value(self, obj):
         name = type(self).__name__
         if not isinstance(obj, persistent.Persistent):
-            raise TypeError('%s can only hold persistent objects, not %r'
-                            % (name, obj))
+            raise TypeError('%s can only hold persistent objects, not %s'
+                            % (name, limits.quote(obj)))
         oid = getattr(obj, '_p_oid', None)
         if oid is not None:
             where = (oid.database, oid.collection)
@@ -149,11 +163,12 @@ class MongoCollectionMapping(MutableMapping):
         wanted = (self._m_database, self.__mongo_collection__)
         if where != wanted:
             raise ValueError(
-                '%r cannot be put into %s: it is stored in %s.%s, the mapping '
-                'shows collection %s.%s' % ((obj, name) + where + wanted))
+                '%s cannot be put into %s: it is stored in %s.%s, the mapping '
+                'shows collection %s.%s' % ((limits.quote(obj), name) + where
+                                            + wanted))
         if obj._p_jar is not None and obj._p_jar is not self._m_jar:
-            raise ValueError('%r belongs to another data manager (%r)'
-                             % (obj, obj._p_jar))
+            raise ValueError('%s belongs to another data manager (%r)'
+                             % (limits.quote(obj), obj._p_jar))
 
     def __setitem__(self, key, obj):
         """Put ``obj`` under ``key``: sets its key attribute and stores it.
@@ -175,6 +190,7 @@ class MongoCollectionMapping(MutableMapping):
 
     def __delitem__(self, key):
         """Take the object out of the mapping; it stays stored."""
+        self._m_check_key(key)
         self._m_clear_key(self[key])
 
     def _m_clear_key(self, obj):

@@ -370,7 +370,7 @@ class TypeRegistry:
         raise _unknown(
             'Stored data names the factory %s, which is not registered; '
             'loading calls only registered factories (see '
-            'mongopersist.metadata.register_factory)' % limits.quoted(name),
+            'mongopersist.metadata.register_factory)' % limits.quote(name),
             name)
 
     def _resolve_global(self, name):
@@ -382,7 +382,7 @@ class TypeRegistry:
         raise _unknown(
             'Stored data names %s, which is not a function or object this '
             'application allows loading (see '
-            'mongopersist.metadata.register_global)' % limits.quoted(name),
+            'mongopersist.metadata.register_global)' % limits.quote(name),
             name)
 
     def _find(self, name):
@@ -392,7 +392,7 @@ class TypeRegistry:
                 part.isidentifier() and not part.startswith('__')
                 for part in parts):
             raise _unknown('Stored data names %s, which is not a known '
-                           'class' % limits.quoted(name), name)
+                           'class' % limits.quote(name), name)
         trusted = self.trusted_modules
         for split in range(len(parts) - 1, 0, -1):
             module_name = '.'.join(parts[:split])
@@ -424,7 +424,7 @@ class TypeRegistry:
             'Stored data names %s, which is not a class this application '
             'allows loading (register it with '
             'mongopersist.metadata.register_type, or trust its module)'
-            % limits.quoted(name), name)
+            % limits.quote(name), name)
 
     def __repr__(self):
         return '<TypeRegistry trusted=%r>' % (self.trusted_modules,)
@@ -457,7 +457,7 @@ def _check_kind(found, name, kind):
             return found
         what = 'a persistent class stored in a document of its own'
     raise _unknown('Stored data names %s where %s is expected'
-                   % (limits.quoted(name), what), name)
+                   % (limits.quote(name), what), name)
 
 
 #: The process-wide registry; data managers' registries have it as parent.

@@ -18,12 +18,13 @@ delegate here.  A query
   ``_py_persistent_type`` once a collection is shared; documents without it
   belong to the first class stored there (see ``mongopersist.typemap``).
 """
+import collections
 from collections.abc import Mapping
 
 import persistent
 import pymongo
 
-from mongopersist import batching, interfaces, metadata, sharding
+from mongopersist import batching, interfaces, limits, metadata, sharding
 from mongopersist.serialize import PY_PERSISTENT_TYPE
 
 
@@ -31,7 +32,8 @@ def check_class(cls):
     """Raise ``TypeError`` unless ``cls`` stores documents of its own."""
     if not (isinstance(cls, type) and issubclass(cls, persistent.Persistent)):
         raise TypeError('Objects can only be queried by a persistent class '
-                        '(a persistent.Persistent subclass), not %r' % (cls,))
+                        '(a persistent.Persistent subclass), not %s'
+                        % limits.quote(cls))
     if metadata.is_sub_object(cls):
         raise TypeError(
             '%s is stored inside its parent\'s document '
@@ -86,7 +88,8 @@ def check_filter(filter):
     if filter is None:
         return {}
     if not isinstance(filter, Mapping):
-        raise TypeError('A query filter must be a dict, not %r' % (filter,))
+        raise TypeError('A query filter must be a dict, not %s'
+                        % limits.quote(filter))
     return dict(filter)
 
 
@@ -124,9 +127,11 @@ def normalize_sort(sort):
 
 def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError('%s must be an integer, not %r' % (name, value))
+        raise TypeError('%s must be an integer, not %s'
+                        % (name, limits.quote(value)))
     if value < 0:
-        raise ValueError('%s must not be negative (got %r)' % (name, value))
+        raise ValueError('%s must not be negative (got %s)'
+                         % (name, limits.quote(value)))
 
 
 def find_in_collection(dm, database, collection, filter=None, sort=None,
@@ -150,39 +155,88 @@ def find_in_collection(dm, database, collection, filter=None, sort=None,
     if sort:
         kwargs['sort'] = sort
     cursor = dm.get_collection(database, collection).find(filter, **kwargs)
-    objects = _objects(dm, database, collection, cursor)
-    if instances_of is not None:
-        objects = _instances(dm, database, collection, objects, instances_of)
-    return objects
+    return Results(dm, database, collection, cursor, instances_of)
 
 
-def _instances(dm, database, collection, objects, cls):
-    refreshed = False
-    for obj in objects:
-        if isinstance(obj, cls):
-            yield obj
-        elif not refreshed:
-            # The type map entry was short: the next query filters.
-            dm._types.refresh(database, collection)
-            refreshed = True
+class _Refused:
+    """In place of the object of a document that could not be loaded."""
+
+    __slots__ = ('error',)
+
+    def __init__(self, error):
+        self.error = error
 
 
-def _objects(dm, database, collection, cursor):
-    """The objects of the result documents, made a page at a time: the
-    references read from one page are loaded together (``batching``)."""
-    batches = dm._batches
-    try:
-        for page in batching.pages(cursor):
-            grouping = batches.start()
-            try:
-                objects = [dm._object_from_document(database, collection, doc)
-                           for doc in page]
-            finally:
-                if grouping:
-                    batches.stop()
-            yield from objects
-    finally:
-        cursor.close()
+class Results:
+    """The objects of a query's result documents, an iterator.
+
+    Objects are made a page at a time while it is iterated: the references
+    read from one page are loaded together (``batching``).  A document
+    that cannot be loaded (malformed or refused stored data) raises its
+    ``StoredDataError`` from ``next()`` in the place of its object;
+    calling ``next()`` again carries on with the next document, so code
+    that lists objects can report one and go on.  With ``instances_of``
+    (a class), objects of other classes are left out.
+    """
+
+    def __init__(self, dm, database, collection, cursor, instances_of=None):
+        self._dm = dm
+        self._database = database
+        self._collection = collection
+        self._cursor = cursor
+        self._pages = batching.pages(cursor)
+        self._ready = collections.deque()
+        self._instances_of = instances_of
+        self._refreshed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            while not self._ready:
+                self._read_page()
+            obj = self._ready.popleft()
+            if type(obj) is _Refused:
+                raise obj.error
+            cls = self._instances_of
+            if cls is None or isinstance(obj, cls):
+                return obj
+            if not self._refreshed:
+                # The type map entry was short: the next query filters.
+                self._dm._types.refresh(self._database, self._collection)
+                self._refreshed = True
+
+    def _read_page(self):
+        try:
+            page = next(self._pages)
+        except BaseException:
+            # The end (``StopIteration``), or the cursor failed.
+            self.close()
+            raise
+        dm = self._dm
+        batches = dm._batches
+        grouping = batches.start()
+        try:
+            for doc in page:
+                try:
+                    obj = dm._object_from_document(
+                        self._database, self._collection, doc)
+                except interfaces.StoredDataError as error:
+                    obj = _Refused(error)
+                self._ready.append(obj)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if grouping:
+                batches.stop()
+
+    def close(self):
+        """Stop: close the cursor (iterating on ends at once)."""
+        self._ready.clear()
+        self._pages = iter(())
+        self._cursor.close()
 
 
 def find_one_in_collection(dm, database, collection, filter=None, sort=None,

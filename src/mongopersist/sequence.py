@@ -16,7 +16,7 @@ import pymongo
 from bson.int64 import Int64
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from mongopersist import interfaces
+from mongopersist import interfaces, limits
 
 SEQUENCE_COLLECTION = 'persistence_sequences'
 
@@ -52,6 +52,7 @@ def next_value(jar, name, step=1):
 
 def _not_a_counter(jar, name, what):
     return interfaces.StoredDataError(
-        'The counter %r holds %s, not an integer' % (name[:100], what),
+        'The counter %s holds %s, not an integer' % (limits.quote(name),
+                                                     what),
         database=jar.root_database, collection=SEQUENCE_COLLECTION,
         id=name, path='value')

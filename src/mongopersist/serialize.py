@@ -634,7 +634,7 @@ def _check_names(names, cls, is_persistent):
             if reason is not None:
                 raise _malformed(
                     'Cannot load the stored field %s: %s'
-                    % (limits.quoted(name), reason)).at(name)
+                    % (limits.quote(name), reason)).at(name)
 
 
 def _unreadable_name(state, obj):
@@ -741,7 +741,7 @@ def _malformed_value(field, name, error):
     """The ``StoredDataError`` of a value naming its type in ``field``
     whose reading raised ``error`` (one of ``MALFORMED``)."""
     return _malformed('Malformed stored value of %s %s: %s' % (
-        field, limits.quoted(name) if isinstance(name, str)
+        field, limits.quote(name) if isinstance(name, str)
         else type(name).__name__, _describe(error)))
 
 
@@ -1027,7 +1027,7 @@ class ObjectReader:
             factory = self.resolve(name, 'factory')
             if PY_FACTORY_ARGS not in state:
                 raise _malformed('The stored value of factory %s has no %s'
-                                 % (limits.quoted(name), PY_FACTORY_ARGS))
+                                 % (limits.quote(name), PY_FACTORY_ARGS))
             args = self._read_array(state, PY_FACTORY_ARGS, obj)
             try:
                 value = factories.call(factory, args)

@@ -12,14 +12,21 @@ strings, as Pyramid/Paste ``.ini`` files give them::
 
 Every refusal is a ``ConfigurationError`` that names the setting.  Nothing
 here talks to a server.
+
+Credentials never reach a message, a log line or a ``repr``: ``mask_uri``
+replaces the password of a URI (and secret URI options) with ``****``;
+``scrub`` does it inside any text that may hold a URI or its password;
+client options holding secrets (``password``, ...) are not echoed.
 """
 import dataclasses
+import re
+import urllib.parse
 
 from pymongo import ReadPreference
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
-from mongopersist import sessions
+from mongopersist import limits, sessions
 from mongopersist.interfaces import ConfigurationError
 
 PREFIX = 'mongopersist.'
@@ -52,6 +59,87 @@ UNACKNOWLEDGED = (
 TRUE = ('true', 'yes', 'on', '1')
 FALSE = ('false', 'no', 'off', '0')
 
+#: What stands for a secret in messages.
+MASK = '****'
+
+# URI and client options whose values are secrets (lower case).
+_SECRET_OPTION = re.compile(
+    r'password|secret|token|authmechanismproperties', re.IGNORECASE)
+_URI_OPTION = re.compile(r'([?&;])([^=&;]*)=([^&;]*)')
+
+
+def _password_span(uri):
+    """Where the password of ``uri`` is: ``(start, end)`` or ``None``.
+
+    The user information ends at the last ``@`` (a password may hold an
+    unescaped ``@``, ``/`` or ``?``: the whole of it is the password's,
+    erring on the side of masking too much); the password starts after
+    its first ``:``.  Text without ``://`` is searched whole.
+    """
+    scheme, sep, rest = uri.partition('://')
+    offset = len(scheme) + len(sep) if sep else 0
+    if not sep:
+        rest = uri
+    at = rest.rfind('@')
+    if at < 0:
+        return None
+    colon = rest.find(':', 0, at)
+    if colon < 0:
+        return None
+    return offset + colon + 1, offset + at
+
+
+def mask_uri(uri):
+    """Return ``uri`` with its password, and the values of secret options
+    (``authMechanismProperties``, ...), replaced by ``****``:
+    ``mongodb://user:****@host/db``.  Works on malformed URIs too."""
+    if not isinstance(uri, str):
+        return uri
+    span = _password_span(uri)
+    if span is not None:
+        uri = uri[:span[0]] + MASK + uri[span[1]:]
+    return _URI_OPTION.sub(
+        lambda m: m.group(0) if not _SECRET_OPTION.search(m.group(2))
+        else '%s%s=%s' % (m.group(1), m.group(2), MASK), uri)
+
+
+def _secrets(uri):
+    """The secrets of ``uri`` as they may appear in a message: the
+    password as written and unescaped, the secret option values."""
+    found = set()
+    span = _password_span(uri)
+    if span is not None:
+        password = uri[span[0]:span[1]]
+        found.update((password, urllib.parse.unquote(password),
+                      urllib.parse.unquote_plus(password)))
+    for match in _URI_OPTION.finditer(uri):
+        if _SECRET_OPTION.search(match.group(2)):
+            value = match.group(3)
+            found.update((value, urllib.parse.unquote_plus(value)))
+    found.discard('')
+    return found
+
+
+def scrub(text, uri):
+    """Return ``text`` (a message about ``uri``) without ``uri``'s
+    credentials: ``uri`` itself masked (``mask_uri``), any other
+    appearance of its password or secret options replaced by ``****``."""
+    if not isinstance(uri, str) or not uri:
+        return text
+    text = text.replace(uri, mask_uri(uri))
+    for secret in sorted(_secrets(uri), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _shown_option(name, value):
+    """The value of client option ``name`` for a message."""
+    if isinstance(name, str) and _SECRET_OPTION.search(name):
+        return MASK
+    if isinstance(value, str) and '@' in value:
+        return repr(mask_uri(value))
+    return repr(value)
+
 
 @dataclasses.dataclass
 class StoreSettings:
@@ -77,6 +165,22 @@ class StoreSettings:
         """Whether the in-process stand-in was chosen."""
         return self.uri == MEMORY_URI
 
+    def __repr__(self):
+        # The URI's password and secret client options, masked.
+        fields = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == 'uri':
+                text = repr(mask_uri(value))
+            elif field.name == 'client_options':
+                text = '{%s}' % ', '.join(
+                    '%r: %s' % (name, _shown_option(name, option))
+                    for name, option in value.items())
+            else:
+                text = repr(value)
+            fields.append('%s=%s' % (field.name, text))
+        return '%s(%s)' % (type(self).__name__, ', '.join(fields))
+
 
 STORE_OPTIONS = tuple(field.name for field in dataclasses.fields(
     StoreSettings) if field.name != 'client_options')
@@ -96,7 +200,7 @@ def check_options(uri=None, client_options=None, **options):
     found = StoreSettings(uri=_uri(uri))
     found.database = _database(options.pop('database', None))
     if found.database is None and found.uri is not None:
-        found.database = _database(uri_database(found.uri))
+        found.database = _database(uri_database(found.uri), from_uri=True)
         if found.database is None:
             raise ConfigurationError(
                 'name the database: database=... (mongopersist.database in '
@@ -206,31 +310,51 @@ def _text(value, name):
 def _uri(uri):
     if uri is None:
         return None
-    uri = _text(uri, 'uri')
+    if not isinstance(uri, str) or not uri.strip():
+        # Not echoed: it may hold a password.
+        raise ConfigurationError(
+            'uri must be a non-empty string, not %s' % (
+                type(uri).__name__ if uri else limits.quote(uri)), 'uri')
+    uri = uri.strip()
     if uri != MEMORY_URI and not uri.startswith(
             ('mongodb://', 'mongodb+srv://')):
         raise ConfigurationError(
             'uri must start with mongodb:// or mongodb+srv://, or be %s, '
-            'not %r' % (MEMORY_URI, uri), 'uri')
+            'not %s' % (MEMORY_URI, limits.quote(mask_uri(uri))), 'uri')
     return uri
 
 
 def uri_database(uri):
-    """The database named in the path of a MongoDB ``uri``, or ``None``."""
+    """The database named in the path of a MongoDB ``uri``, or ``None``.
+
+    The path follows the hosts, after the user information (up to the
+    last ``@`` before the options), so that a password holding ``/`` is
+    not taken for it.
+    """
     rest = uri.partition('://')[2]
-    path = rest.partition('/')[2].partition('?')[0]
+    options = rest.find('?')
+    at = rest.rfind('@', 0, len(rest) if options < 0 else options)
+    path = rest[at + 1:].partition('/')[2].partition('?')[0]
     return path or None
 
 
-def _database(name):
+def _database(name, from_uri=False):
     if name is None:
         return None
     name = _text(name, 'database')
     bad = set('/\\. "$') & set(name)
+    if from_uri and '@' in name:
+        # What follows the hosts holds an '@': the user information is
+        # not escaped, and this "name" may be part of the password.
+        raise ConfigurationError(
+            'the URI\'s path holds "@" (escape the user name and password '
+            'with urllib.parse.quote_plus)', 'database')
     if bad:
         raise ConfigurationError(
-            'database name %r may not contain %s' % (
-                name, ' '.join(repr(c) for c in sorted(bad))), 'database')
+            '%s may not contain %s' % (
+                'the database name in the URI' if from_uri else
+                'database name %s' % limits.quote(name),
+                ' '.join(repr(c) for c in sorted(bad))), 'database')
     return name
 
 
@@ -349,8 +473,14 @@ def _client_options(options, label=''):
         try:
             validate(name, value)
         except (PyMongoConfiguration, TypeError, ValueError) as error:
+            shown = _shown_option(name, value)
+            text = str(error)
+            if shown == MASK and isinstance(value, (str, bytes)):
+                text = text.replace(repr(value), MASK).replace(
+                    str(value), MASK)
             raise ConfigurationError(
-                'bad MongoClient option %s=%r: %s' % (name, value, error),
+                'bad MongoClient option %s=%s: %s' % (
+                    name, shown, limits.excerpt(text)),
                 label + name) from None
         checked[name] = value
     return checked

@@ -37,7 +37,7 @@ import warnings
 import bson
 from bson.dbref import DBRef
 
-from mongopersist import interfaces, metadata
+from mongopersist import interfaces, limits, metadata
 
 LOG = logging.getLogger('mongopersist')
 
@@ -117,9 +117,9 @@ def target(jar, write):
                    is metadata.MISSING]
         if missing:
             raise interfaces.ShardKeyError(
-                'Cannot store %s %r: its shard key field(s) %s are not set '
+                'Cannot store %s %s: its shard key field(s) %s are not set '
                 '(every document of %s must hold its shard key)' % (
-                    type(write.obj).__name__, write.oid.id,
+                    type(write.obj).__name__, limits.quote(write.oid.id),
                     ', '.join(missing), write.oid.collection),
                 write.obj, missing)
         return False
@@ -138,14 +138,15 @@ def target(jar, write):
         return False
     if jar._server_txn is None:
         raise interfaces.ShardKeyError(
-            'Cannot change the shard key of %s %r (%s) outside a server '
+            'Cannot change the shard key of %s %s (%s) outside a server '
             'transaction: MongoDB moves the document between shards only '
             'inside a transaction (a replica set or sharded cluster with '
             'transactions=\'auto\' or \'always\'); refused before '
             'writing anything of this flush' % (
-                type(write.obj).__name__, write.oid.id, ', '.join(
-                    '%s: %r -> %r' % (name, old[name], new[name])
-                    for name in changed)),
+                type(write.obj).__name__, limits.quote(write.oid.id),
+                ', '.join('%s: %s -> %s' % (
+                    name, limits.quote(old[name], 100),
+                    limits.quote(new[name], 100)) for name in changed)),
             write.obj, changed)
     return True
 
@@ -264,7 +265,7 @@ def checked_value(value, name):
         raise interfaces.StoredDataError(
             'A stored reference holds the shard-key value %s of kind %s, '
             'which MongoDB would not take as an equality (refused)'
-            % (name[:64], type(value).__name__))
+            % (limits.excerpt(name, 64), type(value).__name__))
     return value
 
 
@@ -291,12 +292,12 @@ def find_document(coll, oid, session=None):
         doc = coll.find_one({'_id': oid.id}, session=session)
         if doc is not None:
             LOG.warning(
-                'The reference to %s.%s _id=%r holds shard-key values that '
+                'The reference to %s.%s _id=%s holds shard-key values that '
                 'are not the document\'s (a reference stored before the '
                 'document moved, or a move that was aborted); it was read '
                 'from every shard.  Store the objects referencing it again '
-                'to update their references.', oid.database, oid.collection,
-                oid.id)
+                'to update their references.', limits.excerpt(oid.database),
+                limits.excerpt(oid.collection), limits.quote(oid.id))
             oid.routing = {name: doc.get(name) for name in oid.routing}
     return doc
 

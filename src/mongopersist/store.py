@@ -479,7 +479,8 @@ def _mongo_client(found):
             options['maxStalenessSeconds'] = preference.max_staleness
     try:
         return pymongo.MongoClient(found.uri, **options)
-    except pymongo.errors.ConfigurationError as error:
-        raise ConfigurationError('bad MongoDB URI or option: %s' % error,
-                                 'uri') from None
+    except (pymongo.errors.ConfigurationError, TypeError, ValueError) as error:
+        # PyMongo's message, without the URI's credentials.
+        raise ConfigurationError('bad MongoDB URI or option: %s' % (
+            settings.scrub(str(error), found.uri),), 'uri') from None
 

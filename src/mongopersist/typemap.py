@@ -32,7 +32,7 @@ import weakref
 
 import pymongo
 
-from mongopersist import interfaces, legacy, metadata
+from mongopersist import interfaces, legacy, limits, metadata
 
 TYPE_MAP_COLLECTION = 'persistence_type_map'
 # Key prefix of the original package's name map in the process cache.
@@ -194,6 +194,7 @@ class CollectionTypeMap:
         cls = self.class_for(database, collection)
         if cls is None:
             raise interfaces.UnknownTypeError(
-                'No class is known to be stored in collection %r of '
-                'database %r' % (collection, database))
+                'No class is known to be stored in collection %s of '
+                'database %s' % (limits.quote(collection),
+                                 limits.quote(database)))
         return cls

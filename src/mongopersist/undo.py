@@ -26,7 +26,7 @@ import logging
 from bson.dbref import DBRef
 from pymongo.errors import DuplicateKeyError
 
-from mongopersist import commit, conflict, metadata, sharding
+from mongopersist import commit, conflict, limits, metadata, sharding
 from mongopersist.serialize import PY_SERIAL
 
 LOG = logging.getLogger('mongopersist')
@@ -95,10 +95,11 @@ class UndoLog:
             if not restored:
                 unrestored.append(ref)
                 LOG.warning(
-                    'Abort: the write of %s.%s _id=%r was not taken back: '
+                    'Abort: the write of %s.%s _id=%s was not taken back: '
                     'the stored document changed since this transaction '
                     'wrote it (another writer); it is left as it is',
-                    ref.database, ref.collection, ref.id)
+                    limits.excerpt(ref.database),
+                    limits.excerpt(ref.collection), limits.quote(ref.id))
         return put_back, unrestored
 
     def _document(self, kind, ref, before, written, session, put_back):
