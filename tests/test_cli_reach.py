@@ -318,6 +318,13 @@ def test_database_option_is_repeatable_before_and_after_the_command(
                     err=io.StringIO())
     assert code == 0
     assert json.loads(out.getvalue())['databases'] == [dbname, victim]
+    # --trust (and --import) add up the same way.
+    err = io.StringIO()
+    cli.main(['--trust', 'no_such_app_a', 'inspect', '-d', dbname,
+              '--trust', 'no_such_app_b'], client=client, out=io.StringIO(),
+             err=err)
+    assert [line.split()[3] for line in err.getvalue().splitlines()] == [
+        'no_such_app_a:', 'no_such_app_b:']
 
 
 def test_ensure_indexes_refuses_a_class_of_another_database(
@@ -477,6 +484,21 @@ def test_text_output_escapes_control_characters(mp, dm, db, dbname):
     shown = mp('inspect').out
     assert 'evil\\x1b]0;owned\\x07\\x1b[2J' in shown
     assert 'root\\x1b]0;owned\\x07\\x1b[2J -> c\\x1b ' in shown
+
+
+@pytest.mark.parametrize('argv', [
+    ['rename-class', 'a', 'b', '-\x1b[2J'],
+    ['inspect', 'extra\x1b]0;owned\x07'],
+    ['gc', '--min-age', 'x\x1b'],
+    ['\x1b[2J'],
+])
+def test_usage_errors_escape_the_arguments_they_echo(client, argv):
+    err = io.StringIO()
+    assert cli.main(argv + ['-d', 'x'], client=client, out=io.StringIO(),
+                    err=err) == 2
+    assert '\\x1b' in err.getvalue()
+    assert all(char.isprintable() or char == '\n'
+               for char in err.getvalue()), err.getvalue()
 
 
 def test_json_output_is_valid_json_with_the_names_as_stored(mp, dm, db):

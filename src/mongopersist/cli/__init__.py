@@ -23,6 +23,7 @@ import configparser
 import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -317,12 +318,19 @@ def main(argv=None, client=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     parser = build_parser()
+    # --help and usage errors go where the caller wants output to go,
+    # escaped (argparse echoes arguments it does not know as they are).
+    said, complained = io.StringIO(), io.StringIO()
     try:
-        # --help and usage errors go where the caller wants output to go.
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(said), \
+                contextlib.redirect_stderr(complained):
             options = parser.parse_args(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    finally:
+        for stream, written in ((out, said), (err, complained)):
+            if written.getvalue():
+                stream.write(text.line(written.getvalue()))
     _fill_defaults(options)
     own_client = None
     try:
