@@ -11,21 +11,30 @@ Each command lives in a module of this package: ``inspect``, ``check``,
 ``upgrade`` (``upgrade-format``); ``walk`` holds what they share (walking
 collections with a progress bar, conditional rewrites).
 ``docs/operations.rst`` shows each with its output.
+
+A command works only in the databases it was given (``--database``,
+repeatable, and ``--root-database``; or the settings file's database):
+``reach`` holds the client that enforces it, and commands report what
+stored data points elsewhere as refused (exit code 1).  ``text`` escapes,
+bounds and masks what is printed.
 """
 import argparse
 import configparser
 import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import sys
 import warnings
 
+from bson import json_util
 from pymongo.errors import PyMongoError
 
 from mongopersist import interfaces, metadata
-from mongopersist.cli import check, gc, indexes, inspect, rename, upgrade
+from mongopersist.cli import (
+    check, gc, indexes, inspect, reach, rename, text, upgrade)
 
 URI_VARIABLE = 'MONGODB_URI'
 #: The section of a settings file read by default (Paste/Pyramid's).
@@ -49,15 +58,27 @@ class UsageError(Exception):
     """Bad options or no database to work on (exit code 2)."""
 
 
+#: Options that may be given more than once, before and after the
+#: command name (the values given after it are added).
+REPEATABLE = ('database', 'imports', 'trust')
+_AFTER = '_after_command'
+
+
 def _common_options(parser, default):
     """Options every command takes, before or after the command name."""
+    # Given after the command name, a repeatable option's values go to
+    # a dest of their own and are added to those given before it.
+    after = _AFTER if default is argparse.SUPPRESS else ''
     group = parser.add_argument_group('connection and output')
     group.add_argument(
         '--uri', default=default,
         help='MongoDB connection string (default: $%s)' % URI_VARIABLE)
     group.add_argument(
-        '--database', '-d', default=default,
-        help="the application's database (default: the URI's database)")
+        '--database', '-d', dest='database' + after, action='append',
+        default=default, metavar='NAME',
+        help="a database of the application, the first its main one "
+             "(default: the URI's database); repeatable.  The command "
+             'reads and writes only these and --root-database')
     group.add_argument(
         '--config', default=default, metavar='FILE',
         help="the application's settings file (.ini): its mongopersist.* "
@@ -77,11 +98,12 @@ def _common_options(parser, default):
         '--no-progress', action='store_true', default=default,
         help='no progress bar (it is only shown on a terminal anyway)')
     group.add_argument(
-        '--import', dest='imports', action='append', default=default,
-        metavar='MODULE',
+        '--import', dest='imports' + after, action='append',
+        default=default, metavar='MODULE',
         help='import MODULE first (it may register types and aliases)')
     group.add_argument(
-        '--trust', action='append', default=default, metavar='PREFIX',
+        '--trust', dest='trust' + after, action='append', default=default,
+        metavar='PREFIX',
         help='allow loading classes of modules under PREFIX '
              '(see metadata.trust_modules)')
 
@@ -110,19 +132,60 @@ def build_parser():
 
 class Context:
     """What a command works with: the client, databases, the registry,
-    and where its output goes."""
+    and where its output goes.
+
+    ``databases`` are the ``--database`` names (the first is
+    ``database``, the application's main one); ``given`` adds
+    ``root_database``.  ``client`` hands out those only
+    (``reach.ConfinedClient``).  ``refused`` lists what stored data points
+    to outside them, or what is too malformed to use (see ``refuse``).
+    """
 
     def __init__(self, options, client, out, err):
         self.options = options
-        self.client = client
         self.out = out
         self.err = err
-        self.database = options.database
-        self.root_database = options.root_database or options.database
+        self.databases = list(dict.fromkeys(options.database))
+        self.database = self.databases[0]
+        self.root_database = options.root_database or self.database
+        self.given = list(dict.fromkeys(
+            self.databases + [self.root_database]))
+        self.client = reach.ConfinedClient(client, self.given)
         self.json = bool(options.json)
         self.registry = metadata.TypeRegistry(
             trusted_modules=options.trust or (), parent=metadata.REGISTRY)
         self.progress_enabled = not (options.json or options.no_progress)
+        self.refused = []
+        #: How many of ``refused`` point into a database not given.
+        self.outside_pointers = 0
+        self._refused_at = set()
+        self._type_map = None
+
+    def refuse(self, database, collection, id, path, problem,
+               outside=False):
+        """Record stored data the command does not follow or use: where
+        it is (the document and field) and why (``problem``, with stored
+        values quoted by ``text.quoted``); ``outside``: it points into a
+        database the command was not given.  Once per place."""
+        key = (database, collection, repr(id), path)
+        if key in self._refused_at:
+            return
+        self._refused_at.add(key)
+        self.outside_pointers += bool(outside)
+        self.refused.append({'database': database, 'collection': collection,
+                             'id': id, 'path': path, 'problem': problem})
+
+    def outside(self, database):
+        """True if ``database`` is not one the command was given."""
+        return database not in self.given
+
+    def say_refused(self):
+        """Print a line per refused item (the text output)."""
+        for item in self.refused:
+            self.say('Refused: %s.%s _id=%s field %s: %s' % (
+                text.shown(item['database']),
+                text.shown(item['collection']), text.quoted(item['id']),
+                text.shown(item['path']), item['problem']))
 
     def progress(self, iterable, total=None, description=None):
         """``iterable`` with a progress bar on a terminal (see ``walk``)."""
@@ -136,12 +199,15 @@ class Context:
         return MongoDataManager(
             self.client, default_database=self.database,
             root_database=self.root_database, transactions='never',
-            trusted_modules=self.registry.trusted_modules)
+            trusted_modules=self.registry.trusted_modules,
+            allowed_databases=self.given)
 
-    def say(self, text=''):
-        """Print a line of the human-readable output."""
+    def say(self, line=''):
+        """Print a line of the human-readable output (stored values in it
+        escaped and bounded by the command; every control character is
+        escaped here in any case)."""
         if not self.json:
-            print(text, file=self.out)
+            print(text.line(line), file=self.out)
 
 
 def _settings_store(options):
@@ -161,7 +227,8 @@ def _settings_store(options):
             section, path, error))
     try:
         return mongopersist.store_from_settings(settings)
-    except interfaces.ConfigurationError as error:
+    except (interfaces.ConfigurationError, PyMongoError, ValueError,
+            TypeError) as error:
         raise UsageError('%s [%s]: %s' % (path, section, error))
 
 
@@ -175,10 +242,14 @@ def _connect(options, client):
             # An in-memory store is what the file says; nothing to warn.
             warnings.simplefilter('ignore')
             store = _settings_store(options)
-        options.database = options.database or store.database
+        # The settings' database is the one given (not its
+        # allowed_databases: what references may point into is not what
+        # a command should walk, or gc clean).
+        options.database = options.database or [store.database]
         options.trust = list(options.trust or ()) + list(
             store.trusted_modules)
         if client is None and not options.uri:
+            _check_names(options)
             return store.client, store
         store.close()
     uri = options.uri or os.environ.get(URI_VARIABLE)
@@ -186,17 +257,37 @@ def _connect(options, client):
         if not uri:
             raise UsageError('no server: give --uri or set %s' % URI_VARIABLE)
         import pymongo
-        client = own = pymongo.MongoClient(uri)
+        try:
+            client = own = pymongo.MongoClient(uri)
+        except (ValueError, TypeError) as error:
+            # PyMongo says some of a URI's mistakes so (a bad port).
+            raise UsageError('--uri: %s' % error)
     if not options.database:
         default = None
         if uri:
             from pymongo.uri_parser import parse_uri
             default = parse_uri(uri).get('database')
         if not default:
+            if own is not None:
+                own.close()
             raise UsageError('no database: give --database, or name one in '
                              'the URI (mongodb://host/DATABASE)')
-        options.database = default
+        options.database = [default]
+    _check_names(options)
     return client, own
+
+
+def _check_names(options):
+    """Refuse a database option that MongoDB would refuse (before any
+    database is asked for)."""
+    for option, names in (('--database', options.database),
+                          ('--root-database', [options.root_database]
+                           if options.root_database is not None else [])):
+        for name in names:
+            problem = reach.database_name_problem(name)
+            if problem is not None:
+                raise UsageError('%s %s is not a database name (%s)' % (
+                    option, text.quoted(name), problem))
 
 
 def _fill_defaults(options):
@@ -204,6 +295,17 @@ def _fill_defaults(options):
                  'imports', 'trust', 'config', 'section'):
         if not hasattr(options, name):
             setattr(options, name, None)
+    for name in REPEATABLE:
+        after = getattr(options, name + _AFTER, None)
+        if after:
+            setattr(options, name, list(getattr(options, name) or ()) +
+                    after)
+        if hasattr(options, name + _AFTER):
+            delattr(options, name + _AFTER)
+
+
+def _error(err, message):
+    print(text.line('mongopersist: error: %s' % message), file=err)
 
 
 def main(argv=None, client=None, out=None, err=None):
@@ -216,12 +318,19 @@ def main(argv=None, client=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     parser = build_parser()
+    # --help and usage errors go where the caller wants output to go,
+    # escaped (argparse echoes arguments it does not know as they are).
+    said, complained = io.StringIO(), io.StringIO()
     try:
-        # --help and usage errors go where the caller wants output to go.
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(said), \
+                contextlib.redirect_stderr(complained):
             options = parser.parse_args(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    finally:
+        for stream, written in ((out, said), (err, complained)):
+            if written.getvalue():
+                stream.write(text.line(written.getvalue()))
     _fill_defaults(options)
     own_client = None
     try:
@@ -231,35 +340,56 @@ def main(argv=None, client=None, out=None, err=None):
         context = Context(options, client, out, err)
         for prefix in options.trust or ():
             if importlib.util.find_spec(prefix.partition('.')[0]) is None:
-                print('mongopersist: warning: --trust %s: no such module on '
-                      'the path (is it on PYTHONPATH?); its classes stay '
-                      'refused' % prefix, file=err)
+                print(text.line(
+                    'mongopersist: warning: --trust %s: no such module on '
+                    'the path (is it on PYTHONPATH?); its classes stay '
+                    'refused' % text.shown(prefix)), file=err)
         result, code = options.run(context)
+        if context.json:
+            # Extended JSON for BSON values (ids, references, dates, NaN):
+            # valid JSON whatever is stored.
+            data = json.loads(json_util.dumps(result))
+            out.write(json.dumps(data, indent=2, sort_keys=True,
+                                 allow_nan=False) + '\n')
     except UsageError as error:
-        print('mongopersist: error: %s' % error, file=err)
+        _error(err, error)
         return EXIT_USAGE
     except ImportError as error:
-        print('mongopersist: error: cannot import: %s' % error, file=err)
+        _error(err, 'cannot import: %s' % error)
         return EXIT_USAGE
     except interfaces.MongoPersistError as error:
-        print('mongopersist: error: %s' % error, file=err)
+        _error(err, text.shown(str(error), limit=1000))
         return EXIT_PROBLEMS
     except PyMongoError as error:
         # Cannot connect, not allowed, bad URI: nothing was checked.
-        print('mongopersist: error: %s: %s' % (type(error).__name__, error),
-              file=err)
+        _error(err, '%s: %s' % (type(error).__name__,
+                                text.shown(str(error), limit=1000)))
+        return EXIT_USAGE
+    except Exception as error:
+        # A defect of this command line, not of the data: say so in one
+        # line rather than with a traceback.
+        _error(err, '%s %s: %s (unexpected: please report it)' % (
+            UNEXPECTED, type(error).__name__,
+            text.shown(str(error), limit=1000)))
         return EXIT_USAGE
     finally:
         if own_client is not None:
             own_client.close()
-    if context.json:
-        json.dump(result, out, indent=2, sort_keys=True, default=to_json)
-        out.write('\n')
     return code
+
+
+#: How the one line about an unexpected error begins.
+UNEXPECTED = 'internal error'
 
 
 def main_exit():
     """The console script: exit with ``main()``'s code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A name the terminal's encoding cannot show is escaped, not an
+        # error.
+        reconfigure = getattr(stream, 'reconfigure', None)
+        if reconfigure is not None:
+            reconfigure(errors='backslashreplace')
     sys.exit(main())
 
 

@@ -12,15 +12,21 @@ Every document is loaded as the application would load it (through a
   names that its collection's entry does not list; a malformed entry);
 * shard-key fields missing from a document whose class declares
   ``_p_mongo_shard_key``;
-* root entries without a reference.
+* root entries without a name or a reference;
+* references to a malformed collection name, and references and type-map
+  entries that point into a database the command was not given (those
+  are not followed: see ``reach``).
 
-Each problem names the database, collection, ``_id`` and field path.
-Reads only.
+Each problem names the database, collection, ``_id`` and field path;
+loading that fails in a way it should not (a defect of the reader) is a
+problem too, and the check carries on with the next document.  Reads
+only.
 """
 from bson.dbref import DBRef
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 from mongopersist import interfaces
-from mongopersist.cli import walk
+from mongopersist.cli import text, walk
 
 HELP = ('find dangling references, refused or malformed stored data and '
         'type-map disagreements')
@@ -29,6 +35,12 @@ HELP = ('find dangling references, refused or malformed stored data and '
 BATCH = 500
 #: References collected before they are checked (bounds memory).
 PENDING_REFERENCES = 5000
+#: Characters of a problem that loading reported (its stored values are
+#: bounded by the reader; this bounds the whole).
+PROBLEM_LIMIT = 1000
+#: Server errors that mean nothing more can be checked (the server is
+#: gone, or the user may not read): raised, exit code 2.
+FATAL_CODES = frozenset([13, 18])     # Unauthorized, AuthenticationFailed
 
 
 def add_arguments(parser):
@@ -56,6 +68,11 @@ def _shard_key_fields(cls):
                  for item in key)
 
 
+def _fatal(error):
+    return isinstance(error, ConnectionFailure) or (
+        isinstance(error, OperationFailure) and error.code in FATAL_CODES)
+
+
 def _check_loading(dm, problems, database, collection, doc):
     """Load ``doc`` as the application would; record what is refused.
 
@@ -64,12 +81,24 @@ def _check_loading(dm, problems, database, collection, doc):
     try:
         obj = dm._object_from_document(database, collection, doc)
         cls = type(obj)
-    except interfaces.DocumentNotFoundError:
-        # A dangling reference met while loading: reported on its own.
+    except (interfaces.DocumentNotFoundError,
+            interfaces.RefusedReferenceError):
+        # A dangling reference, or one into a database the command was not
+        # given, met while loading: the references are checked (and
+        # reported) on their own.
         return None
     except interfaces.StoredDataError as error:
         problems.add(database, collection, doc.get('_id'), error.path,
-                     error.message)
+                     text.shown(error.message, PROBLEM_LIMIT))
+        return None
+    except Exception as error:
+        if _fatal(error):
+            raise
+        # Loading should have said StoredDataError: report what it said.
+        problems.add(database, collection, doc.get('_id'), '',
+                     'loading failed with %s: %s' % (
+                         type(error).__name__,
+                         text.shown(str(error), PROBLEM_LIMIT)))
         return None
     finally:
         # Only one document at a time is needed: forget what was loaded.
@@ -84,29 +113,61 @@ def _check_type_map(context, problems, database, collection, types, doc):
         problems.add(database, collection, doc.get('_id'),
                      '_py_persistent_type',
                      'class %s is not in the type map entry of %s.%s (%s)'
-                     % (name, database, collection, ', '.join(types)))
+                     % (text.shown(name), text.shown(database),
+                        text.shown(collection),
+                        text.shown(', '.join(types))))
 
 
-def _type_map(context, problems):
-    entries = {}
-    for entry in walk.type_map_entries(context):
-        types = entry.get('types')
-        if not isinstance(types, list) or not all(
-                isinstance(name, str) for name in types):
-            problems.add(context.root_database, 'persistence_type_map',
-                         entry.get('_id'), 'types',
-                         'a type map entry needs "types", an array of '
-                         'class names')
+def _type_map(context):
+    """``{(database, collection): types}`` of the usable type-map
+    entries (the others are refused by ``walk.type_map_entries``)."""
+    return {(entry['database'], entry['collection']): entry['types']
+            for entry in walk.type_map_entries(context)}
+
+
+def _has_operator(value):
+    """True if ``value`` is a document with a ``$`` field at any depth
+    (``$in`` refuses such values)."""
+    for _, item in walk.stored_values(value):
+        if type(item) is dict and any(
+                isinstance(key, str) and key.startswith('$') for key in item):
+            return True
+    return False
+
+
+def _existing_ids(coll, ids):
+    """The ``repr`` of each of ``ids`` stored in ``coll``; ids the server
+    cannot look up map to the error (``{repr: error}``)."""
+    existing, failed = set(), {}
+    plain = [id for id in ids if not _has_operator(id)]
+    for start in range(0, len(plain), BATCH):
+        batch = plain[start:start + BATCH]
+        existing.update(repr(doc['_id']) for doc in coll.find(
+            {'_id': {'$in': batch}}, {'_id': True}))
+    for id in ids:
+        if not _has_operator(id):
             continue
-        entries[(entry.get('database'), entry.get('collection'))] = types
-    return entries
+        try:
+            if coll.find_one({'_id': {'$eq': id}}, {'_id': True}):
+                existing.add(repr(id))
+        except OperationFailure as error:
+            if _fatal(error):
+                raise
+            failed[repr(id)] = error
+    return existing, failed
 
 
 def _check_references(context, problems, refs):
-    """``refs``: (database, collection, id, path, DBRef) found."""
+    """``refs``: (database, collection, id, path, DBRef) found.  Looks
+    them up in the databases the command was given only."""
     wanted = {}
     for holder in refs:
         ref = holder[4]
+        refused = walk.reference_problem(context, holder[0], ref)
+        if refused is not None:
+            problems.add(holder[0], holder[1], holder[2], holder[3],
+                         refused[1])
+            continue
         wanted.setdefault((ref.database or holder[0], ref.collection),
                           []).append(holder)
     for (database, collection), holders in sorted(
@@ -114,23 +175,29 @@ def _check_references(context, problems, refs):
         coll = context.client[database][collection]
         ids = list({repr(holder[4].id): holder[4].id
                     for holder in holders}.values())
-        existing = set()
-        for start in range(0, len(ids), BATCH):
-            batch = ids[start:start + BATCH]
-            existing.update(repr(doc['_id']) for doc in coll.find(
-                {'_id': {'$in': batch}}, {'_id': True}))
+        existing, failed = _existing_ids(coll, ids)
         for holder in holders:
             ref = holder[4]
-            if repr(ref.id) not in existing:
+            key = repr(ref.id)
+            if key in failed:
                 problems.add(holder[0], holder[1], holder[2], holder[3],
-                             'dangling reference to %s.%s _id=%r' % (
-                                 database, collection, ref.id))
+                             'cannot look up the reference to %s.%s _id=%s:'
+                             ' %s' % (text.shown(database),
+                                      text.shown(collection),
+                                      text.quoted(ref.id),
+                                      text.shown(str(failed[key]))))
+            elif key not in existing:
+                problems.add(holder[0], holder[1], holder[2], holder[3],
+                             'dangling reference to %s.%s _id=%s' % (
+                                 text.shown(database),
+                                 text.shown(collection),
+                                 text.quoted(ref.id)))
 
 
 def run(context):
     problems = Problems()
     dm = context.data_manager()
-    type_map = _type_map(context, problems)
+    type_map = _type_map(context)
     refs = []
     checked = 0
     for database, collection in walk.application_collections(context):
@@ -153,26 +220,35 @@ def run(context):
     root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
     for doc in root_coll.find().sort('name'):
         ref = doc.get('ref')
+        if not isinstance(doc.get('name'), str):
+            problems.add(context.root_database, walk.ROOT_COLLECTION,
+                         doc.get('_id'), 'name',
+                         'the root entry has no name (a string)')
         if not isinstance(ref, DBRef):
             problems.add(context.root_database, walk.ROOT_COLLECTION,
                          doc.get('_id'), 'ref',
-                         'the root entry %r holds no reference'
-                         % (doc.get('name'),))
+                         'the root entry holds no reference')
         else:
             refs.append((context.root_database, walk.ROOT_COLLECTION,
                          doc.get('_id'), 'ref', ref))
     _check_references(context, problems, refs)
-    result = {'database': context.database, 'documents': checked,
-              'problems': problems.items}
+    # What stored data points elsewhere, or is too malformed to use,
+    # first (the type map is read before the documents).
+    found = context.refused + problems.items
+    result = {'database': context.database, 'databases': context.databases,
+              'documents': checked, 'problems': found}
     _print(context, result)
-    return result, 1 if problems.items else 0
+    return result, 1 if found else 0
 
 
 def _print(context, result):
-    rows = [['%s.%s' % (p['database'], p['collection']), repr(p['id']),
-             p['path'], p['problem']] for p in result['problems']]
+    rows = [['%s.%s' % (text.shown(p['database']),
+                        text.shown(p['collection'])),
+             text.quoted(p['id']), text.shown(p['path']), p['problem']]
+            for p in result['problems']]
     context.say('Checked %d documents of %s: %d problem%s' % (
-        result['documents'], result['database'], len(rows),
+        result['documents'], ', '.join(
+            text.shown(name) for name in result['databases']), len(rows),
         '' if len(rows) == 1 else 's'))
     if rows:
         context.say(walk.table(rows, ['collection', '_id', 'field',

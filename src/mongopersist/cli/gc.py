@@ -18,12 +18,19 @@ since it was read (its ``_py_serial``, when it has one), and only if its
 ``_id`` is not an ``ObjectId`` made less than ``--min-age`` seconds ago
 (default 300): a commit writes new objects before the objects that refer
 to them, so a new document is unreachable for a moment.
+
+Only the databases the command was given are walked.  A type-map entry or
+a reference that points into another database means the application keeps
+objects there, which may refer back: what looks unreachable may not be.
+Such pointers are reported as refused, and ``--apply`` then removes
+nothing (give ``--database`` for each database the application uses).
 """
 import datetime
 
+from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist.cli import walk
+from mongopersist.cli import text, walk
 
 #: Seconds an unreachable document with an ``ObjectId`` ``_id`` must have
 #: existed before ``--apply`` removes it.
@@ -83,13 +90,21 @@ def run(context):
                 kept.append(node)
             targets = edges[node] = []
             for path, ref in walk.references(doc):
+                if _refused(context, database, collection, doc['_id'],
+                            path, ref):
+                    continue
                 target = _node(ref, database)
                 targets.append(target)
                 if path in parent_keys:
                     children.setdefault(target, []).append(node)
     root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
-    todo = [_node(doc['ref'], context.root_database)
-            for doc in root_coll.find() if hasattr(doc.get('ref'), 'id')]
+    todo = []
+    for doc in root_coll.find():
+        ref = doc.get('ref')
+        if isinstance(ref, DBRef) and not _refused(
+                context, context.root_database, walk.ROOT_COLLECTION,
+                doc.get('_id'), 'ref', ref):
+            todo.append(_node(ref, context.root_database))
     todo.extend(kept)
     reachable = set()
     while todo:
@@ -103,7 +118,9 @@ def run(context):
     unreachable.sort(key=repr)
     removed, changed, too_new = [], [], []
     applying = options.apply and not options.dry_run
-    if applying:
+    # Pointers into databases not given: the graph is incomplete.
+    incomplete = context.outside_pointers > 0
+    if applying and not incomplete:
         born_before = datetime.datetime.now(datetime.timezone.utc) - \
             datetime.timedelta(seconds=max(options.min_age, 0))
         old_enough = []
@@ -125,17 +142,34 @@ def run(context):
                 removed.append(node)
             else:
                 changed.append(node)
-    result = {'database': context.database, 'documents': len(docs),
+    result = {'database': context.database, 'databases': context.databases,
+              'documents': len(docs),
               'reachable': len(docs) - len(unreachable),
               'unreachable': [_describe(node, docs) for node in unreachable],
-              'applied': bool(applying),
+              'applied': bool(applying and not incomplete),
               'removed': len(removed),
               'changed_since': [_describe(node, docs) for node in changed],
-              'too_new': [_describe(node, docs) for node in too_new]}
-    _print(context, result, options.min_age)
+              'too_new': [_describe(node, docs) for node in too_new],
+              'refused': context.refused}
+    _print(context, result, options.min_age, applying and incomplete)
+    if context.refused:
+        return result, 1
     if applying:
         return result, 1 if changed or too_new else 0
     return result, 1 if unreachable else 0
+
+
+def _refused(context, database, collection, id, path, ref):
+    """True (and recorded) if ``ref`` points into a database the command
+    was not given; a reference to a malformed collection name points
+    nowhere (nothing to follow, nothing to record)."""
+    problem = walk.reference_problem(context, database, ref)
+    if problem is None:
+        return False
+    kind, message = problem
+    if kind == 'outside':
+        context.refuse(database, collection, id, path, message, outside=True)
+    return True
 
 
 def _describe(node, docs):
@@ -143,14 +177,19 @@ def _describe(node, docs):
             'id': docs[node][0]}
 
 
-def _print(context, result, min_age):
+def _print(context, result, min_age, refused_to_apply):
+    context.say_refused()
     context.say('%d documents, %d reachable from the root, %d unreachable' % (
         result['documents'], result['reachable'], len(result['unreachable'])))
     if result['unreachable']:
         context.say(walk.table(
-            [['%s.%s' % (n['database'], n['collection']), repr(n['id'])]
+            [['%s.%s' % (text.shown(n['database']),
+                         text.shown(n['collection'])), text.quoted(n['id'])]
              for n in result['unreachable']], ['collection', '_id']))
-    if result['applied']:
+    if refused_to_apply:
+        context.say('Nothing removed: the databases the application uses '
+                    'were not all given (see "Refused" above)')
+    elif result['applied']:
         context.say('Removed %d documents' % result['removed'])
         if result['changed_since']:
             context.say('Not removed (changed since read): %d'

@@ -6,7 +6,10 @@ the indexes its collection lacks, with the library's own
 ``ensure_indexes`` (``mongopersist.indexes``): nothing is ever dropped or
 changed, and an existing index of a declared name or keys but other
 options is a problem reported (exit code 1).  ``--dry-run`` lists what
-would be created (``indexes.missing_indexes``) and creates nothing.
+would be created (``indexes.missing_indexes``) and creates nothing.  A
+class stored in a database the command was not given
+(``_p_mongo_database``) is a problem too: give that database with
+``--database``.
 """
 import importlib
 
@@ -14,7 +17,7 @@ import persistent
 from pymongo.errors import OperationFailure
 
 from mongopersist import indexes, interfaces, metadata
-from mongopersist.cli import walk
+from mongopersist.cli import text, walk
 
 HELP = 'import modules and create the indexes their classes declare'
 
@@ -48,8 +51,16 @@ def run(context):
     for name in context.options.modules:
         module = importlib.import_module(name)
         for cls in declaring_classes(module):
-            where = '%s.%s' % (metadata.database_name(cls, context.database),
-                               metadata.collection_name(cls))
+            database = metadata.database_name(cls, context.database)
+            where = '%s.%s' % (database, metadata.collection_name(cls))
+            if context.outside(database):
+                problems.append({
+                    'class': metadata.get_dotted_name(cls),
+                    'collection': where,
+                    'error': 'stored in database %s, which this command was '
+                             'not given (--database)' % text.quoted(
+                                 database)})
+                continue
             try:
                 names = [index.name for index in ensure(dm, cls)]
             except (TypeError, interfaces.IndexConflictError,
@@ -70,5 +81,7 @@ def run(context):
         context.say('No class of %s declares indexes'
                     % ', '.join(context.options.modules))
     for problem in problems:
-        context.say('Failed: %(class)s (%(collection)s): %(error)s' % problem)
+        context.say('Failed: %s (%s): %s' % (
+            text.shown(problem['class']), text.shown(problem['collection']),
+            text.shown(problem['error'], limit=1000)))
     return result, 1 if problems else 0

@@ -1,13 +1,16 @@
 """Show what is stored: collections, their classes, counts, sizes, root.
 
-For each collection of the database (and of other databases the type map
-names): the classes stored in it (from the type map and the documents'
-``_py_persistent_type``), how many documents of each, and their size in
-BSON; then the root entries.  Reads only.
+For each collection of the databases given (and of the root database,
+where the type map names it): the classes stored in it (from the type map
+and the documents' ``_py_persistent_type``), how many documents of each,
+and their size in BSON; then the root entries.  Type-map entries that
+name another database (or are malformed) are listed as refused (exit
+code 1).  Reads only.
 """
 import bson
+from bson.dbref import DBRef
 
-from mongopersist.cli import walk
+from mongopersist.cli import text, walk
 
 HELP = 'show collections, stored classes, counts, sizes and root entries'
 
@@ -39,12 +42,11 @@ def _size(number):
 
 
 def run(context):
-    type_map = {(entry.get('database'), entry.get('collection')):
-                entry.get('types') for entry in walk.type_map_entries(context)}
+    type_map = {(entry['database'], entry['collection']): entry['types']
+                for entry in walk.type_map_entries(context)}
     collections = []
     for database, name in walk.application_collections(context):
-        types = type_map.get((database, name))
-        types = list(types) if isinstance(types, list) else []
+        types = list(type_map.get((database, name), ()))
         counts, size = _class_counts(context, database, name, types)
         collections.append({
             'database': database, 'collection': name,
@@ -53,13 +55,16 @@ def run(context):
     root_coll = context.client[context.root_database][walk.ROOT_COLLECTION]
     root = []
     for doc in root_coll.find().sort('name'):
-        ref = doc.get('ref')
-        root.append({'name': doc.get('name'), 'ref': ref})
-    result = {'database': context.database,
+        entry = {'name': doc.get('name'), 'ref': doc.get('ref')}
+        if not isinstance(entry['name'], str):
+            entry['id'] = doc.get('_id')
+        root.append(entry)
+    result = {'database': context.database, 'databases': context.databases,
               'root_database': context.root_database,
-              'collections': collections, 'root': root}
+              'collections': collections, 'root': root,
+              'refused': context.refused}
     _print(context, result)
-    return result, 0
+    return result, 1 if context.refused else 0
 
 
 def _print(context, result):
@@ -67,20 +72,31 @@ def _print(context, result):
     for coll in result['collections']:
         names = sorted(set(coll['type_map']) | set(coll['classes']))
         classes = ', '.join(
-            '%s (%d)' % (name, coll['classes'].get(name, 0))
+            '%s (%d)' % (text.shown(name), coll['classes'].get(name, 0))
             for name in names) or '-'
-        where = coll['collection'] if coll['database'] == result[
-            'database'] else '%s.%s' % (coll['database'], coll['collection'])
+        where = text.shown(coll['collection'])
+        if coll['database'] != result['database']:
+            where = '%s.%s' % (text.shown(coll['database']), where)
         rows.append([where, coll['documents'], _size(coll['bytes']),
                      classes])
-    context.say('Database %s' % result['database'])
+    context.say_refused()
+    context.say('Database %s' % ', '.join(
+        text.shown(name) for name in result['databases']))
     context.say(walk.table(rows, ['collection', 'documents', 'size',
                                   'classes (documents)']))
     context.say()
     context.say('Root entries (%s.%s): %d' % (
-        result['root_database'], walk.ROOT_COLLECTION, len(result['root'])))
+        text.shown(result['root_database']), walk.ROOT_COLLECTION,
+        len(result['root'])))
     for entry in result['root']:
         ref = entry['ref']
-        target = ('%s %r' % (ref.collection, ref.id)
-                  if hasattr(ref, 'collection') else repr(ref))
-        context.say('  %s -> %s' % (entry['name'], target))
+        if isinstance(ref, DBRef):
+            target = '%s %s' % (text.shown(ref.collection),
+                                text.quoted(ref.id))
+            if ref.database not in (None, result['root_database']):
+                target = '%s.%s' % (text.shown(ref.database), target)
+        else:
+            target = text.quoted(ref)
+        name = (text.shown(entry['name']) if 'id' not in entry else
+                '(no name: _id=%s)' % text.quoted(entry['id']))
+        context.say('  %s -> %s' % (name, target))

@@ -16,9 +16,13 @@ it again is always safe (a rewritten document no longer names OLD).
 A collection named after the old class (the default collection name of a
 class without ``_p_mongo_collection``) keeps its name: give the renamed
 class ``_p_mongo_collection = 'OLD'`` (see docs/operations.rst).
+
+Only the databases given are rewritten; type-map entries naming another
+database are listed as refused (exit code 1, and the rename counts as
+unfinished).
 """
 from mongopersist import legacy, typemap
-from mongopersist.cli import walk
+from mongopersist.cli import text, walk
 
 HELP = 'rewrite a stored class name everywhere (resumable, online)'
 
@@ -104,9 +108,11 @@ def _rename_type_map(context, renamer, dry_run):
     coll = context.client[context.root_database][
         typemap.TYPE_MAP_COLLECTION]
     changed, conflicts = 0, []
-    for entry in coll.find().sort('_id'):
-        types = entry.get('types')
-        if not isinstance(types, list) or renamer.old not in types:
+    # The usable entries (those naming a database not given, or
+    # malformed, are refused and left as they are).
+    for entry in walk.type_map_entries(context):
+        types = entry['types']
+        if renamer.old not in types:
             continue
         new = []
         for name in types:
@@ -116,7 +122,8 @@ def _rename_type_map(context, renamer, dry_run):
         changed += 1
         if dry_run:
             continue
-        result = coll.update_one({'_id': entry['_id'], 'types': types},
+        result = coll.update_one({'_id': {'$eq': entry['_id']},
+                                  'types': {'$eq': types}},
                                  {'$set': {'types': new}})
         if result.matched_count != 1:
             conflicts.append(entry['_id'])
@@ -141,7 +148,7 @@ def run(context):
     key = 'rename-class %s %s' % (options.old, options.new)
     state = None if options.restart or dry_run else migrations.find_one(
         {'_id': key})
-    done = set(map(tuple, state.get('done', []))) if state else set()
+    done = set(map(tuple, _pairs(state.get('done')))) if state else set()
     type_map_changed, conflicts = _rename_type_map(context, renamer, dry_run)
     per_collection = []
     skipped = []
@@ -161,7 +168,7 @@ def run(context):
             migrations.update_one(
                 {'_id': key},
                 {'$addToSet': {'done': [database, collection]}}, upsert=True)
-    if not dry_run and not conflicts:
+    if not dry_run and not conflicts and not context.refused:
         # Finished: a later run of the same rename starts afresh.
         migrations.delete_one({'_id': key})
     named_after = [
@@ -173,17 +180,29 @@ def run(context):
               'documents': sum(c['documents'] for c in per_collection),
               'fields': renamer.counts,
               'skipped': skipped, 'conflicts': conflicts,
-              'collections_named_after_old': named_after}
+              'collections_named_after_old': named_after,
+              'refused': context.refused}
     _print(context, result)
-    return result, 1 if conflicts else 0
+    return result, 1 if conflicts or context.refused else 0
+
+
+def _pairs(value):
+    """The ``[database, collection]`` pairs of a checkpoint's ``done``
+    (anything else in it is ignored: the collection is walked again)."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, list)
+            and len(item) == 2 and all(isinstance(x, str) for x in item)]
 
 
 def _print(context, result):
     verb = 'Would rewrite' if result['dry_run'] else 'Rewrote'
+    context.say_refused()
     context.say('%s %s -> %s' % (
         'Renaming (dry run)' if result['dry_run'] else 'Renamed',
-        result['old'], result['new']))
-    rows = [['%s.%s' % (c['database'], c['collection']), c['documents']]
+        text.shown(result['old']), text.shown(result['new'])))
+    rows = [['%s.%s' % (text.shown(c['database']),
+                        text.shown(c['collection'])), c['documents']]
             for c in result['collections']]
     if rows:
         context.say(walk.table(rows, ['collection', 'documents']))
@@ -194,11 +213,14 @@ def _print(context, result):
             '%s %d' % item for item in sorted(result['fields'].items())))
     if result['skipped']:
         context.say('Skipped (finished by an earlier run): %s'
-                    % ', '.join(result['skipped']))
+                    % ', '.join(text.shown(name)
+                                for name in result['skipped']))
     for name in result['collections_named_after_old']:
         context.say('Note: collection %s is named after the old class; give '
-                    '%s _p_mongo_collection = %r' % (
-                        name, result['new'], result['old']))
+                    '%s _p_mongo_collection = %s' % (
+                        text.shown(name), text.shown(result['new']),
+                        text.quoted(result['old'])))
     if result['conflicts']:
         context.say('Changed by others while rewriting (run again): %s'
-                    % ', '.join(repr(id) for id in result['conflicts']))
+                    % ', '.join(text.quoted(id)
+                                for id in result['conflicts']))

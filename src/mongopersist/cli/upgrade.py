@@ -9,9 +9,13 @@ package's ``persistence_name_map`` into the type map.  Nothing is loaded
 or imported: only stored values are rewritten, each document with a
 conditional write (see ``rename-class``).  Exit code 1 if something could
 not be rewritten.
+
+Only the databases given are rewritten; type-map and name-map entries
+naming another database are listed as refused (exit code 1), and a
+name-map entry's class names are copied for the databases given only.
 """
 from mongopersist import legacy, typemap
-from mongopersist.cli import walk
+from mongopersist.cli import reach, text, walk
 
 HELP = "rewrite the original package's stored formats into the current one"
 
@@ -30,22 +34,46 @@ def _name_map(context, dry_run):
     for entry in source.find().sort('_id'):
         database = entry.get('database') or context.database
         collection, path = entry.get('collection'), entry.get('path')
-        if not (isinstance(database, str) and isinstance(collection, str)
-                and isinstance(path, str)):
+        problem = _name_map_problem(context, database, collection, path)
+        if problem is not None:
+            field, message, outside = problem
+            context.refuse(context.root_database, legacy.NAME_MAP_COLLECTION,
+                           entry.get('_id'), field, message, outside=outside)
             continue
         key = '%s.%s' % (database, collection)
-        existing = target.find_one({'_id': key}) or {}
-        if path in (existing.get('types') or ()):
+        existing = target.find_one({'_id': {'$eq': key}}) or {}
+        types = existing.get('types')
+        if isinstance(types, list) and path in types:
             continue
         added += 1
         if not dry_run:
             target.update_one(
-                {'_id': key},
+                {'_id': {'$eq': key}},
                 {'$addToSet': {'types': path},
                  '$setOnInsert': {'database': database,
                                   'collection': collection}},
                 upsert=True)
     return added
+
+
+def _name_map_problem(context, database, collection, path):
+    """``(field, problem, outside)`` of a name-map entry not to copy, or
+    ``None``."""
+    if reach.database_name_problem(database) is not None:
+        return 'database', ('a name map entry names database %s, which is '
+                            'not a database name' % text.quoted(database)
+                            ), False
+    if reach.collection_name_problem(collection) is not None:
+        return 'collection', (
+            'a name map entry names collection %s, which is not a '
+            'collection name' % text.quoted(collection)), False
+    if not isinstance(path, str):
+        return 'path', ('a name map entry needs "path", a class name, not '
+                        '%s' % text.quoted(path)), False
+    if context.outside(database):
+        return 'database', walk.not_given(
+            'names', database, 'nothing there is read or written'), True
+    return None
 
 
 def run(context):
@@ -76,14 +104,17 @@ def run(context):
               'collections': per_collection,
               'documents': sum(c['documents'] for c in per_collection),
               'values': upgrade.counts, 'type_map_added': type_map_added,
-              'problems': problems, 'conflicts': conflicts}
+              'problems': problems, 'conflicts': conflicts,
+              'refused': context.refused}
     _print(context, result)
-    return result, 1 if problems or conflicts else 0
+    return result, 1 if problems or conflicts or context.refused else 0
 
 
 def _print(context, result):
     verb = 'Would rewrite' if result['dry_run'] else 'Rewrote'
-    rows = [['%s.%s' % (c['database'], c['collection']), c['documents']]
+    context.say_refused()
+    rows = [['%s.%s' % (text.shown(c['database']),
+                        text.shown(c['collection'])), c['documents']]
             for c in result['collections']]
     if rows:
         context.say(walk.table(rows, ['collection', 'documents']))
@@ -97,9 +128,12 @@ def _print(context, result):
         context.say('Type map: %d class names taken from %s' % (
             result['type_map_added'], legacy.NAME_MAP_COLLECTION))
     for problem in result['problems']:
-        context.say('Not rewritten: %s.%s _id=%r %s: %s' % (
-            problem['database'], problem['collection'], problem['id'],
-            problem['path'], problem['problem']))
+        context.say('Not rewritten: %s.%s _id=%s %s: %s' % (
+            text.shown(problem['database']),
+            text.shown(problem['collection']), text.quoted(problem['id']),
+            text.shown(problem['path']), text.shown(problem['problem'],
+                                                    limit=1000)))
     if result['conflicts']:
         context.say('Changed by others while rewriting (run again): %s'
-                    % ', '.join(repr(id) for id in result['conflicts']))
+                    % ', '.join(text.quoted(id)
+                                for id in result['conflicts']))

@@ -1,9 +1,16 @@
 """What the commands share: which collections to walk, a progress bar,
-tables, the stored values of a document, and conditional rewrites."""
+tables, the stored values of a document, and conditional rewrites.
+
+Collections are walked in the databases the command was given only
+(``Context.given``); a type-map entry or a reference that points
+elsewhere, or is malformed, is recorded with ``Context.refuse`` and not
+followed.
+"""
 import pymongo
 from bson.dbref import DBRef
 
 from mongopersist import journal, legacy, typemap
+from mongopersist.cli import reach, text
 
 ROOT_COLLECTION = 'persistence_root'
 #: Collections of the library itself (not application documents).
@@ -30,13 +37,16 @@ def progress(context, iterable, total=None, description=None):
         from tqdm import tqdm
     except ImportError:
         return iterable
-    return tqdm(iterable, total=total, desc=description, unit=' docs',
-                file=stream, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, total=total,
+                desc=None if description is None else text.shown(
+                    description),
+                unit=' docs', file=stream, leave=False, dynamic_ncols=True)
 
 
 def table(rows, headers):
-    """Format ``rows`` (lists of values) as a text table."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    """Format ``rows`` (lists of values) as a text table (cells escaped;
+    stored values in them should be bounded with ``text.shown``)."""
+    rows = [[text.escape(str(cell)) for cell in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in rows:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
@@ -49,28 +59,92 @@ def table(rows, headers):
     return '\n'.join(lines)
 
 
+#: The message for a stored pointer into a database not given.
+NOT_GIVEN = ('%s database %s, which this command was not given '
+             '(--database): %s')
+
+
+def not_given(verb, database, consequence):
+    """``'names database 'x', which this command was not given ...'``."""
+    return NOT_GIVEN % (verb, text.quoted(database), consequence)
+
+
 def type_map_entries(context):
-    """The documents of the type map (``persistence_type_map``)."""
+    """The usable documents of the type map (``persistence_type_map``),
+    in ``_id`` order: those whose ``database`` and ``collection`` are
+    names, in a database the command was given, and whose ``types`` is a
+    list of strings.  The others are refused (``Context.refuse``).  Read
+    once per command."""
+    if context._type_map is not None:
+        return context._type_map
     coll = context.client[context.root_database][typemap.TYPE_MAP_COLLECTION]
-    return list(coll.find().sort('_id'))
+    usable = []
+    for entry in coll.find().sort('_id'):
+        problem = _type_map_problem(context, entry)
+        if problem is None:
+            usable.append(entry)
+        else:
+            field, message, outside = problem
+            context.refuse(context.root_database,
+                           typemap.TYPE_MAP_COLLECTION, entry.get('_id'),
+                           field, message, outside=outside)
+    context._type_map = usable
+    return usable
+
+
+def _type_map_problem(context, entry):
+    """``(field, problem, outside)`` of a type-map entry not to use, or
+    ``None``."""
+    database, collection = entry.get('database'), entry.get('collection')
+    if reach.database_name_problem(database) is not None:
+        return 'database', (
+            'a type map entry names database %s, which is not a database '
+            'name' % text.quoted(database)), False
+    if reach.collection_name_problem(collection) is not None:
+        return 'collection', (
+            'a type map entry names collection %s, which is not a '
+            'collection name' % text.quoted(collection)), False
+    if context.outside(database):
+        return 'database', not_given(
+            'names', database, 'nothing there is read or written'), True
+    types = entry.get('types')
+    if not isinstance(types, list) or not all(
+            isinstance(name, str) for name in types):
+        return 'types', ('a type map entry needs "types", an array of '
+                         'class names'), False
+    return None
 
 
 def application_collections(context):
     """``(database, collection)`` of every collection holding application
-    documents: those of ``--database``, and of other databases the type
-    map names (classes with ``_p_mongo_database``)."""
+    documents: those of the ``--database`` databases, and of the root
+    database if the type map names it.  A type-map entry naming another
+    database is refused (see ``type_map_entries``): listed, not walked."""
     found = set()
-    databases = {context.database}
+    databases = list(context.databases)
     for entry in type_map_entries(context):
-        if isinstance(entry.get('database'), str) and isinstance(
-                entry.get('collection'), str):
-            databases.add(entry['database'])
+        if entry['database'] not in databases:
+            databases.append(entry['database'])
     for database in databases:
         for name in context.client[database].list_collection_names():
             if name in LIBRARY_COLLECTIONS or name.startswith('system.'):
                 continue
             found.add((database, name))
     return sorted(found)
+
+
+def reference_problem(context, holder_database, ref):
+    """Why the command does not follow ``ref`` (a ``DBRef`` stored in a
+    document of ``holder_database``): ``(kind, message)`` with kind
+    ``'outside'`` (into a database not given) or ``'malformed'``; or
+    ``None`` to follow it."""
+    if reach.collection_name_problem(ref.collection) is not None:
+        return 'malformed', ('a reference to collection %s, which is not a '
+                             'collection name' % text.quoted(ref.collection))
+    database = ref.database or holder_database
+    if context.outside(database):
+        return 'outside', not_given('refers to', database, 'not followed')
+    return None
 
 
 def documents(context, database, collection, projection=None):
@@ -126,19 +200,22 @@ class Rewrite:
     def update_for(old, new):
         """The conditional ``UpdateOne`` that turns ``old`` into ``new``
         (``None`` if they are the same)."""
-        selector = {'_id': old['_id']}
+        # Stored values are compared with $eq: a stored document that
+        # looks like a query operator is a value, never a query.
+        selector = {'_id': {'$eq': old['_id']}}
         update = {}
         sets = {key: value for key, value in new.items()
                 if key != '_id' and (key not in old or old[key] != value
                                      or type(old[key]) is not type(value))}
         unsets = {key: '' for key in old if key not in new}
         for key in list(sets) + list(unsets):
-            selector[key] = old[key] if key in old else {'$exists': False}
+            selector[key] = ({'$eq': old[key]} if key in old
+                             else {'$exists': False})
         if not (sets or unsets):
             return None
         serial = old.get('_py_serial')
         if isinstance(serial, int) and not isinstance(serial, bool):
-            selector['_py_serial'] = serial
+            selector['_py_serial'] = {'$eq': serial}
             sets['_py_serial'] = serial + 1
         if sets:
             update['$set'] = sets
@@ -165,9 +242,9 @@ class Rewrite:
 
     def delete(self, old):
         """Delete ``old`` if it is unchanged; return true if deleted."""
-        selector = {'_id': old['_id']}
+        selector = {'_id': {'$eq': old['_id']}}
         if '_py_serial' in old:
-            selector['_py_serial'] = old['_py_serial']
+            selector['_py_serial'] = {'$eq': old['_py_serial']}
         return self.coll.delete_one(selector).deleted_count == 1
 
 
@@ -235,7 +312,7 @@ def rewrite_all(context, database, collection, change, dry_run,
 def _retry(coll, rewrite, change, doc, new, attempts):
     """Rewrite one document of a batch that did not all go through."""
     for _ in range(attempts):
-        doc = coll.find_one({'_id': doc['_id']})
+        doc = coll.find_one({'_id': {'$eq': doc['_id']}})
         new = change(doc, again=True) if doc is not None else None
         if new is None:
             return True     # written by the batch, or nothing left to do
