@@ -25,7 +25,7 @@ import transaction
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
-from mongopersist import cli
+from mongopersist import cli, limits
 from tests.database_spy import DatabaseSpy, contents
 from tests.model import Person
 
@@ -523,7 +523,7 @@ def test_stored_values_are_bounded(mp, dm, db, dbname):
     db['persistence_root'].insert_one({'name': name, 'ref': 'nowhere'})
     db[PERSON].insert_one({'_id': id, '_py_persistent_type': name})
     bounded_name = 'n' * 200 + '...(4800 more)'
-    bounded_id = repr(id)[:200] + '...(2802 more)'
+    bounded_id = limits.quote(id)
     for command, shows in ((['inspect'], [bounded_name]),
                            (['check'], [bounded_name, bounded_id]),
                            (['gc'], [bounded_id])):
@@ -564,8 +564,8 @@ def test_mask_credentials():
     from mongopersist.cli.text import mask_credentials
     assert mask_credentials(
         "bad 'mongodb://ann:pw@h1,h2/db?x=1' and mongodb+srv://bob:p@w/d@h"
-    ) == ("bad 'mongodb://ann:***@h1,h2/db?x=1' and "
-          "mongodb+srv://bob:***@h")
+    ) == ("bad 'mongodb://ann:****@h1,h2/db?x=1' and "
+          "mongodb+srv://bob:****@h")
     assert mask_credentials('mongodb://ann@h/db') == 'mongodb://ann@h/db'
 
 
@@ -575,7 +575,8 @@ def test_escaping_and_bounds():
         'a\\x1bb\\nc\\u202ed\\x7f\\t')
     assert shown('é ok') == 'é ok'
     assert shown('x' * 201) == 'x' * 200 + '...(1 more)'
-    assert shown('\x1b' * 300) == '\\x1b' * 200 + '...(100 more)'
+    # Bounded as shown: 50 escaped characters make 200.
+    assert shown('\x1b' * 300) == '\\x1b' * 50 + '...(250 more)'
     assert quoted('a\x1b') == "'a\\x1b'"
-    assert quoted('y' * 300) == repr('y' * 300)[:200] + '...(102 more)'
+    assert quoted('y' * 300) == repr('y' * 200) + '...(100 more)'
     assert quoted(ObjectId('0' * 24)) == "ObjectId('%s')" % ('0' * 24)

@@ -45,13 +45,30 @@ _PATH_PART_LIMIT = 60
 #: The most characters of one stored value a message shows.
 QUOTE_LIMIT = 200
 
-# Control characters (C0, DEL, C1) and the bidirectional overrides, as
-# ``repr`` escapes them, for ``excerpt``.
-_ESCAPES = {code: '\\x%02x' % code
-            for code in list(range(0x20)) + list(range(0x7f, 0xa0))}
-_ESCAPES.update({code: '\\u%04x' % code for code in (
-    0x061c, 0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d,
-    0x202e, 0x2066, 0x2067, 0x2068, 0x2069)})
+_SHORT_ESCAPES = {'\n': '\\n', '\r': '\\r', '\t': '\\t'}
+
+
+def _escaped(char):
+    if char.isprintable():
+        return char
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return '\\x%02x' % code
+    if code < 0x10000:
+        return '\\u%04x' % code
+    return '\\U%08x' % code
+
+
+def escape(text):
+    """``text`` with every character that is not printable (control
+    characters such as ESC, which would drive a terminal, bidirectional
+    overrides, line separators) escaped as ``repr`` writes it (``\\x1b``,
+    ``\\u202e``); printable text unchanged."""
+    if text.isprintable():
+        return text
+    return ''.join(_escaped(char) for char in text)
 
 
 def _cut(text, limit, left_out=0):
@@ -96,8 +113,8 @@ def quote(value, limit=QUOTE_LIMIT):
 
 def excerpt(text, limit=QUOTE_LIMIT):
     """Return ``text`` (a stored name: of a class, collection, database)
-    for a message as it is, not quoted, with control characters escaped
-    (``\\x1b``) and bounded as ``quote`` bounds it: the first characters,
+    for a message as it is, not quoted, with what is not printable escaped
+    (``escape``) and bounded as ``quote`` bounds it: the first characters,
     then ``...(N more)``.  Anything but a ``str`` is shown with
     ``quote``."""
     if not isinstance(text, str):
@@ -105,9 +122,7 @@ def excerpt(text, limit=QUOTE_LIMIT):
     size = len(text)
     shown = min(size, limit)
     while True:
-        part = text[:shown]
-        if not part.isprintable():
-            part = part.translate(_ESCAPES)
+        part = escape(text[:shown])
         if len(part) <= limit or not shown:
             break
         shown = shown * limit // len(part)
