@@ -70,8 +70,22 @@ class ObjectSerializer:
 
     Subclasses say which stored states and which objects they handle
     (``can_read``/``can_write``) and convert them (``read``/``write``).
-    ``can_read`` must only claim states that ``read`` understands.
+    ``can_read`` must only claim states that ``read`` understands.  A
+    serializer may handle one direction only: the base ``can_read`` and
+    ``can_write`` claim nothing.  A subclass that defines ``read`` without
+    ``can_read`` (or ``write`` without ``can_write``) would never be used
+    that way, so it is refused when it is defined (``TypeError``).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for convert, claim in (('read', 'can_read'), ('write', 'can_write')):
+            if getattr(cls, convert) is not getattr(ObjectSerializer, convert) \
+                    and getattr(cls, claim) is getattr(ObjectSerializer, claim):
+                raise TypeError(
+                    'The serializer %s defines %s() but not %s(): it would '
+                    'never be asked to %s' % (cls.__name__, convert, claim,
+                                              convert))
 
     def can_read(self, state):
         return False
