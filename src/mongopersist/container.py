@@ -156,7 +156,7 @@ class MongoContained:
     _m_parent_getter = None
     _m_parent_setter = None
 
-    def _m_location(self, which):
+    def _m_place(self, which):
         known = getattr(self, '_v_' + which, None)
         if known is not None:
             return known
@@ -168,7 +168,7 @@ class MongoContained:
             return getter(self)
         return None
 
-    def _m_set_location(self, which, value):
+    def _m_set_place(self, which, value):
         setter = _class_setting(self, '_m_%s_setter' % which)
         if setter is not None:
             setter(self, value)
@@ -176,19 +176,19 @@ class MongoContained:
 
     @property
     def __name__(self):
-        return self._m_location('name')
+        return self._m_place('name')
 
     @__name__.setter
     def __name__(self, value):
-        self._m_set_location('name', value)
+        self._m_set_place('name', value)
 
     @property
     def __parent__(self):
-        return self._m_location('parent')
+        return self._m_place('parent')
 
     @__parent__.setter
     def __parent__(self, value):
-        self._m_set_location('parent', value)
+        self._m_set_place('parent', value)
 
 
 if ILocation is not None:

@@ -56,6 +56,11 @@ DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL,
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
+# An object whose own instance sets how it is stored.
+_INSTANCE_SETTING = (
+    '%s is set on the instance; how an object is stored is a setting of '
+    'its class (a subclass can set it)')
+
 # Values BSON stores and PyMongo reads back unchanged.
 NATIVE_TYPES = frozenset([
     type(None), bool, float, str, bytes, ObjectId, DBRef, metadata.OID,
@@ -195,6 +200,12 @@ class ObjectWriter:
                 'of an unknown class' % (obj,), obj)
         state = type(obj).__getstate__(obj)
         cls_name = obj.__class__.__name__
+        flag = metadata.instance_setting(obj)
+        if flag is not None:
+            raise interfaces.UnstorableObjectError(
+                'Cannot store the %s: %s' % (cls_name,
+                                             _INSTANCE_SETTING % flag),
+                obj, cls_name)
         if not isinstance(state, dict):
             raise interfaces.UnstorableObjectError(
                 'Cannot store %s: only objects whose state is a dict of '
@@ -313,6 +324,9 @@ class ObjectWriter:
             return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
+            flag = metadata.instance_setting(obj)
+            if flag is not None:
+                raise self._unstorable(obj, _INSTANCE_SETTING % flag)
             if not metadata.is_sub_object(kind):
                 return self._jar.dump(obj)
             return self._write_sub_object(obj, pobj, stack, custom)
