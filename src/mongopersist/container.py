@@ -303,6 +303,9 @@ def _location_allowed(cls, database, collection):
 def _setting_problem(cls, name, value, state):
     """Why the setting ``name`` of a container of class ``cls`` cannot be
     ``value`` (``state`` holds the other settings); ``None`` if it can."""
+    if value is None:
+        # A stored null would hide the class's value.
+        return 'must not be null'
     if name == '_m_allow_global':
         return None if type(value) is bool else 'must be true or false'
     if name in ('_m_mapping_key', '_m_parent_key'):

@@ -14,7 +14,8 @@ These packages come with the extra ``mongopersist[zope]``.  Without them
 containers work the same and fire nothing (``enabled()`` is false).
 Subscribers registered for an object and an event (``zope.component``'s
 ``@adapter(IMyItem, IObjectAddedEvent)``) are called when
-``zope.component`` is installed too (it dispatches object events).
+``zope.component`` dispatches object events (its ``objectEventNotify``
+handler registered, as its ``configure.zcml`` does).
 """
 try:
     import zope.event
