@@ -199,3 +199,17 @@ def re_name(name):
 def test_real_server_or_stand_in(client):
     # The suite runs the same on both (no quirk of the stand-in relied on).
     assert testing.uses_real_server() in (True, False)
+
+
+@pytest.mark.filterwarnings(
+    'ignore::mongopersist.store.InMemoryStoreWarning')
+def test_the_ini_settings_make_the_store_and_the_appmaker(wikiapp, dbname,
+                                                          client):
+    # Before: mongopersist.appmaker went to the store's settings, which
+    # refuse a setting they do not know.
+    settings = dict(wikiapp.settings(), **{
+        'mongopersist.uri': 'memory://', 'mongopersist.database': dbname})
+    app = webtest.TestApp(wikiapp.main(**settings))
+    assert 'href="http://localhost/FrontPage/"' in app.get('/')
+    from wikimodel import appmaker
+    assert app.app.registry['mongopersist.appmaker'] is appmaker

@@ -104,6 +104,12 @@ def wait_before_retry(event):
     time.sleep(store_module.retry_delay(retry))
 
 
+def _store_settings(settings):
+    """The settings of the store: all but this layer's own."""
+    return {name: value for name, value in settings.items()
+            if name != APPMAKER_KEY}
+
+
 def includeme(config):
     """Set up the store, ``request.tm`` and ``request.dm`` (and the
     appmaker of ``root_factory``, from the setting ``mongopersist.appmaker``
@@ -112,7 +118,8 @@ def includeme(config):
     if not isinstance(registry.get(STORE_KEY), Store):
         given = registry.settings.get(STORE_KEY)
         registry[STORE_KEY] = (given if isinstance(given, Store)
-                               else store_from_settings(registry.settings))
+                               else store_from_settings(_store_settings(
+                                   registry.settings)))
     appmaker = registry.settings.get(APPMAKER_KEY)
     if appmaker is not None and registry.get(APPMAKER_KEY) is None:
         registry[APPMAKER_KEY] = config.maybe_dotted(appmaker)
