@@ -1009,6 +1009,7 @@ class MongoContainer(_Container, persistent.Persistent):
         if self._m_remove_documents:
             jar.remove(item)
         else:
+            item._p_activate()
             for field in (self._m_mapping_key, self._m_parent_key):
                 if field is not None and field in item.__dict__:
                     delattr(item, field)
