@@ -12,8 +12,6 @@
 
 A page counts its edits in ``edits``.
 """
-import persistent
-
 from mongopersist import container
 
 

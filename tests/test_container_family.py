@@ -215,7 +215,7 @@ def test_a_stored_location_of_a_mongo_contained_item_is_refused(dm, db,
         fresh(dm).root['folder']['a']
 
 
-# -- the classes ----------------------------------------------------------------
+# -- the classes --------------------------------------------------------------
 def test_all_items_container_sees_every_named_item(dm, db, folder):
     dm.root['other'] = other = Folder()
     folder['a'] = Item('in folder')
@@ -394,7 +394,7 @@ def test_id_names_container_fires_added(dm, fired):
     assert len(fired) == 2
 
 
-# -- a container stored in ZODB -------------------------------------------------
+# -- a container stored in ZODB -----------------------------------------------
 class People(container.MongoContainer):
     _m_collection = 'items'
 
@@ -520,7 +520,7 @@ def test_spec_processors_may_be_objects(dm, folder):
     assert specs.registered() == ()
 
 
-# -- the collection-access log --------------------------------------------------
+# -- the collection-access log ------------------------------------------------
 def test_the_access_log_logs_and_counts_collection_commands(caplog):
     import pymongo
     from mongopersist.accesslog import CollectionAccessLog
@@ -549,7 +549,7 @@ def test_the_access_log_logs_and_counts_collection_commands(caplog):
         scripted.close()
 
 
-# -- what a stored container may say about itself --------------------------------
+# -- what a stored container may say about itself -----------------------------
 class Allowing(container.MongoContainer):
     _p_mongo_collection = 'folders'
     _m_collection = 'items'
@@ -679,3 +679,28 @@ def test_any_stored_container_document_loads_safely(dm, db, planted):
     after = {name: list(db[name].find())
              for name in db.list_collection_names()}
     assert after == before
+
+
+def test_containers_stored_as_the_base_class_load_once_allowed(
+        dm, db, monkeypatch):
+    # The original package stored MongoContainer('person') with its
+    # collection in the container's document.
+    dm.root['people'] = people = Allowing()
+    transaction.commit()
+    db['folders'].update_one({}, {'$set': {
+        '_py_persistent_type': 'mongopersist.container.MongoContainer',
+        '_m_collection': 'person'}})
+    db['person'].insert_one({'key': 'stephan', 'parent': DBRef(
+        'folders', people._p_oid.id, db.name), 'title': 'Stephan',
+        '_py_persistent_type': get_dotted_name(Item)})
+
+    def trusting():
+        return MongoDataManager(dm._client, default_database=db.name,
+                                trusted_modules=['mongopersist.container'])
+    with pytest.raises(interfaces.StoredDataError, match='does not allow'):
+        trusting().root['people']._p_activate()
+    monkeypatch.setattr(container.MongoContainer, '_m_allowed_locations',
+                        ('person',))
+    loaded = trusting().root['people']
+    assert loaded.keys() == ['stephan']
+    assert type(loaded) is container.MongoContainer
