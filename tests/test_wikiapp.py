@@ -19,7 +19,7 @@ from pyramid.config import Configurator
 from pyramid.response import Response
 
 import mongopersist.pyramid
-from mongopersist import container, testing
+from mongopersist import container
 from mongopersist.store import Store
 from tests.test_blogapp import load_example
 
@@ -195,10 +195,6 @@ def re_name(name):
     import re
     return re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_-]{0,59}', name)
 
-
-def test_real_server_or_stand_in(client):
-    # The suite runs the same on both (no quirk of the stand-in relied on).
-    assert testing.uses_real_server() in (True, False)
 
 
 @pytest.mark.filterwarnings(
