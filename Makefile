@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve test explore test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,pyramid,bench,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,pyramid,bench,docs,zope]'
 	touch $(STAMP)
 
 ## demo: install and run the example application (embedded MongoDB
@@ -26,6 +26,12 @@ demo: $(STAMP)
 PORT ?= 6543
 serve: $(STAMP)
 	PYTHONPATH=examples $(BIN)/pserve examples/blogapp.ini http_port=$(PORT)
+
+## serve-traversal: the wiki example (examples/wikiapp.py with the settings
+## of examples/wikiapp.ini), published by traversal from the object tree
+## (mongopersist.pyramid.root_factory), on http://127.0.0.1:6543/
+serve-traversal: $(STAMP)
+	PYTHONPATH=examples $(BIN)/pserve examples/wikiapp.ini http_port=$(PORT)
 
 ## test: install and run the whole suite
 test: $(STAMP)

@@ -72,5 +72,6 @@ setup(
         'cli': ['tqdm >= 4.60'],
         'bench': ['mongoengine', 'ZODB', 'matplotlib'],
         'docs': ['sphinx'],
+        'zope': ['zope.event', 'zope.lifecycleevent', 'zope.location', 'zope.component'],  # container events, ILocation
     },
 )

@@ -115,13 +115,18 @@ def test_delete_removes_the_item(dm, db, folder):
         del folder['one']
 
 
-def test_add_uses_the_key_attribute(dm, folder):
+def test_add_uses_the_key_attribute_else_the_object_id(dm, db, folder):
     assert folder.add(Document('A', key='a')) == 'a'
     assert folder.keys() == ['a']
-    with pytest.raises(ValueError, match="no 'key'"):
-        folder.add(Document('No key'))
+    unnamed = Document('No key')
+    name = folder.add(unnamed)
+    assert name == str(unnamed._p_oid.id)
+    assert folder.keys() == sorted(['a', name])
+    assert folder.add(Document('B'), 'b') == 'b'
     transaction.commit()
     assert fresh(dm).root['folder']['a'].title == 'A'
+    assert fresh(dm).root['folder'][name].title == 'No key'
+    assert db['documents'].find_one({'_id': unnamed._p_oid.id})['key'] == name
 
 
 def test_containers_keep_their_items_apart(dm, folder):
@@ -185,9 +190,15 @@ def test_abort_forgets_added_items(dm, db, folder):
     assert [d['key'] for d in db['documents'].find()] == ['a']
 
 
+class AnyShelf(container.MongoContainer):
+    """Its instances may keep their items in 'documents' (given to the
+    constructor, stored with the container)."""
+    _m_allowed_locations = ('documents',)
+
+
 def test_constructor_settings_are_stored(dm, db):
-    shelf = container.MongoContainer(collection='documents',
-                                     mapping_key='name', parent_key='shelf')
+    shelf = AnyShelf(collection='documents', mapping_key='name',
+                     parent_key='shelf')
     dm.root['shelf'] = shelf
     shelf['faust'] = Document('Faust')
     transaction.commit()

@@ -751,3 +751,41 @@ def test_bson_values_of_other_types_pass_through(dm, make_dm):
     loaded = make_dm().root['o']
     for name, value in values.items():
         assert getattr(loaded, name) == value
+
+
+# -- contract points of IPersistentDataManager and the conflict setting -------
+def test_oldstate_raises_key_error_for_a_revision_it_does_not_have(dm):
+    # IPersistentDataManager: KeyError for a revision that does not exist
+    # (was NotImplementedError).  MongoDB keeps none.
+    dm.root['stephan'] = stephan = Person('Stephan')
+    transaction.commit()
+    with pytest.raises(KeyError):
+        dm.oldstate(stephan, b'\0' * 8)
+
+
+def test_assigning_a_conflict_handler_is_one_setting(make_dm, db):
+    from mongopersist import conflict
+    dm = make_dm()
+    assert not dm.detect_conflicts
+    dm.conflict_handler = conflict.SimpleSerialConflictHandler
+    assert dm.detect_conflicts
+    assert isinstance(dm.conflict_handler,
+                      conflict.SimpleSerialConflictHandler)
+    assert dm.conflict_handler._jar is dm
+    dm.root['stephan'] = Person('Stephan')
+    transaction.commit()
+    stephan = dm.root['stephan']
+    assert stephan.name == 'Stephan'
+    # Another process changes the document ...
+    other = make_dm(detect_conflicts=True)
+    other.root['stephan'].name = 'Steve'
+    transaction.commit()
+    # ... and the object cache of the first is validated (it was not when
+    # only the handler was assigned: detect_conflicts stayed false).
+    assert dm.root['stephan'].name == 'Steve'
+    assert db[PERSON].find_one()['_py_serial'] == 2
+    transaction.abort()
+    dm.detect_conflicts = False
+    assert isinstance(dm.conflict_handler, conflict.NoCheckConflictHandler)
+    dm.detect_conflicts = True
+    assert dm.detect_conflicts

@@ -1051,3 +1051,18 @@ def test_the_plain_class_plan_writes_what_reduce_writes(dm, value):
     else:
         assert fast == slow
     assert (planned is not None) == (type(value) in (Phone, _Empty))
+
+
+@pytest.mark.parametrize('defined', ['read', 'write'])
+def test_a_serializer_that_forgets_its_claim_is_refused(defined):
+    # Before: such a serializer was silently never used (the base claim
+    # says False).  One direction only is fine.
+    with pytest.raises(TypeError, match='defines %s\\(\\) but not can_%s'
+                       % (defined, defined)):
+        type('Forgetful', (serialize.ObjectSerializer,),
+             {defined: lambda self, value: value})
+    claims = type('OneWay', (serialize.ObjectSerializer,), {
+        defined: lambda self, value: value,
+        'can_' + defined: lambda self, value: True})()
+    assert not (claims.can_write(1) if defined == 'read'
+                else claims.can_read({}))

@@ -121,15 +121,10 @@ class MongoDataManager:
         #: it down: the pool of the ``Store`` that opened it.
         self._release = None
         self._closed = False
-        if conflict_handler is None:
-            conflict_handler = (conflict.SimpleSerialConflictHandler
-                                if detect_conflicts
-                                else conflict.NoCheckConflictHandler)
-        if isinstance(conflict_handler, type):
-            conflict_handler = conflict_handler(self)
-        conflict_handler._jar = self
-        self.conflict_handler = conflict_handler
-        self.detect_conflicts = conflict_handler.detects_conflicts
+        self._watcher = None
+        self.conflict_handler = conflict_handler or (
+            conflict.SimpleSerialConflictHandler if detect_conflicts
+            else conflict.NoCheckConflictHandler)
         self.type_registry = metadata.TypeRegistry(
             trusted_modules=trusted_modules, parent=metadata.REGISTRY)
         self.allowed_databases = frozenset(allowed_databases)
@@ -152,7 +147,6 @@ class MongoDataManager:
         self._cache = ObjectCache(cache_size)
         # When what the cache holds is validated.
         self._validator = CacheValidator(self)
-        self._watcher = None
         if watch_changes:
             if not self.detect_conflicts:
                 raise ValueError('watch_changes needs conflict detection: '
@@ -216,6 +210,38 @@ class MongoDataManager:
     def cache_size(self):
         """How many recently used objects stay alive across transactions."""
         return self._cache.size
+
+    @property
+    def conflict_handler(self):
+        """The conflict handler (``mongopersist.conflict``).  Assigning one
+        (a handler or its class) also sets ``detect_conflicts``: the two
+        are one setting."""
+        return self._conflict_handler
+
+    @conflict_handler.setter
+    def conflict_handler(self, handler):
+        if isinstance(handler, type):
+            handler = handler(self)
+        if self._watcher is not None and not handler.detects_conflicts:
+            raise ValueError('watch_changes needs conflict detection: '
+                             'own writes are told apart by _py_serial')
+        handler._jar = self
+        self._conflict_handler = handler
+
+    @property
+    def detect_conflicts(self):
+        """Whether documents keep ``_py_serial`` and commits refuse to
+        overwrite what others changed (the conflict handler's
+        ``detects_conflicts``).  Assigning it switches to the default
+        handler of that kind when the current one differs."""
+        return self._conflict_handler.detects_conflicts
+
+    @detect_conflicts.setter
+    def detect_conflicts(self, value):
+        if bool(value) != self.detect_conflicts:
+            self.conflict_handler = (conflict.SimpleSerialConflictHandler
+                                     if value
+                                     else conflict.NoCheckConflictHandler)
 
     def _watched_databases(self):
         return set(self._databases)
@@ -676,7 +702,9 @@ class MongoDataManager:
         self._join_txn()
 
     def oldstate(self, obj, tid):
-        raise NotImplementedError('MongoDB keeps no old revisions')
+        """``KeyError``, as ``IPersistentDataManager`` says for a revision
+        that does not exist: MongoDB keeps no old revisions."""
+        raise KeyError(tid)
 
     # -- writing ----------------------------------------------------------
     def _store_now(self, obj):

@@ -394,12 +394,57 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
         manager refuses use (``DataManagerStateError``)."""
 
 
+class IMongoDataManagerProvider(zope.interface.Interface):
+    """Gives the data manager of a container stored elsewhere.
+
+    A ``MongoContainer`` stored in another database (ZODB, or any data
+    manager that is not a ``MongoDataManager``) keeps its items in
+    MongoDB: it asks the provider for the data manager to use (see
+    ``mongopersist.container.set_data_manager_provider``; with
+    ``zope.component``, a utility providing this interface is found too).
+    """
+
+    def get():
+        """Return the ``MongoDataManager`` of the current transaction."""
+
+
+class IMongoSpecProcessor(zope.interface.Interface):
+    """Rewrites the filters of the queries containers and mappings send
+    (``mongopersist.specs``)."""
+
+    def process(collection, spec):
+        """Return the filter to send instead of ``spec``, the filter of a
+        query of ``collection`` (a PyMongo collection)."""
+
+
+class IMongoContainer(zope.interface.Interface):
+    """A container whose items are MongoDB documents
+    (``mongopersist.container``)."""
+
+    def __getitem__(name):
+        """Return the item named ``name``; ``KeyError`` if there is none."""
+
+    def __setitem__(name, item):
+        """Put ``item`` into the container under ``name``."""
+
+    def __delitem__(name):
+        """Take the item named ``name`` out of the container."""
+
+    def add(item, name=None):
+        """Put ``item`` into the container, choosing a name when none is
+        given; return the name."""
+
+    def keys():
+        """Return the list of names."""
+
+
 __all__ = [
     'CircularReferenceError', 'CommitError', 'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
     'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
     'IDataManager', 'IndexConflictError', 'InvalidKeyError',
-    'IMongoDataManager', 'IObjectReader', 'IObjectSerializer',
+    'IMongoContainer', 'IMongoDataManager', 'IMongoDataManagerProvider',
+    'IMongoSpecProcessor', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
     'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',
     'TransientTransactionError', 'UniqueIndexError', 'UnknownTypeError',

@@ -25,7 +25,7 @@ from collections.abc import MutableMapping
 
 import persistent
 
-from mongopersist import keys, limits, metadata, query, sharding
+from mongopersist import keys, limits, metadata, query, sharding, specs
 
 
 class MongoCollectionMapping(MutableMapping):
@@ -85,7 +85,8 @@ class MongoCollectionMapping(MutableMapping):
                                           self.__mongo_collection__)
 
     def _m_filter(self, key=None):
-        """Return the filter of the mapping's documents (under ``key``)."""
+        """Return the filter of the mapping's documents (under ``key``),
+        rewritten by the spec processors (``mongopersist.specs``)."""
         extra = self.__mongo_filter__
         if callable(extra):
             extra = extra()
@@ -95,6 +96,9 @@ class MongoCollectionMapping(MutableMapping):
         sharding.check_collection_query(
             self._m_jar, self._m_database, self.__mongo_collection__, result,
             self._m_allow_global)
+        if specs.active():
+            result = specs.process(self._m_jar._raw_collection(
+                self._m_database, self.__mongo_collection__), result)
         return result
 
     def _m_find(self, filter, sort=None):

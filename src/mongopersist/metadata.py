@@ -575,6 +575,22 @@ def database_name(cls, default):
     return getattr(cls, '_p_mongo_database', None) or default
 
 
+#: How objects of a class are stored: settings of the class, never of one
+#: instance (the reader, which knows classes only, must find each document
+#: where and as the class says).
+CLASS_SETTINGS = frozenset(['_p_mongo_sub_object', '_p_mongo_store_type',
+                            '_p_mongo_collection', '_p_mongo_database'])
+
+
+def instance_setting(obj):
+    """The first of ``CLASS_SETTINGS`` set on ``obj`` itself rather than
+    on its class (``None`` if there is none)."""
+    found = getattr(obj, '__dict__', None)
+    if not found or CLASS_SETTINGS.isdisjoint(found):
+        return None
+    return min(CLASS_SETTINGS.intersection(found))
+
+
 def always_stores_type(cls):
     """Return true if documents of ``cls`` always name their class."""
     return bool(getattr(cls, '_p_mongo_store_type', False))

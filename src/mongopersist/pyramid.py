@@ -15,14 +15,64 @@
 A store put in the WSGI environ (``environ['mongopersist.store']``) is used
 for that request instead of the registered one, for tests.  See
 ``docs/applications.rst``.
+
+Traversal: ``Configurator(root_factory=mongopersist.pyramid.root_factory)``
+publishes the object tree of ``request.dm`` by traversal (URL path ->
+``__getitem__`` from the root).  The application's *appmaker* (the
+setting ``mongopersist.appmaker``, a dotted name, or
+``config.registry['mongopersist.appmaker']``) gets ``request.dm.root``
+and returns the root of the tree, making it on the first request; without
+one the root is ``dm.root`` itself.  See ``docs/containers.rst``.
 """
 import time
 
+from mongopersist import container as container_module
 from mongopersist import store as store_module
 from mongopersist.store import Store, store_from_settings
 
 #: Registry and environ key of the store.
 STORE_KEY = 'mongopersist.store'
+
+#: Registry key (and setting) of the application's appmaker.
+APPMAKER_KEY = 'mongopersist.appmaker'
+
+
+class RootResource:
+    """``dm.root`` as the root of a traversal: its entries by name, each
+    located in it (``__name__``, ``__parent__``: a ``MongoContained``
+    entry).  Names that are not stored (or cannot be: a key of another
+    type) raise ``KeyError``, so traversal ends there."""
+
+    __name__ = ''
+    __parent__ = None
+
+    def __init__(self, root):
+        self.root = root
+
+    def __getitem__(self, name):
+        return container_module.located(self.root[name], name, self)
+
+    def __repr__(self):
+        return '<RootResource of %r>' % (self.root._jar,)
+
+
+def root_factory(request):
+    """Pyramid root factory: the root of the object tree of ``request.dm``.
+
+    With an appmaker registered (``APPMAKER_KEY``), returns
+    ``appmaker(request.dm.root)``: the appmaker finds the application's
+    root object there, making and storing it when it is missing (it is
+    committed with the request's transaction; two first requests at once
+    conflict on the root entry and one is retried).  The returned object is
+    told it is the root (a ``MongoContained`` root gets ``__name__`` ``''``
+    and ``__parent__`` ``None``; another class declares them).  Without an
+    appmaker, returns a ``RootResource`` over ``request.dm.root``.
+    """
+    dm = request.dm
+    appmaker = request.registry.get(APPMAKER_KEY)
+    if appmaker is None:
+        return RootResource(dm.root)
+    return container_module.located(appmaker(dm.root), '', None)
 
 
 def get_store(request):
@@ -54,13 +104,25 @@ def wait_before_retry(event):
     time.sleep(store_module.retry_delay(retry))
 
 
+def _store_settings(settings):
+    """The settings of the store: all but this layer's own."""
+    return {name: value for name, value in settings.items()
+            if name != APPMAKER_KEY}
+
+
 def includeme(config):
-    """Set up the store, ``request.tm`` and ``request.dm``."""
+    """Set up the store, ``request.tm`` and ``request.dm`` (and the
+    appmaker of ``root_factory``, from the setting ``mongopersist.appmaker``
+    when given)."""
     registry = config.registry
     if not isinstance(registry.get(STORE_KEY), Store):
         given = registry.settings.get(STORE_KEY)
         registry[STORE_KEY] = (given if isinstance(given, Store)
-                               else store_from_settings(registry.settings))
+                               else store_from_settings(_store_settings(
+                                   registry.settings)))
+    appmaker = registry.settings.get(APPMAKER_KEY)
+    if appmaker is not None and registry.get(APPMAKER_KEY) is None:
+        registry[APPMAKER_KEY] = config.maybe_dotted(appmaker)
     config.include('pyramid_tm')
     config.add_request_method(request_dm, 'dm', reify=True)
     try:

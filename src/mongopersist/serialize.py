@@ -56,6 +56,11 @@ DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL,
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
+# An object whose own instance sets how it is stored.
+_INSTANCE_SETTING = (
+    '%s is set on the instance; how an object is stored is a setting of '
+    'its class (a subclass can set it)')
+
 # Values BSON stores and PyMongo reads back unchanged.
 NATIVE_TYPES = frozenset([
     type(None), bool, float, str, bytes, ObjectId, DBRef, metadata.OID,
@@ -70,8 +75,22 @@ class ObjectSerializer:
 
     Subclasses say which stored states and which objects they handle
     (``can_read``/``can_write``) and convert them (``read``/``write``).
-    ``can_read`` must only claim states that ``read`` understands.
+    ``can_read`` must only claim states that ``read`` understands.  A
+    serializer may handle one direction only: the base ``can_read`` and
+    ``can_write`` claim nothing.  A subclass that defines ``read`` without
+    ``can_read`` (or ``write`` without ``can_write``) would never be used
+    that way, so it is refused when it is defined (``TypeError``).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for convert, claim in (('read', 'can_read'), ('write', 'can_write')):
+            if getattr(cls, convert) is not getattr(ObjectSerializer, convert) \
+                    and getattr(cls, claim) is getattr(ObjectSerializer, claim):
+                raise TypeError(
+                    'The serializer %s defines %s() but not %s(): it would '
+                    'never be asked to %s' % (cls.__name__, convert, claim,
+                                              convert))
 
     def can_read(self, state):
         return False
@@ -181,6 +200,12 @@ class ObjectWriter:
                 'of an unknown class' % (obj,), obj)
         state = type(obj).__getstate__(obj)
         cls_name = obj.__class__.__name__
+        flag = metadata.instance_setting(obj)
+        if flag is not None:
+            raise interfaces.UnstorableObjectError(
+                'Cannot store the %s: %s' % (cls_name,
+                                             _INSTANCE_SETTING % flag),
+                obj, cls_name)
         if not isinstance(state, dict):
             raise interfaces.UnstorableObjectError(
                 'Cannot store %s: only objects whose state is a dict of '
@@ -299,6 +324,9 @@ class ObjectWriter:
             return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
+            flag = metadata.instance_setting(obj)
+            if flag is not None:
+                raise self._unstorable(obj, _INSTANCE_SETTING % flag)
             if not metadata.is_sub_object(kind):
                 return self._jar.dump(obj)
             return self._write_sub_object(obj, pobj, stack, custom)
