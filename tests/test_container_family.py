@@ -582,7 +582,7 @@ def test_constructor_locations_are_checked_against_the_class():
     ('_m_parent_key', None, 'must not be null'),
     ('_m_parent_key', 7, 'must be a string'),
     ('_m_allow_global', 'yes', 'true or false'),
-    ('_m_filter', {'a': 1}, 'not a setting'),
+    ('_m_filter', {'a': 1}, 'hide the method _m_filter'),
     ('_m_item_class', {'_py_type': 'type',
                        'path': 'tests.test_container_family.Item'},
      'not a setting'),

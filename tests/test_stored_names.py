@@ -141,15 +141,36 @@ def test_a_persistent_object_with_an_undeclared_special_name_is_not_written(
     transaction.abort()
 
 
-def test_list_items_are_added_with_the_methods_of_the_class(dm, db, make_dm):
-    # A stored field named ``append`` (or ``extend``) is data: the items
-    # go in with ``Listing.extend``, not with the stored value.
+def test_a_stored_field_never_hides_a_method(dm, db, make_dm):
+    # ``append`` is a method of Listing: a stored field of that name is
+    # refused (the items would otherwise go in with the stored value, and
+    # the application's ``value.append(...)`` would call it).
     store(dm, db, value={
         '_py_type': '%s.Listing' % __name__, 'append': LAUNCHER,
-        'extend': LAUNCHER, '_py_listitems': ['rm -rf /']})
+        '_py_listitems': ['rm -rf /']})
+    error = load_error(make_dm, 'value')
+    assert error.path == 'value.append'
+
+
+def test_list_items_are_added_with_the_methods_of_the_class(dm, db, make_dm):
+    store(dm, db, value={
+        '_py_type': '%s.Listing' % __name__, 'size': 1,
+        '_py_listitems': ['a', 'b']})
     value = make_dm().root['p'].value
-    assert type(value) is Listing and list(value) == ['rm -rf /']
-    assert value.append is Launcher
+    assert type(value) is Listing and list(value) == ['a', 'b']
+    assert value.size == 1
+
+
+def test_a_method_name_is_not_written_either(dm):
+    person = dm.root['p'] = Person('p')
+    transaction.commit()
+    value = Listing()
+    value.append = 'shadow'
+    person.value = value
+    with pytest.raises(interfaces.UnstorableObjectError) as info:
+        transaction.commit()
+    assert info.value.path == 'Person.value.append'
+    transaction.abort()
 
 
 def test_list_items_of_a_class_without_append_are_malformed(dm, db, make_dm):

@@ -200,12 +200,8 @@ def _declares_location(cls):
     stored data attributes (declared as plain data on the class, as
     ``zope.location``'s ``Location`` and ``zope.container``'s
     ``Contained`` do)."""
-    for name in ('__name__', '__parent__'):
-        declared = metadata.declared_attribute(cls, name, _MISSING)
-        if declared is _MISSING or callable(declared) or hasattr(
-                type(declared), '__get__'):
-            return False
-    return True
+    return (metadata.declares_data(cls, '__name__')
+            and metadata.declares_data(cls, '__parent__'))
 
 
 def located(item, name, parent):
@@ -346,12 +342,8 @@ def _stored_field_problem(cls, name, value, state):
         if name not in metadata.declared_attribute(cls, '_m_settings', ()):
             return 'is not a setting %s may store' % cls.__name__
         return _setting_problem(cls, name, value, state)
-    declared = metadata.declared_attribute(cls, name, _MISSING)
-    if declared is not _MISSING and (
-            callable(declared) or hasattr(type(declared), '__get__')):
-        return 'would hide the %s %s of the class %s' % (
-            'method' if callable(declared) else 'attribute', name,
-            cls.__name__)
+    # A field hiding a method of the class is refused by the reader for
+    # every class (``serialize._check_names``).
     return None
 
 

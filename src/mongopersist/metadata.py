@@ -560,6 +560,18 @@ def declared_attribute(cls, name, default=None):
     return default
 
 
+def declares_data(cls, name):
+    """Whether ``cls`` (or a base) declares ``name`` as plain data: a
+    value that is neither callable nor a descriptor (``__name__ = None``
+    as ``zope.location`` declares it), which an instance may set."""
+    declared = declared_attribute(cls, name, _UNDECLARED)
+    return not (declared is _UNDECLARED or callable(declared)
+                or hasattr(type(declared), '__get__'))
+
+
+_UNDECLARED = object()
+
+
 def is_sub_object(cls):
     """Return true if instances of ``cls`` live inside their parent."""
     return bool(getattr(cls, '_p_mongo_sub_object', False))

@@ -200,12 +200,11 @@ class ObjectWriter:
                 'of an unknown class' % (obj,), obj)
         state = type(obj).__getstate__(obj)
         cls_name = obj.__class__.__name__
-        flag = metadata.instance_setting(obj)
-        if flag is not None:
+        if not metadata.CLASS_SETTINGS.isdisjoint(obj.__dict__):
             raise interfaces.UnstorableObjectError(
-                'Cannot store the %s: %s' % (cls_name,
-                                             _INSTANCE_SETTING % flag),
-                obj, cls_name)
+                'Cannot store the %s: %s' % (
+                    cls_name, _INSTANCE_SETTING % metadata.instance_setting(
+                        obj)), obj, cls_name)
         if not isinstance(state, dict):
             raise interfaces.UnstorableObjectError(
                 'Cannot store %s: only objects whose state is a dict of '
@@ -239,8 +238,8 @@ class ObjectWriter:
             except interfaces.CircularReferenceError as error:
                 error.path = '.'.join([cls_name, name] + (error.path or []))
                 raise
-        refused = None if _ORDINARY_NAMES.issuperset(state) else (
-            _unreadable_name(state, obj))
+        refused = None if _FIELD_NAMES.get(type(obj), _NO_NAMES).issuperset(
+            state) else _unreadable_name(state, obj)
         if refused is not None:
             name, reason = refused
             raise interfaces.UnstorableObjectError(
@@ -324,11 +323,13 @@ class ObjectWriter:
             return self._write_sub_object(obj, pobj, stack, custom)
         if isinstance(obj, persistent.Persistent):
             # Before the built-in writers, which know no persistent class.
+            # (Another stored object is referenced; it is written, and its
+            # settings checked, on its own: ``get_document``.)
+            if not metadata.is_sub_object(kind):
+                return self._jar.dump(obj)
             flag = metadata.instance_setting(obj)
             if flag is not None:
                 raise self._unstorable(obj, _INSTANCE_SETTING % flag)
-            if not metadata.is_sub_object(kind):
-                return self._jar.dump(obj)
             return self._write_sub_object(obj, pobj, stack, custom)
         builtin = serializers.writer_for(obj)
         if builtin is not None:
@@ -430,8 +431,9 @@ class ObjectWriter:
         """Add ``state``, the state of ``obj``, to its stored ``doc``:
         its fields, or ``_py_state``.  A field name that reading would
         refuse (``_check_names``) is refused now."""
-        refused = None if type(state) is dict and _ORDINARY_NAMES.issuperset(
-            state) else _unreadable_name(state, obj)
+        refused = None if type(state) is dict and _FIELD_NAMES.get(
+            type(obj), _NO_NAMES).issuperset(state) else _unreadable_name(
+                state, obj)
         if refused is not None:
             name, reason = refused
             failure = self._unstorable(obj, 'its attribute %s: %s' % (
@@ -610,59 +612,99 @@ _SETSTATES = {}     # class -> its __setstate__ or None
 
 # -- which stored field names may become attributes --------------------------
 #
-# Stored state becomes instance attributes.  Python looks special methods
-# up on the instance before the class in many places (``copy``,
-# ``pickle``: the data manager pickles states for savepoints), and
-# mongopersist reads its own settings from persistent objects; a stored
-# field may therefore never stand in for either.
+# Stored state becomes instance attributes, and an instance attribute hides
+# what its class defines under that name.  Python looks special methods up
+# on the instance before the class in many places (``copy``, ``pickle``:
+# the data manager pickles states for savepoints), mongopersist reads its
+# settings from persistent objects, and the application calls its methods:
+# a stored field may therefore never stand in for any of them.
 
-# Names any instance may be given (not reserved, not special): a memo of
-# names seen before, bounded like ``_safe_keys``.
-_ORDINARY_NAMES = set()
-_ORDINARY_NAMES_LIMIT = 10000
+# Class -> the field names checked for its instances (``_check_names``):
+# a memo, bounded in classes and in names per class (beyond, names are
+# checked each time).
+_FIELD_NAMES = {}
+_FIELD_NAMES_CLASSES = 1000
+_FIELD_NAMES_PER_CLASS = 2000
+_NO_NAMES = frozenset()
 _MISSING = object()
 
 
-def _refused_name(name, cls, is_persistent):
+def _field_names(cls):
+    """The memo of field names found fine for instances of ``cls``."""
+    try:
+        return _FIELD_NAMES[cls]
+    except KeyError:
+        names = set()
+        if len(_FIELD_NAMES) < _FIELD_NAMES_CLASSES:
+            _FIELD_NAMES[cls] = names
+        return names
+    except TypeError:               # an unhashable class
+        return set()
+
+
+def _is_method(declared):
+    """True for what an instance attribute of the same name would hide:
+    a function, a class or static method, a method of a built-in type
+    (a descriptor without ``__set__``)."""
+    kind = type(declared)
+    return hasattr(kind, '__get__') and not hasattr(kind, '__set__')
+
+
+def _refused_name(name, cls):
     """Why the stored field ``name`` may not become an attribute of an
     instance of ``cls`` (``None``: it may)."""
     if name.startswith('_py_'):
         return 'names starting with "_py_" are reserved for mongopersist'
     if name.startswith(('_p_', '_v_')):
-        if is_persistent:
+        if issubclass(cls, persistent.Persistent):
             return ('the "_p_" and "_v_" attributes of a persistent object '
                     'come from its class and its data manager, never from '
                     'stored data')
         return None
     if len(name) > 4 and name[:2] == '__' and name[-2:] == '__':
-        declared = metadata.declared_attribute(cls, name, _MISSING)
-        if (declared is _MISSING or callable(declared)
-                or hasattr(type(declared), '__get__')):
+        if not metadata.declares_data(cls, name):
             return ('a special name may only set a plain data attribute '
                     'that the class %s declares (such as a __name__ or '
                     '__parent__ it defines), never a method or one it does '
                     'not have' % cls.__name__)
         return None
-    if len(_ORDINARY_NAMES) < _ORDINARY_NAMES_LIMIT:
-        _ORDINARY_NAMES.add(name)
+    declared = metadata.declared_attribute(cls, name, _MISSING)
+    if declared is not _MISSING and _is_method(declared):
+        return ('it would hide the method %s of the class %s'
+                % (name, cls.__name__))
     return None
 
 
-def _check_names(names, cls, is_persistent):
+def _first_refused(names, cls):
+    """``(name, reason)`` of the first of ``names`` (field names of a
+    state for an instance of ``cls``) that ``_refused_name`` refuses, or
+    ``None``; the others are remembered as fine for ``cls``."""
+    known = _field_names(cls)
+    if known.issuperset(names):
+        return None
+    for name in names:
+        if type(name) is str and name not in known:
+            reason = _refused_name(name, cls)
+            if reason is not None:
+                return name, reason
+            if len(known) < _FIELD_NAMES_PER_CLASS:
+                known.add(name)
+    return None
+
+
+def _check_names(names, cls):
     """Refuse, with ``StoredDataError`` naming the field, a stored field of
     ``names`` (the state about to be given to an instance of ``cls``) that
     is reserved (``_py_*``), persistent (``_p_*``, ``_v_*``, for a
-    persistent object) or special (``__*__``, but for a plain data
-    attribute the class declares)."""
-    if _ORDINARY_NAMES.issuperset(names):
+    persistent object), special (``__*__``, but for a plain data
+    attribute the class declares) or the name of a method of ``cls``."""
+    if _FIELD_NAMES.get(cls, _NO_NAMES).issuperset(names):
         return
-    for name in names:
-        if type(name) is str and name not in _ORDINARY_NAMES:
-            reason = _refused_name(name, cls, is_persistent)
-            if reason is not None:
-                raise _malformed(
-                    'Cannot load the stored field %s: %s'
-                    % (limits.quote(name), reason)).at(name)
+    refused = _first_refused(names, cls)
+    if refused is not None:
+        name, reason = refused
+        raise _malformed('Cannot load the stored field %s: %s'
+                         % (limits.quote(name), reason)).at(name)
 
 
 def _unreadable_name(state, obj):
@@ -671,21 +713,13 @@ def _unreadable_name(state, obj):
     values), that reading would refuse (``_check_names``); ``None`` if
     there is none.  The writer refuses what the reader would, so that
     nothing is stored that cannot be loaded again."""
-    if type(state) is dict:
-        if _ORDINARY_NAMES.issuperset(state):
-            return None
-        parts = (state,)
-    else:
-        parts = state if type(state) is tuple else ()
-    cls = type(obj)
-    is_persistent = isinstance(obj, persistent.Persistent)
+    parts = (state,) if type(state) is dict else (
+        state if type(state) is tuple else ())
     for part in parts:
-        if type(part) is dict and not _ORDINARY_NAMES.issuperset(part):
-            for name in part:
-                if type(name) is str and name not in _ORDINARY_NAMES:
-                    reason = _refused_name(name, cls, is_persistent)
-                    if reason is not None:
-                        return name, reason
+        if type(part) is dict:
+            refused = _first_refused(part, type(obj))
+            if refused is not None:
+                return refused
     return None
 
 
@@ -694,13 +728,12 @@ def _apply_state(value, data):
     pickle does: its class's ``__setstate__``, else the instance dict (and
     slots), once the field names passed ``_check_names``."""
     cls = type(value)
-    is_persistent = isinstance(value, persistent.Persistent)
     if type(data) is dict:
-        _check_names(data, cls, is_persistent)
+        _check_names(data, cls)
     elif type(data) is tuple:
         for part in data:
             if type(part) is dict:
-                _check_names(part, cls, is_persistent)
+                _check_names(part, cls)
     setstate = _setstate_of(cls)
     if setstate is not None:
         setstate(value, data)
@@ -864,7 +897,7 @@ class ObjectReader:
                     if key not in DOCUMENT_META_FIELDS}
         state = self._read_fields(doc, obj, DOCUMENT_META_FIELDS)
         _check_names(state, persistent.Persistent if obj is None
-                     else type(obj), True)
+                     else type(obj))
         return state
 
     def _read_fields(self, stored, obj, skip=()):
@@ -995,7 +1028,7 @@ class ObjectReader:
             value = cls.__new__(cls)
             if data:
                 # ``_apply_state`` for a value class (never persistent).
-                _check_names(data, cls, False)
+                _check_names(data, cls)
                 setstate = _setstate_of(cls)
                 if setstate is None:
                     value.__dict__.update(data)
