@@ -204,6 +204,29 @@ class CommitError(MongoPersistError):
                 message, _refs(self.written), _refs(self.not_written)))
 
 
+class CommitOutcomeUnknownError(CommitError):
+    """Whether a commit took effect cannot be told.
+
+    Its acknowledgement was lost (the server or the network failed after
+    the writes or the ``commitTransaction`` were sent) and reading the
+    documents back did not tell whether they hold what the commit wrote
+    (somebody changed them since, or they could not be read).  The
+    unit of work may have been applied: it is not retried (neither
+    ``Store.transaction()`` nor ``transaction``'s ``attempts`` retry it),
+    since running it again could apply it twice.  Check the data
+    (``unsure`` lists the documents in question) before running it again.
+    """
+
+    def __init__(self, message, written=(), not_written=(), cause=None,
+                 unsure=()):
+        self.unsure = list(unsure)
+        if self.unsure:
+            message += '; may or may not have been written: %s' % (
+                _refs(self.unsure),)
+        super().__init__(message, written=written, not_written=not_written,
+                         cause=cause)
+
+
 def _refs(refs):
     if not refs:
         return 'none'
@@ -359,7 +382,8 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
 
 
 __all__ = [
-    'CircularReferenceError', 'CommitError', 'ConfigurationError',
+    'CircularReferenceError', 'CommitError', 'CommitOutcomeUnknownError',
+    'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
     'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
     'IDataManager', 'IndexConflictError',
