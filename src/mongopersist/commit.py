@@ -575,7 +575,7 @@ class Flush:
         query = sharding.batch_filter(
             (w.oid.id, self._key_as_loaded(w)) for w in writes)
         docs = {doc['_id']: doc for doc in outcome.committed_collection(
-            coll).find(query, batch_size=len(writes))}
+            coll).find(query, batch_size=len(writes) + 1)}
         return {id(w): docs.get(w.oid.id) for w in writes}
 
     def _failure(self, error, pending, unsure=(), duplicate=None):

@@ -89,7 +89,7 @@ def stored_versions(client, writes):
         query = sharding.batch_filter(
             (write.oid.id, target_key(write)) for write in group)
         docs = {doc['_id']: doc for doc in coll.find(
-            query, {PY_SERIAL: 1, PY_WRITE: 1}, batch_size=len(group))}
+            query, {PY_SERIAL: 1, PY_WRITE: 1}, batch_size=len(group) + 1)}
         for write in group:
             found[id(write)] = docs.get(write.oid.id)
     return found
