@@ -98,6 +98,13 @@ class ScriptedReplicaSet:
                         old.pop(field, None)
                     break
 
+    def apply_transaction_of(self, request):
+        """Store the writes of the server transaction of ``request``."""
+        this = _transaction(request.doc)
+        for name, doc in self.commands:
+            if name in ('insert', 'update') and _transaction(doc) == this:
+                self.apply(doc)
+
     def abort_transaction_of(self, request):
         """The server aborted the transaction of ``request``."""
         self.aborted.add(_transaction(request.doc))
