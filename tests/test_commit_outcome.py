@@ -15,8 +15,11 @@ exactly that).  tests/test_server_crash.py kills a real server instead.
 """
 import pytest
 from bson.dbref import DBRef
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from hypothesis import given, settings, strategies as st
 
-from mongopersist import interfaces
+from mongopersist import commit, interfaces, outcome
 from mongopersist.serialize import PY_SERIAL, PY_WRITE
 from mongopersist.store import Store
 from tests.model import Simple
@@ -193,3 +196,53 @@ def test_a_lost_reply_that_cannot_be_read_back_is_unknown(rs, retry_waits):
     # s1 still holds the version loaded: not written; s2 cannot be told.
     assert error.unsure == [DBRef(SIMPLE, 's2', 'db')]
     assert DBRef(SIMPLE, 's1', 'db') in error.not_written
+
+
+# -- reading back stored data: a door for outside data ------------------------
+
+OURS, BEFORE = ObjectId(), ObjectId()
+SERIALS = st.one_of(
+    st.integers(-3, 5), st.integers(-3, 5).map(Int64), st.booleans(),
+    st.none(), st.floats(allow_nan=True), st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=2))
+WRITE_IDS = st.one_of(st.sampled_from([OURS, BEFORE]), st.none(),
+                      st.text(max_size=3), st.binary(max_size=12),
+                      st.builds(ObjectId))
+STORED = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({}, optional={PY_SERIAL: SERIALS,
+                                        PY_WRITE: WRITE_IDS}),
+    st.integers(), st.text(max_size=3))
+
+
+def _is(value, expected):
+    return (type(value) in (int, Int64) and type(expected) is int
+            and value == expected) or (
+        type(value) is ObjectId and value == expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([commit.INSERT, commit.UPDATE, commit.DELETE]),
+       stored=STORED)
+def test_reading_back_judges_any_stored_document_by_its_stamps(kind, stored):
+    """Whatever a document holds, the read-back calls nothing and says
+    'applied' only for this write's serial and id, 'not applied' only for
+    the replaced version's (or no document where it inserted)."""
+    before = None if kind == commit.INSERT else {
+        '_id': 1, PY_SERIAL: 2, PY_WRITE: BEFORE}
+    write = commit.DocumentWrite(kind, None, DBRef('c', 1, 'db'),
+                                 doc=None if kind == commit.DELETE else {
+                                     '_id': 1, PY_SERIAL: 3, PY_WRITE: OURS},
+                                 loaded=before)
+    found = outcome.verdict(write, stored)
+    is_dict = isinstance(stored, dict)
+    ours = is_dict and kind != commit.DELETE and \
+        _is(stored.get(PY_SERIAL), 3) and _is(stored.get(PY_WRITE), OURS)
+    replaced = is_dict and kind != commit.INSERT and \
+        _is(stored.get(PY_SERIAL), 2) and _is(stored.get(PY_WRITE), BEFORE)
+    if ours:
+        assert found == outcome.APPLIED
+    elif replaced or (stored is None and kind == commit.INSERT):
+        assert found == outcome.NOT_APPLIED
+    else:
+        assert found is None

@@ -31,8 +31,8 @@ import math
 import pymongo
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
-from pymongo.errors import (BulkWriteError, DuplicateKeyError,
-                            OperationFailure, PyMongoError)
+from pymongo.errors import (BulkWriteError, ConnectionFailure,
+                            DuplicateKeyError, OperationFailure, PyMongoError)
 
 from mongopersist import (indexes, interfaces, limits, metadata, outcome,
                           sharding)
@@ -433,7 +433,14 @@ class Flush:
                 duplicate = indexes.duplicate(errors[0], lost, coll)
                 if duplicate.on_id and lost.kind != DELETE and \
                         self.handler.detects_conflicts:
-                    current = self._committed(coll, lost)
+                    try:
+                        current = self._committed(coll, lost)
+                    except PyMongoError:
+                        # Not even the version can be read: was it a
+                        # retry of this write, applied the first time?
+                        raise self._failure(
+                            error, pending, unsure=[lost],
+                            duplicate=duplicate) from error
                     if outcome.verdict(lost, current) == outcome.APPLIED:
                         self._record([lost], (), pending)
                         return writes[failed + 1:]
@@ -454,6 +461,8 @@ class Flush:
                         error.code == WRITE_CONFLICT:
                     raise self._write_conflict(coll, writes) from error
                 raise self._failure(error, pending) from error
+            if not isinstance(error, ConnectionFailure):
+                raise self._failure(error, pending, unsure=writes) from error
             # Without a server transaction the writes may have been
             # applied (the reply was lost): read back which were.
             self._read_back(writes, pending, error)

@@ -22,11 +22,15 @@ else, a deleted document) tells nothing: the outcome stays unknown.
 
 Reads go to the primary, outside any session (a server transaction that
 failed is aborted; its snapshot would not show what was committed), with
-majority read concern when commits wait for a majority.
+its default read concern: what the primary holds, also what a majority
+may not have yet (a version read there as not applied is not merely on
+its way).  A failure read back as not applied stays retryable only where
+it was a server's reply (``NoSuchTransaction``: the server holds no such
+transaction, so no commit of it is still on its way); after a network
+error it is reported, not retried.
 """
 from pymongo import ReadPreference
 from pymongo.errors import PyMongoError
-from pymongo.read_concern import ReadConcern
 
 from mongopersist import metadata, sharding
 from mongopersist.serialize import PY_SERIAL, PY_WRITE
@@ -41,15 +45,9 @@ DELETE = 'delete'
 
 
 def committed_collection(coll):
-    """``coll`` reading what is committed: from the primary, with majority
-    read concern when its writes wait for a majority."""
-    options = {'read_preference': ReadPreference.PRIMARY}
-    write_concern = getattr(coll, 'write_concern', None)
-    if write_concern is not None and \
-            write_concern.document.get('w') == 'majority':
-        options['read_concern'] = ReadConcern('majority')
+    """``coll`` reading what is committed: from the primary."""
     try:
-        return coll.with_options(**options)
+        return coll.with_options(read_preference=ReadPreference.PRIMARY)
     except (TypeError, NotImplementedError):
         return coll
 
@@ -59,20 +57,36 @@ def verdict(write, stored):
     ``commit.DocumentWrite`` given the document ``stored`` now for it
     (``None``: there is none)."""
     doc = write.doc
+    if stored is not None and not isinstance(stored, dict):
+        return None
     if write.kind != DELETE and doc is not None and PY_WRITE in doc and \
-            stored is not None and \
-            stored.get(PY_WRITE) == doc[PY_WRITE] and \
-            stored.get(PY_SERIAL) == doc.get(PY_SERIAL):
+            stored is not None and _same_version(stored, doc):
         return APPLIED
     if write.kind == INSERT and stored is None:
         return NOT_APPLIED
     before = write.before
     if isinstance(before, dict) and PY_SERIAL in before and \
-            stored is not None and \
-            stored.get(PY_SERIAL) == before[PY_SERIAL] and \
-            stored.get(PY_WRITE) == before.get(PY_WRITE):
+            stored is not None and _same_version(stored, before):
         return NOT_APPLIED
     return None
+
+
+def _same_version(stored, version):
+    """Whether ``stored`` holds the serial and write id of ``version``
+    (compared with their types: ``True`` is not the serial 1)."""
+    return (_same(stored.get(PY_SERIAL, _NONE), version.get(PY_SERIAL))
+            and _same(stored.get(PY_WRITE), version.get(PY_WRITE)))
+
+
+_NONE = object()
+
+
+def _same(stored, value):
+    if isinstance(value, bool) or isinstance(stored, bool):
+        return False
+    if isinstance(value, int):
+        return isinstance(stored, int) and stored == value
+    return type(stored) is type(value) and stored == value
 
 
 def stored_versions(client, writes):
