@@ -608,8 +608,7 @@ class Flush:
         if unsure:
             kind = interfaces.CommitOutcomeUnknownError
             details = {'unsure': [w.oid for w in unsure]}
-            message += ('; its reply was lost and reading back could not '
-                        'tell whether every write was applied')
+            message += '; whether every write was applied is unknown'
         return kind(
             message, written=written,
             not_written=[w.oid for w in pending.values() if w not in unsure],
