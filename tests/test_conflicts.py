@@ -208,3 +208,80 @@ def test_unchanged_document_is_not_written(cdm, db):
     person.name = 'A'          # the same value: marked changed, same document
     transaction.commit()
     assert stored(db, 'A')['_py_serial'] == 1
+
+
+def _mode_or_skip(client, mode):
+    """``mode`` if the deployment can run it, else skip with the reason."""
+    from mongopersist import sessions
+    if mode == 'always' and not sessions.deployment_supports_transactions(
+            client):
+        pytest.skip("transactions='always' needs server transactions (a "
+                    "replica set or sharded cluster); this deployment has "
+                    "none")
+    return mode
+
+
+@pytest.mark.parametrize('mode', ['auto', 'always', 'never'])
+def test_two_data_managers_conflict_in_every_transactions_mode(
+        client, dbname, db, mode):
+    """The second commit of one version is a ConflictError with its
+    details, with or without server transactions (in one, the lost
+    conditional write aborts it: the version is read outside it)."""
+    _mode_or_skip(client, mode)
+    ours_tm, theirs_tm = (transaction.TransactionManager(),
+                          transaction.TransactionManager())
+    ours, theirs = [
+        MongoDataManager(client, default_database=dbname,
+                         detect_conflicts=True, transactions=mode,
+                         transaction_manager=tm)
+        for tm in (ours_tm, theirs_tm)]
+    ours.root['c'] = Counter()
+    ours_tm.commit()
+    counter = ours.root['c']
+    counter.value += 1
+    theirs.root['c'].value += 10
+    theirs_tm.commit()
+    with pytest.raises(interfaces.ConflictError) as info:
+        ours_tm.commit()
+    ours_tm.abort()
+    error = info.value
+    assert error.object is counter
+    assert error.oid == counter._p_oid.id
+    assert (error.start_serial, error.current_serial) == (1, 2)
+    assert error.cur_state['value'] == 10
+    assert ours.should_retry(error)
+    assert db['counter'].find_one()['value'] == 10
+
+
+@pytest.mark.requires_real_mongodb(
+    reason='a WriteConflict needs two open server transactions')
+def test_a_write_conflict_between_open_server_transactions(
+        client, dbname, db):
+    from mongopersist import sessions
+    if not sessions.deployment_supports_transactions(client):
+        pytest.skip('MONGODB_URI is a deployment without server '
+                    'transactions: no WriteConflict')
+    first_tm, second_tm = (transaction.TransactionManager(),
+                           transaction.TransactionManager())
+    first, second = [
+        MongoDataManager(client, default_database=dbname,
+                         detect_conflicts=True, transactions='always',
+                         transaction_manager=tm)
+        for tm in (first_tm, second_tm)]
+    first.root['c'] = Counter()
+    first_tm.commit()
+    counter = second.root['c']
+    first.root['c'].value += 1
+    first.flush()               # written in its open server transaction
+    counter.value += 10
+    with pytest.raises(interfaces.ConflictError) as info:
+        second_tm.commit()
+    second_tm.abort()
+    error = info.value
+    assert 'WriteConflict' in str(error)
+    assert error.object is counter and error.oid == counter._p_oid.id
+    # The first has not committed: the committed version is the loaded.
+    assert (error.start_serial, error.current_serial) == (1, 1)
+    assert second.should_retry(error)
+    first_tm.commit()
+    assert db['counter'].find_one()['value'] == 1

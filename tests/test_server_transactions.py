@@ -231,3 +231,87 @@ def test_real_server_transaction(client, dbname, db):
     dm.insert(Simple(x=2))
     transaction.commit()
     assert [d['x'] for d in db['tests.model.Simple'].find()] == [2]
+
+
+# -- a lost race inside a server transaction ----------------------------------
+SIMPLE = 'tests.model.Simple'
+
+
+@pytest.fixture
+def cdm(rs):
+    """A conflict-detecting data manager in server transactions."""
+    return MongoDataManager(rs.client, default_database='db',
+                            transactions='always', detect_conflicts=True)
+
+
+def stored_simple(rs, dm, oid='s1', x=1):
+    """A Simple that ``dm`` inserted and the scripted server stores."""
+    obj = Simple(x=x)
+    dm.insert(obj, oid=oid)
+    transaction.commit()
+    for doc in rs.docs('insert'):
+        rs.apply(doc)
+    del rs.commands[:]
+    return obj
+
+
+def collide_on_id(rs, doc_id):
+    """The reply of a conditional upsert that met a newer version: E11000
+    on ``_id``; the server aborts the transaction (MongoDB does)."""
+    def reply(request):
+        rs.abort_transaction_of(request)
+        return request.ok(n=0, nModified=0, writeErrors=[{
+            'index': 0, 'code': 11000,
+            'errmsg': 'E11000 duplicate key error collection: db.%s index: '
+                      '_id_ dup key: { _id: "%s" }' % (SIMPLE, doc_id),
+            'keyPattern': {'_id': 1}, 'keyValue': {'_id': doc_id}}])
+    return reply
+
+
+def write_conflict(rs):
+    """The reply of a write another server transaction wrote first."""
+    def reply(request):
+        rs.abort_transaction_of(request)
+        return request.replies(
+            ok=0, code=112, codeName='WriteConflict',
+            errmsg='WriteConflict error: this operation conflicted with '
+                   'another operation.',
+            errorLabels=['TransientTransactionError'])
+    return reply
+
+
+def test_a_lost_race_aborts_the_server_transaction_and_is_a_conflict(
+        rs, cdm):
+    obj = stored_simple(rs, cdm)
+    obj.x = 2
+    # Somebody else committed serial 2 first.
+    rs.stored[SIMPLE]['s1'].update(x=5, _py_serial=2)
+    rs.fail('update', 1, collide_on_id(rs, 's1'))
+    error = _commit_fails(rs)
+    assert type(error) is interfaces.ConflictError
+    assert error.object is obj and error.oid == 's1'
+    assert (error.start_serial, error.current_serial) == (1, 2)
+    assert error.cur_state['x'] == 5 and error.new_state['x'] == 2
+    assert cdm.should_retry(error)
+    # The current version was read outside the aborted transaction.
+    reads = rs.docs('find')
+    assert reads and 'txnNumber' not in reads[-1]
+    assert 'commitTransaction' not in rs.names(in_transaction=True)
+
+
+@pytest.mark.parametrize('committed', [True, False],
+                         ids=['other-committed', 'other-still-open'])
+def test_a_server_write_conflict_is_a_conflict(rs, cdm, committed):
+    obj = stored_simple(rs, cdm)
+    obj.x = 2
+    if committed:
+        rs.stored[SIMPLE]['s1'].update(x=5, _py_serial=2)
+    rs.fail('update', 1, write_conflict(rs))
+    error = _commit_fails(rs)
+    assert type(error) is interfaces.ConflictError
+    assert 'WriteConflict' in str(error)
+    assert error.object is obj and error.oid == 's1'
+    assert error.start_serial == 1
+    assert error.current_serial == (2 if committed else 1)
+    assert cdm.should_retry(error)
+    assert 'commitTransaction' not in rs.names(in_transaction=True)

@@ -164,9 +164,10 @@ def test_abort_takes_writes_back_targeted(mongos, mongos_client,
     transaction.abort()
     stored = list(mongos.store['db']['posts'].find({}, {'_id': 0}))
     # (An abort with conflict detection puts the version back under a new
-    # serial, marked as put back: ``_py_restored``.)
+    # serial, marked as put back: ``_py_restored``; ``_py_write`` is the
+    # id of the write that stored the version.)
     assert [{k: v for k, v in d.items()
-             if k not in ('_py_serial', '_py_restored')}
+             if k not in ('_py_serial', '_py_restored', '_py_write')}
             for d in stored] == [{'author': 'Allan', 'title': 'one',
                                   'body': ''}]
     assert mongos.refused == []

@@ -6,11 +6,12 @@ with ``mongopersist.connect()``: it returns the application's ``Store``,
 whose ``open()`` gives a ``MongoDataManager`` per thread or request.
 """
 from mongopersist.interfaces import (  # noqa: F401
-    CircularReferenceError, CommitError, ConfigurationError, ConflictError,
-    UnstorableObjectError)
+    CircularReferenceError, CommitError, CommitOutcomeUnknownError,
+    ConfigurationError, ConflictError, UnstorableObjectError)
 from mongopersist.store import (  # noqa: F401
     InMemoryStoreWarning, Store, connect, store_from_settings)
 
-__all__ = ['CircularReferenceError', 'CommitError', 'ConfigurationError',
+__all__ = ['CircularReferenceError', 'CommitError',
+           'CommitOutcomeUnknownError', 'ConfigurationError',
            'ConflictError', 'InMemoryStoreWarning', 'Store',
            'UnstorableObjectError', 'connect', 'store_from_settings']

@@ -211,7 +211,11 @@ class Batches:
                 continue    # read when activated, as without batching
             wanted = {oid.id: oid for oid in oids}
             coll = jar._raw_collection(database, collection)
+            # All in the first batch (up to MongoDB's 16 MB of a reply):
+            # its default of 101 documents would cost a getMore more, and
+            # so would a batch exactly full (the cursor stays open).
             for doc in coll.find(batch_filter(oids),
+                                 batch_size=len(oids) + 1,
                                  session=jar._session):
                 oid = wanted.get(doc.get('_id'))
                 if oid is not None:

@@ -19,6 +19,9 @@ One ``Flush`` writes a set of objects:
    detection, which returns the version it replaced);
 5. **verify** that every conditional write matched; a lost race raises
    ``ConflictError`` (see ``Flush.execute`` for how a lost race is told).
+   A write whose reply was lost is read back before anything is decided
+   (``mongopersist.outcome``): with conflict detection every document
+   written carries the flush's write id (``_py_write``) next to its serial.
 
 Every write that reached MongoDB is reported to the data manager, which
 keeps what it needs to undo it when the transaction aborts.
@@ -27,10 +30,14 @@ import math
 
 import pymongo
 from bson.dbref import DBRef
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from bson.objectid import ObjectId
+from pymongo.errors import (BulkWriteError, ConnectionFailure,
+                            DuplicateKeyError, OperationFailure, PyMongoError)
 
-from mongopersist import indexes, interfaces, limits, metadata, sharding
-from mongopersist.serialize import PY_PERSISTENT_TYPE, PY_RESTORED, PY_SERIAL
+from mongopersist import (indexes, interfaces, limits, metadata, outcome,
+                          sharding)
+from mongopersist.serialize import (PY_PERSISTENT_TYPE, PY_RESTORED,
+                                    PY_SERIAL, PY_WRITE)
 
 INSERT = 'insert'
 UPDATE = 'update'
@@ -38,6 +45,13 @@ DELETE = 'delete'
 
 #: ``DocumentWrite.before`` of a write to a document that did not exist.
 ABSENT = 'absent'
+
+#: The server's code for a write that conflicts with another server
+#: transaction's (which wrote the document after this one's snapshot).
+WRITE_CONFLICT = 112
+
+#: Fields a write stamps, not part of what an object stores.
+_STAMPS = frozenset([PY_SERIAL, PY_WRITE])
 
 
 def same_value(a, b):
@@ -69,24 +83,24 @@ def same_value(a, b):
 
 
 def same_document(a, b):
-    """Return true if documents ``a`` and ``b`` differ in their serial only
-    (and in the mark of a version an abort put back)."""
+    """Return true if documents ``a`` and ``b`` differ in their serial and
+    write id only (and in the mark of a version an abort put back)."""
     return (a is not None and b is not None
             and same_value(_content(a), _content(b)))
 
 
 def _content(doc):
     return {k: v for k, v in doc.items()
-            if k != PY_SERIAL and k != PY_RESTORED}
+            if k not in _STAMPS and k != PY_RESTORED}
 
 
 def changed_fields(doc, loaded):
     """Return the ``$set`` and ``$unset`` parts that turn loaded into doc."""
     to_set = {key: value for key, value in doc.items()
-              if key != '_id' and key != PY_SERIAL
+              if key != '_id' and key not in _STAMPS
               and (key not in loaded or not same_value(value, loaded[key]))}
     to_unset = {key: '' for key in loaded
-                if key not in doc and key != '_id' and key != PY_SERIAL
+                if key not in doc and key != '_id' and key not in _STAMPS
                 and key != PY_RESTORED}
     return to_set, to_unset
 
@@ -128,6 +142,9 @@ class Flush:
         self.writes = []
         # Every object serialized, written or found unchanged.
         self.serialized = []
+        # Stamped on every document written with conflict detection: a
+        # write whose reply was lost knows itself by it (``outcome``).
+        self.write_id = ObjectId()
 
     # 1. serialize -------------------------------------------------------
     def serialize(self, objects):
@@ -213,6 +230,7 @@ class Flush:
         if write.kind == INSERT:
             if handler.detects_conflicts:
                 handler.stamp(write.doc, None)
+                write.doc[PY_WRITE] = self.write_id
             sharding.target(self.jar, write)
             write.request = pymongo.InsertOne(write.doc)
             return True
@@ -225,6 +243,8 @@ class Flush:
         upsert = handler.detects_conflicts
         if write.loaded is None:
             handler.stamp(write.doc, None)
+            if upsert:
+                write.doc[PY_WRITE] = self.write_id
             write.request = pymongo.ReplaceOne(
                 write.filter, write.doc, upsert=upsert)
             return True
@@ -241,6 +261,9 @@ class Flush:
         if to_unset:
             update['$unset'] = to_unset
         handler.serial_update(update, write.doc)
+        if upsert:
+            write.doc[PY_WRITE] = self.write_id
+            update.setdefault('$set', {})[PY_WRITE] = self.write_id
         write.update = update
         write.request = pymongo.UpdateOne(write.filter, update, upsert=upsert)
         return True
@@ -352,9 +375,9 @@ class Flush:
         self._name_type(write)
         self._plan_one(write)
 
-    def _conflict(self, write, current):
+    def _conflict(self, write, current, message=None):
         return interfaces.ConflictError(
-            object=write.obj, oid=write.oid.id,
+            message, object=write.obj, oid=write.oid.id,
             orig_state=write.loaded, cur_state=current, new_state=write.doc,
             start_serial=self.handler.serial_of(write.loaded),
             current_serial=(self.handler.serial_of(current)
@@ -369,6 +392,17 @@ class Flush:
         upsert collides with it on ``_id`` (duplicate key error at that
         write's index); when somebody removed it, the upsert creates it
         (reported in ``upserted_ids``).  Both tell exactly which write lost.
+
+        A collision can also be this very write: PyMongo sends a write
+        again after a network error, and a server that lost the reply of
+        the first attempt (and, unlike MongoDB, does not remember it)
+        applies the conditional write again, which then matches nothing.
+        The document read back carries this flush's write id then: the
+        write was applied, and the rest of the batch is sent.  Inside a
+        server transaction the collision aborted it: the version read is
+        the one committed (outside the transaction), and a server
+        ``WriteConflict`` (another server transaction wrote the document)
+        is a ``ConflictError`` as well.
         """
         jar = self.jar
         # Writes not (yet) known to have reached MongoDB, by identity.
@@ -377,51 +411,124 @@ class Flush:
         jar._journal.before_writes(groups)
         for (db, name), writes in self._batches(groups):
             coll = jar._raw_collection(db, name)
-            try:
-                result = self._send(coll, writes)
-            except BulkWriteError as error:
-                details = error.details
-                errors = details.get('writeErrors') or [{}]
-                failed = errors[0].get('index', 0)
-                upserted = {u['index'] for u in details.get('upserted', ())}
-                self._record(writes[:failed], upserted, pending)
-                lost = writes[failed] if failed < len(writes) else None
-                duplicate = None
-                if lost is not None and errors[0].get('code') == 11000:
-                    duplicate = indexes.duplicate(errors[0], lost, coll)
-                    if (duplicate.on_id and lost.kind == UPDATE
-                            and self.handler.detects_conflicts):
-                        raise self._conflict(lost, self._current(coll, lost))
-                raise self._failure(error, pending,
-                                    duplicate=duplicate) from error
-            except DuplicateKeyError as error:
-                # A write sent alone (``_replace_alone``) was refused: it
-                # wrote nothing.
-                duplicate = indexes.duplicate(
-                    error.details or {'errmsg': str(error)}, writes[0], coll)
-                raise self._failure(error, pending,
-                                    duplicate=duplicate) from error
-            except PyMongoError as error:
-                raise self._failure(error, pending, unsure=writes) from error
-            if result is None:
-                self._record(writes, (), pending)
-                continue
-            upserted = set(result.upserted_ids or ())
-            # The document was removed by somebody else (told before the
-            # write is recorded as the insert it turned into).
-            lost = self._conflict(writes[min(upserted)], None) \
-                if upserted else None
-            self._record(writes, upserted, pending)
-            if lost is not None:
-                raise lost
-            deletes = [w for w in writes if w.kind == DELETE]
-            if result.deleted_count < len(deletes) and \
-                    self.handler.detects_conflicts:
-                for write in deletes:
-                    current = self._current(coll, write)
-                    if current is not None:
-                        raise self._conflict(write, current)
+            while writes:
+                writes = self._execute_batch(coll, writes, pending)
         return self
+
+    def _execute_batch(self, coll, writes, pending):
+        """Send ``writes`` in one round trip and verify them; return the
+        writes still to send (none, unless a write is found applied by an
+        earlier attempt whose reply was lost)."""
+        try:
+            result = self._send(coll, writes)
+        except BulkWriteError as error:
+            details = error.details
+            errors = details.get('writeErrors') or [{}]
+            failed = errors[0].get('index', 0)
+            upserted = {u['index'] for u in details.get('upserted', ())}
+            self._record(writes[:failed], upserted, pending)
+            lost = writes[failed] if failed < len(writes) else None
+            duplicate = None
+            if lost is not None and errors[0].get('code') == 11000:
+                duplicate = indexes.duplicate(errors[0], lost, coll)
+                if duplicate.on_id and lost.kind != DELETE and \
+                        self.handler.detects_conflicts:
+                    try:
+                        current = self._committed(coll, lost)
+                    except PyMongoError:
+                        # Not even the version can be read: was it a
+                        # retry of this write, applied the first time?
+                        raise self._failure(
+                            error, pending, unsure=[lost],
+                            duplicate=duplicate) from error
+                    if outcome.verdict(lost, current) == outcome.APPLIED:
+                        self._record([lost], (), pending)
+                        return writes[failed + 1:]
+                    if lost.kind == UPDATE:
+                        raise self._conflict(lost, current) from error
+            raise self._failure(error, pending,
+                                duplicate=duplicate) from error
+        except DuplicateKeyError as error:
+            # A write sent alone (``_replace_alone``) was refused: it
+            # wrote nothing.
+            duplicate = indexes.duplicate(
+                error.details or {'errmsg': str(error)}, writes[0], coll)
+            raise self._failure(error, pending,
+                                duplicate=duplicate) from error
+        except PyMongoError as error:
+            if self.jar._server_txn is not None:
+                if isinstance(error, OperationFailure) and \
+                        error.code == WRITE_CONFLICT:
+                    raise self._write_conflict(coll, writes) from error
+                raise self._failure(error, pending) from error
+            if not isinstance(error, ConnectionFailure):
+                raise self._failure(error, pending, unsure=writes) from error
+            # Without a server transaction the writes may have been
+            # applied (the reply was lost): read back which were.
+            self._read_back(writes, pending, error)
+            return []
+        if result is None:
+            self._record(writes, (), pending)
+            return []
+        upserted = set(result.upserted_ids or ())
+        # The document was removed by somebody else (told before the
+        # write is recorded as the insert it turned into).
+        lost = self._conflict(writes[min(upserted)], None) \
+            if upserted else None
+        self._record(writes, upserted, pending)
+        if lost is not None:
+            raise lost
+        deletes = [w for w in writes if w.kind == DELETE]
+        if result.deleted_count < len(deletes) and \
+                self.handler.detects_conflicts:
+            for write in deletes:
+                current = self._current(coll, write)
+                if current is not None:
+                    raise self._conflict(write, current)
+        return []
+
+    def _read_back(self, writes, pending, error):
+        """After ``error`` left it unknown whether ``writes`` were applied
+        (no server transaction): record those read back as applied; raise
+        the ``CommitError`` (``CommitOutcomeUnknownError`` if some cannot
+        be told) unless all were."""
+        try:
+            verdicts = outcome.verdicts(self.jar._client, writes)
+        except PyMongoError:
+            verdicts = [None] * len(writes)
+        applied = [w for w, v in zip(writes, verdicts)
+                   if v == outcome.APPLIED]
+        self._record(applied, (), pending)
+        if len(applied) == len(writes):
+            return
+        unsure = [w for w, v in zip(writes, verdicts) if v is None]
+        raise self._failure(error, pending, unsure=unsure) from error
+
+    def _write_conflict(self, coll, writes):
+        """The ``ConflictError`` for a server ``WriteConflict`` on one of
+        ``writes``: the server does not say which.  The first whose
+        committed version is not the one loaded (somebody committed it),
+        else the only one that replaces a document (somebody is writing
+        it in a transaction still open)."""
+        candidates = [w for w in writes if w.kind != INSERT] or list(writes)
+        message = ('Another server transaction wrote this document after '
+                   'this one started (WriteConflict)')
+        try:
+            stored = self._committed_versions(coll, candidates)
+        except PyMongoError:
+            stored = {}
+        for write in candidates:
+            if id(write) in stored:
+                current = stored[id(write)]
+                if not self._matches(write, current):
+                    return self._conflict(write, current, message)
+        if len(candidates) == 1:
+            write = candidates[0]
+            return self._conflict(write, stored.get(id(write)), message)
+        return interfaces.ConflictError(
+            'Another server transaction wrote one of these documents after '
+            'this one started (WriteConflict): %s' % ', '.join(
+                '%s/%s' % (w.oid.collection, w.oid.id) for w in candidates))
 
     def _send(self, coll, writes):
         """One round trip: ``insert_many`` when there are only inserts, a
@@ -438,7 +545,10 @@ class Flush:
                                ordered=True, session=session)
 
     def _record(self, writes, upserted, pending):
-        """Report the writes that reached MongoDB to the data manager."""
+        """Report the writes that reached MongoDB to the data manager (and
+        to the server transaction, which reads them back if the outcome
+        of its commit is unknown)."""
+        server_txn = self.jar._server_txn
         for index, write in enumerate(writes):
             if index in upserted:
                 # Ours is the only version now: taking it back removes it.
@@ -449,16 +559,38 @@ class Flush:
                 write.doc[PY_SERIAL] = self.handler.serial_of(
                     write.before) + 1
             self.jar._written(write)
+            if server_txn is not None:
+                server_txn.wrote(write)
             del pending[id(write)]
 
     def _current(self, coll, write):
+        """The stored version of the document of ``write``, as this data
+        manager sees it (in its server transaction, if any)."""
         query = {'_id': write.oid.id}
         query.update(self._key_as_loaded(write) or {})
         return coll.find_one(query, session=self.jar._session)
 
+    def _committed(self, coll, write):
+        """The committed version of the document of ``write``, read from
+        the primary outside any server transaction (a write error aborted
+        it: the next command in it fails)."""
+        query = {'_id': write.oid.id}
+        query.update(self._key_as_loaded(write) or {})
+        return outcome.committed_collection(coll).find_one(query)
+
+    def _committed_versions(self, coll, writes):
+        """``_committed`` of several ``writes`` in one read: a dict from
+        ``id(write)`` to the document (or ``None``)."""
+        query = sharding.batch_filter(
+            (w.oid.id, self._key_as_loaded(w)) for w in writes)
+        docs = {doc['_id']: doc for doc in outcome.committed_collection(
+            coll).find(query, batch_size=len(writes) + 1)}
+        return {id(w): docs.get(w.oid.id) for w in writes}
+
     def _failure(self, error, pending, unsure=(), duplicate=None):
         """The ``CommitError`` (``UniqueIndexError`` for a ``duplicate``
-        key, see ``indexes.duplicate``) reporting a failed write."""
+        key, see ``indexes.duplicate``; ``CommitOutcomeUnknownError`` when
+        some writes are ``unsure``) reporting a failed write."""
         kind, details = interfaces.CommitError, {}
         if duplicate is not None:
             kind, details = interfaces.UniqueIndexError, duplicate.details()
@@ -474,14 +606,13 @@ class Flush:
                     w.oid for w in pending.values()], cause=error, **details)
         written = self.jar._written_this_transaction()
         if unsure:
-            message += '; these may or may not have been written: %s' % (
-                ', '.join('%s/%s' % (w.oid.collection, w.oid.id)
-                          for w in unsure))
+            kind = interfaces.CommitOutcomeUnknownError
+            details = {'unsure': [w.oid for w in unsure]}
+            message += '; whether every write was applied is unknown'
         return kind(
             message, written=written,
             not_written=[w.oid for w in pending.values() if w not in unsure],
             cause=error, **details)
-
 
 
 def _replaces_alone(handler, writes):

@@ -234,6 +234,29 @@ class CommitError(MongoPersistError):
 REFS_SHOWN = 10
 
 
+class CommitOutcomeUnknownError(CommitError):
+    """Whether a commit took effect cannot be told.
+
+    Its acknowledgement was lost (the server or the network failed after
+    the writes or the ``commitTransaction`` were sent) and reading the
+    documents back did not tell whether they hold what the commit wrote
+    (somebody changed them since, or they could not be read).  The
+    unit of work may have been applied: it is not retried (neither
+    ``Store.transaction()`` nor ``transaction``'s ``attempts`` retry it),
+    since running it again could apply it twice.  Check the data
+    (``unsure`` lists the documents in question) before running it again.
+    """
+
+    def __init__(self, message, written=(), not_written=(), cause=None,
+                 unsure=()):
+        self.unsure = list(unsure)
+        if self.unsure:
+            message += '; may or may not have been written: %s' % (
+                _refs(self.unsure),)
+        super().__init__(message, written=written, not_written=not_written,
+                         cause=cause)
+
+
 def _refs(refs):
     from mongopersist.limits import excerpt, quote
     if not refs:
@@ -439,7 +462,8 @@ class IMongoContainer(zope.interface.Interface):
 
 
 __all__ = [
-    'CircularReferenceError', 'CommitError', 'ConfigurationError',
+    'CircularReferenceError', 'CommitError', 'CommitOutcomeUnknownError',
+    'ConfigurationError',
     'ConflictError', 'DataManagerStateError', 'DocumentLimitError',
     'DocumentNotFoundError', 'GlobalQueryError', 'GlobalQueryWarning',
     'IDataManager', 'IndexConflictError', 'InvalidKeyError',

@@ -45,6 +45,10 @@ PY_SERIAL = '_py_serial'
 # ``[serial, serial put back under]`` of a version an abort put back (see
 # ``mongopersist.undo``); the next write of the document removes it.
 PY_RESTORED = '_py_restored'
+# The id of the commit's write that stored this version (with conflict
+# detection): how a commit whose acknowledgement was lost recognises its
+# own write when it reads the document back (see ``mongopersist.outcome``).
+PY_WRITE = '_py_write'
 DICT_TYPE = 'builtins.dict'
 # The one-field shapes of the original mongopersist (mongopersist.legacy).
 _LEGACY_DICT_DATA = legacy.DICT_DATA
@@ -52,7 +56,7 @@ _LEGACY_CONSTANT = legacy.PY_CONSTANT
 
 # Fields of a top-level document that are not instance state.
 DOCUMENT_META_FIELDS = frozenset(['_id', PY_PERSISTENT_TYPE, PY_SERIAL,
-                                  PY_RESTORED])
+                                  PY_RESTORED, PY_WRITE])
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 

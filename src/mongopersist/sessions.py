@@ -16,7 +16,7 @@ import threading
 from pymongo import ReadPreference
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from mongopersist import interfaces
+from mongopersist import interfaces, outcome
 
 MODES = ('auto', 'always', 'never')
 
@@ -125,8 +125,12 @@ def choose(deployment, mode):
 def is_transient(error):
     """Return true if ``error`` means: retry the whole transaction.
 
-    A ``CommitError`` is judged by the PyMongo error that caused it.
+    A ``CommitError`` is judged by the PyMongo error that caused it; a
+    ``CommitOutcomeUnknownError`` never is (the commit may have taken
+    effect: running it again could apply it twice).
     """
+    if isinstance(error, interfaces.CommitOutcomeUnknownError):
+        return False
     error = getattr(error, 'cause', None) or error
     return (isinstance(error, PyMongoError)
             and error.has_error_label(TRANSIENT_LABEL))
@@ -137,10 +141,15 @@ class ServerTransaction:
 
     Everything inside it reads from the primary, whatever the client's
     read preference (a server transaction cannot read from secondaries);
-    its commit uses the client's write concern.
+    its commit uses the client's write concern.  It keeps the writes made
+    in it (``wrote``): when its commit fails, they are read back to tell
+    whether it took effect all the same (``commit``).
     """
 
     def __init__(self, client):
+        self.client = client
+        #: The ``commit.DocumentWrite``s sent in this transaction.
+        self.written = []
         self.session = client.start_session()
         self.session.start_transaction(
             read_preference=ReadPreference.PRIMARY,
@@ -150,8 +159,23 @@ class ServerTransaction:
     def active(self):
         return self.session is not None and self.session.in_transaction
 
+    def wrote(self, write):
+        """Hear that ``write`` (a ``commit.DocumentWrite``) was sent."""
+        self.written.append(write)
+
     def commit(self):
-        """Commit, retrying an unknown commit result; raise on failure."""
+        """Commit, retrying an unknown commit result; raise on failure.
+
+        A failed commit may have taken effect: its reply lost with the
+        connection, the retry (PyMongo's or ours) then finding no
+        transaction on a server that forgot it.  Before reporting a
+        failure the documents written are read back
+        (``outcome.transaction_outcome``): it returns if they hold what
+        this transaction wrote, raises the failure if they still hold
+        what it replaced (``TransientTransactionError`` when retryable),
+        and ``CommitOutcomeUnknownError`` (not retried) if that cannot be
+        told.
+        """
         attempt = 0
         while True:
             try:
@@ -162,11 +186,24 @@ class ServerTransaction:
                 if (error.has_error_label(UNKNOWN_COMMIT_LABEL)
                         and attempt <= COMMIT_RETRIES):
                     continue
-                if is_transient(error):
-                    raise interfaces.TransientTransactionError(
-                        'The server transaction failed and can be retried: '
-                        '%s' % error) from error
-                raise
+                failure = error
+                break
+        found = outcome.transaction_outcome(self.client, self.written)
+        if found == outcome.APPLIED:
+            return
+        if found is None:
+            raise interfaces.CommitOutcomeUnknownError(
+                'The commit of the server transaction failed (%s: %s) and '
+                'reading back the %d writes it made could not tell whether '
+                'it took effect' % (type(failure).__name__, failure,
+                                    len(self.written)),
+                unsure=_unique(w.oid for w in self.written),
+                cause=failure) from failure
+        if is_transient(failure):
+            raise interfaces.TransientTransactionError(
+                'The server transaction failed and can be retried: '
+                '%s' % failure) from failure
+        raise failure
 
     def abort(self):
         """Abort the server transaction if it is still running."""
@@ -179,7 +216,16 @@ class ServerTransaction:
 
     def end(self):
         """Abort if needed and end the session."""
+        self.written = []
         if self.session is not None:
             self.abort()
             self.session.end_session()
             self.session = None
+
+
+def _unique(refs):
+    seen = []
+    for ref in refs:
+        if ref not in seen:
+            seen.append(ref)
+    return seen
