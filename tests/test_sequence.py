@@ -59,3 +59,31 @@ def test_bad_names_and_steps(dm, db):
     with pytest.raises(interfaces.StoredDataError) as info:
         dm.next_sequence('bad')
     assert 'persistence_sequences' in str(info.value)
+
+
+class _NoDocumentOnce:
+    """A collection whose first upsert answers with no document, as a
+    server that lost the race to create the counter may (SecantusDB did
+    under concurrent first calls)."""
+
+    def __init__(self, coll, answers_missing=1):
+        self._coll = coll
+        self.missing = answers_missing
+
+    def find_one_and_update(self, *args, **kwargs):
+        doc = self._coll.find_one_and_update(*args, **kwargs)
+        if self.missing:
+            self.missing -= 1
+            return None
+        return doc
+
+
+def test_an_upsert_answered_with_no_document_is_asked_again(
+        dm, db, monkeypatch):
+    coll = _NoDocumentOnce(db[sequence.SEQUENCE_COLLECTION])
+    monkeypatch.setattr(dm, '_raw_collection', lambda *args: coll)
+    # The first answer is lost: its value is skipped, never given twice.
+    assert dm.next_sequence('posts') == 2
+    coll.missing = 2
+    with pytest.raises(interfaces.MongoPersistError, match='no document'):
+        dm.next_sequence('posts')

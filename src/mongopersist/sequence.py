@@ -34,7 +34,15 @@ def next_value(jar, name, step=1):
             doc = coll.find_one_and_update(
                 {'_id': name}, {'$inc': {'value': step}}, upsert=True,
                 return_document=pymongo.ReturnDocument.AFTER)
-            break
+            if doc is not None:
+                break
+            # An upsert answers with the document; a server that lost the
+            # race to create it may answer with none (SecantusDB does):
+            # ask again (at worst a value is skipped, never shared).
+            if attempt:
+                raise interfaces.MongoPersistError(
+                    'The server returned no document for the counter %s'
+                    % limits.quote(name))
         except DuplicateKeyError:
             # Two first calls raced to create the counter: one lost the
             # upsert; the counter exists now, so the retry increments it.
