@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,pyramid,bench,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs]'
 	touch $(STAMP)
 
 ## demo: install and run the example application (embedded MongoDB

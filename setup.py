@@ -72,5 +72,10 @@ setup(
         'cli': ['tqdm >= 4.60'],
         'bench': ['mongoengine', 'ZODB', 'matplotlib'],
         'docs': ['sphinx'],
+        # file:// stores (mongopersist.fileserver): SecantusDB, a MongoDB
+        # wire-protocol server over WiredTiger, run in a process of its own
+        # (GPL-2.0-only: never imported by mongopersist).  Pinned: a beta
+        # whose options and on-disk layout may still change.
+        'server': ['secantusdb == 0.7.0b3'],
     },
 )
