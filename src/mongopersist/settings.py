@@ -26,6 +26,8 @@ PREFIX = 'mongopersist.'
 
 #: The URI that selects the in-process stand-in (data in memory only).
 MEMORY_URI = 'memory://'
+#: URIs that name a directory served by SecantusDB (``fileserver``).
+FILE_SCHEME = 'file://'
 
 # Read preference names as PyMongo's URI option spells them, and in
 # Python's spelling.
@@ -77,6 +79,14 @@ class StoreSettings:
         """Whether the in-process stand-in was chosen."""
         return self.uri == MEMORY_URI
 
+    @property
+    def directory(self):
+        """The absolute directory of a ``file://`` store, else ``None``."""
+        from mongopersist import fileserver
+        if fileserver.is_file_uri(self.uri):
+            return fileserver.directory(self.uri)
+        return None
+
 
 STORE_OPTIONS = tuple(field.name for field in dataclasses.fields(
     StoreSettings) if field.name != 'client_options')
@@ -100,7 +110,8 @@ def check_options(uri=None, client_options=None, **options):
         if found.database is None:
             raise ConfigurationError(
                 'name the database: database=... (mongopersist.database in '
-                'settings) or in the URI (mongodb://host/NAME)', 'database')
+                'settings) or in the URI (mongodb://host/NAME; a file:// '
+                'URI names a directory, not a database)', 'database')
     for name in ('detect_conflicts', 'broken_objects'):
         if name in options:
             setattr(found, name, _flag(options.pop(name), name))
@@ -207,16 +218,24 @@ def _uri(uri):
     if uri is None:
         return None
     uri = _text(uri, 'uri')
+    # Imported here: ``python -m mongopersist.fileserver`` runs it.
+    from mongopersist import fileserver
+    if fileserver.is_file_uri(uri):
+        fileserver.directory(uri)       # refuses a malformed one
+        return uri
     if uri != MEMORY_URI and not uri.startswith(
             ('mongodb://', 'mongodb+srv://')):
         raise ConfigurationError(
-            'uri must start with mongodb:// or mongodb+srv://, or be %s, '
-            'not %r' % (MEMORY_URI, uri), 'uri')
+            'uri must start with mongodb://, mongodb+srv:// or file://, or '
+            'be %s, not %r' % (MEMORY_URI, uri), 'uri')
     return uri
 
 
 def uri_database(uri):
-    """The database named in the path of a MongoDB ``uri``, or ``None``."""
+    """The database named in the path of a MongoDB ``uri``, or ``None``
+    (a ``file://`` URI's path is a directory)."""
+    if uri.startswith(FILE_SCHEME):
+        return None
     rest = uri.partition('://')[2]
     path = rest.partition('/')[2].partition('?')[0]
     return path or None
