@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve test explore test-wire bench bench-pool docs clean
+.PHONY: demo serve test test-server explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ serve: $(STAMP)
 ## test: install and run the whole suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## test-server: run the whole suite against SecantusDB (a MongoDB
+## wire-protocol server over WiredTiger, from the server extra) started on
+## a free loopback port with a fresh directory, removed afterwards; the
+## property tests run a quarter of their examples (tests/conftest.py).
+## Extra pytest arguments: make test-server ARGS='-x tests/test_store.py'
+test-server: $(STAMP)
+	$(BIN)/python tests/run_server.py $(ARGS)
 
 ## explore: run the property and state-machine tests on new random
 ## examples (make test always runs the same ones).  Repeat it; a failure
