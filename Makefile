@@ -14,14 +14,18 @@ $(STAMP): $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs]'
 	touch $(STAMP)
 
-## demo: install and run the example application (embedded MongoDB
-## stand-in unless MONGODB_URI is set)
+## demo: install and run the example application, storing its blog in
+## the directory var/data (a file:// store, kept across runs) or on the
+## MongoDB of MONGODB_URI when it is set.  Elsewhere: make demo STORE=URI
+STORE ?= $(if $(MONGODB_URI),$(MONGODB_URI),file://var/data)
 demo: $(STAMP)
-	$(BIN)/python examples/blog.py
+	$(BIN)/python examples/blog.py --uri '$(STORE)'
 
 ## serve: install and serve the example web application (examples/blogapp.py
 ## with the settings of examples/blogapp.ini: Pyramid on waitress) on
-## http://127.0.0.1:6543/ (embedded stand-in unless MONGODB_URI is set).
+## http://127.0.0.1:6543/, its posts kept in the directory var/data (see
+## them with: .venv/bin/mongopersist --uri file://var/data
+## -d mongopersist_blog_app inspect).
 ## Another port: make serve PORT=8080
 PORT ?= 6543
 serve: $(STAMP)
