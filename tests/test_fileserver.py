@@ -346,6 +346,7 @@ def test_a_directory_held_by_a_foreign_process_is_refused(store_dir):
         fileserver.terminate(foreign)
 
 
+@needs_server
 def test_a_file_is_not_a_directory(tmp_path):
     path = tmp_path / 'store'
     path.write_text('mine')
