@@ -343,7 +343,7 @@ def test_a_directory_held_by_a_foreign_process_is_refused(store_dir):
         assert raised.value.setting == 'uri'
         assert fileserver.read_record(store_dir) is None
     finally:
-        fileserver.terminate(foreign)
+        fileserver.terminate(foreign, port)
 
 
 @needs_server
