@@ -313,12 +313,24 @@ def test_an_unwritable_directory_is_refused(tmp_path):
     assert os.listdir(path) == []
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, process):
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while not fileserver._connects(port):
+        assert process.poll() is None
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 @needs_server
 def test_a_directory_held_by_a_foreign_process_is_refused(store_dir):
     os.makedirs(store_dir)
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = os.path.join(store_dir, 'foreign.toml')
     open(config, 'w').close()
     foreign = subprocess.Popen(
@@ -326,15 +338,7 @@ def test_a_directory_held_by_a_foreign_process_is_refused(store_dir):
          '--port', str(port), '--storage-path', store_dir],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(('127.0.0.1', port), 1).close()
-                break
-            except OSError:
-                assert foreign.poll() is None
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_for_port(port, foreign)
         with pytest.raises(ConfigurationError) as raised:
             mongopersist.connect('file://' + store_dir, database='db')
         text = str(raised.value)
@@ -344,6 +348,40 @@ def test_a_directory_held_by_a_foreign_process_is_refused(store_dir):
         assert fileserver.read_record(store_dir) is None
     finally:
         fileserver.terminate(foreign, port)
+
+
+@needs_server
+def test_a_server_whose_watcher_died_is_restarted_with_one(store_dir):
+    # A server of the directory, as a killed watcher leaves it where the
+    # system does not kill it along (not Linux): recorded, answering.
+    os.makedirs(store_dir)
+    port = free_port()
+    config = os.path.join(store_dir, fileserver.CONFIG_FILE)
+    open(config, 'w').close()
+    orphan = subprocess.Popen(
+        [sys.executable, '-m', fileserver.SERVER_MODULE, '--config', config,
+         '--port', str(port), '--storage-path', store_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, orphan)
+        gone = subprocess.Popen([sys.executable, '-c', ''])
+        gone.wait()
+        fileserver._write_record(store_dir, {
+            'state': 'running', 'host': fileserver.HOST, 'port': port,
+            'pid': orphan.pid, 'watcher': gone.pid})
+        client = pymongo.MongoClient(fileserver.server_uri(
+            fileserver.read_record(store_dir)))
+        client[DATABASE]['things'].insert_one({'_id': 1})
+        client.close()
+        with fileserver.lease(store_dir) as held:
+            assert orphan.wait(timeout=CHILD_TIMEOUT) == 0     # stopped
+            record = fileserver.read_record(store_dir)
+            assert alive(record['watcher'])
+            assert (held.pid, held.port) == (record['pid'], port)
+            assert held.client()[DATABASE]['things'].find_one() == {'_id': 1}
+    finally:
+        if orphan.poll() is None:
+            fileserver.terminate(orphan, port)
 
 
 @needs_server

@@ -32,8 +32,9 @@ and stays with it: it stops the server cleanly ``LINGER`` seconds after the
 last lease went (so that the next command or restart within that time finds
 it running), restarts it on the same port if it dies while leases remain,
 and stops it on ``SIGTERM`` (``stop(path)``, ``python -m
-mongopersist.fileserver stop DIR``).  On Linux the server also dies with its
-watcher.  Nothing else is left running.
+mongopersist.fileserver stop DIR``).  On Linux the server is killed with its
+watcher (elsewhere, the next lease finds a server without a watcher and
+restarts it).  Nothing else is left running.
 
 The server listens on loopback without authentication: while it runs,
 any process of any user of this machine can connect to its port.  Use
@@ -267,6 +268,11 @@ def lease(path, linger=None, timeout=None, sync_on_commit=True):
         # directory's lock (taken above) while it does.
         _flock(users_fd, fcntl.LOCK_SH, deadline, path)
         record = read_record(path)
+        if _answers(record) and not _alive(record.get('watcher')):
+            # A server whose watcher was killed: nobody would stop it.
+            # It is ours (it answers as the recorded process): stop it
+            # and start it again with a watcher, on the same port.
+            _stop_process(record['pid'], _port(record))
         if not _answers(record):
             _refuse_foreign(path, record)
             record = _start(path, record, linger, sync_on_commit, deadline)
@@ -729,6 +735,7 @@ def terminate(process, port=None, timeout=None):
     """Stop ``process`` (a ``subprocess.Popen`` of SecantusDB listening on
     ``port`` of ``HOST``) cleanly, else kill it after ``timeout`` seconds
     (default ``STOP_TIMEOUT``); return whether it stopped by itself.
+    (``_stop_process`` does the same for a process that is not a child.)
 
     SecantusDB stops on SIGTERM, but (0.7.0b3): its thread blocked in
     ``accept`` keeps the stop waiting two seconds, unless a connection
@@ -739,23 +746,44 @@ def terminate(process, port=None, timeout=None):
     server that stops has closed its port; a second signal during its stop
     would start the stop over).
     """
-    deadline = time.monotonic() + (STOP_TIMEOUT if timeout is None
-                                   else timeout)
-    process.terminate()
-    sent = time.monotonic()
-    while process.poll() is None and time.monotonic() < deadline:
+    def ended():
         try:
             process.wait(timeout=0.1)
-            break
         except subprocess.TimeoutExpired:
-            pass
+            return False
+        return True
+    return _stop(process.send_signal, ended, port, timeout)
+
+
+def _stop_process(pid, port, timeout=None):
+    """``terminate`` for process ``pid``, which is not a child of this
+    one."""
+    def send(signum):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    def ended():
+        if _alive(pid):
+            time.sleep(0.1)
+        return not _alive(pid)
+    return _stop(send, ended, port, timeout)
+
+
+def _stop(send, ended, port, timeout):
+    deadline = time.monotonic() + (STOP_TIMEOUT if timeout is None
+                                   else timeout)
+    send(signal.SIGTERM)
+    sent = time.monotonic()
+    while not ended():
+        if time.monotonic() > deadline:
+            send(signal.SIGKILL)
+            deadline += STOP_TIMEOUT
+            while not ended() and time.monotonic() < deadline:
+                pass
+            return False
         if port and _connects(port) and time.monotonic() - sent > RESEND:
-            process.terminate()
+            send(signal.SIGTERM)
             sent = time.monotonic()
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-        return False
     return True
 
 
@@ -816,12 +844,14 @@ def _free_port():
 
 
 def _die_with_parent():
-    # Runs in the server's process before it execs: on Linux, the server
-    # gets SIGTERM (a clean stop) if its watcher dies.
+    # Runs in the server's process before it execs: on Linux, the server is
+    # killed if its watcher dies (SIGKILL: SecantusDB may miss a SIGTERM;
+    # its commits are in its synced log).  Elsewhere the next lease finds
+    # it without a watcher and restarts it.
     if sys.platform.startswith('linux'):
         try:
             import ctypes
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:
             pass
 
