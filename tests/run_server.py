@@ -75,7 +75,8 @@ def main(args):
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
             print('make test-server: %.0f s; CPU: the suite %.0f s, the '
                   'server %s s' % (
-                      time.monotonic() - started, used.ru_utime + used.ru_stime,
+                      time.monotonic() - started,
+                      used.ru_utime + used.ru_stime,
                       '?' if server_cpu is None else '%.0f' % server_cpu))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""``file://`` stores: a directory served by SecantusDB in a process of its own.
+"""``file://`` stores: a directory served by SecantusDB in its own process.
 
 The application processes are children (tests/file_store_child.py) that
 use ``mongopersist.connect('file://DIR')`` as an application does; the
@@ -449,7 +449,7 @@ def test_connect_gives_a_working_store_and_close_gives_it_back(store_dir):
     assert store._lease.closed
 
 
-# -- the generative test of the door -------------------------------------------
+# -- the generative test of the door ------------------------------------
 
 SEGMENT = st.one_of(
     st.sampled_from(['..', '.', '', 'data', 'a b', '%20', '%25', '%2F',

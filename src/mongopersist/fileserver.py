@@ -1,4 +1,4 @@
-"""``file://`` stores: a directory served by SecantusDB in a process of its own.
+"""``file://`` stores: a directory served by SecantusDB in its own process.
 
 ``mongopersist.connect('file://var/data', database='blog')`` keeps the
 application's documents in the directory ``var/data``, through a MongoDB
@@ -566,7 +566,7 @@ def wait_stopped(path, record, timeout=STOP_TIMEOUT + 10):
         time.sleep(0.05)
 
 
-# -- the watcher ----------------------------------------------------------------
+# -- the watcher ---------------------------------------------------------
 
 class _Watcher:
     """Runs the server of one directory and stops it when its leases are

@@ -226,8 +226,10 @@ def _only_database(client, uri):
                    - {'admin', 'config', 'local'})
     if len(names) == 1:
         return names[0]
+    shown = ', '.join(names[:10]) + (
+        ' and %d more' % (len(names) - 10) if len(names) > 10 else '')
     raise UsageError('no database: give --database (%s holds %s)' % (
-        uri, ', '.join(names) if names else 'none yet'))
+        uri, shown or 'none yet'))
 
 
 def _fill_defaults(options):
