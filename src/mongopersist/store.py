@@ -190,7 +190,11 @@ class Store:
             # Imported here: ``python -m mongopersist.fileserver`` runs it.
             from mongopersist import fileserver
             lease = fileserver.lease(found.directory)
-            client = _mongo_client(found, lease.uri)
+            try:
+                client = _mongo_client(found, lease.uri)
+            except BaseException:
+                lease.close()
+                raise
         else:
             client = _mongo_client(found)
         try:
