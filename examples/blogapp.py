@@ -16,11 +16,10 @@ and views that use ``request.dm``; ``pyramid_tm`` commits when the view
 returns and aborts when it raises.
 
 Its settings are in ``blogapp.ini``.  ``make serve`` serves it with
-waitress (``pserve examples/blogapp.ini``) on http://127.0.0.1:6543/, on
-the in-process stand-in (data in memory only, a warning says so) or on the
-MongoDB of ``$MONGODB_URI``; ``make serve PORT=8080`` picks another
-port.  ``python examples/blogapp.py [--port N]`` does the same
-without pserve.
+waitress (``pserve examples/blogapp.ini``) on http://127.0.0.1:6543/, with
+the posts in the directory ``var/data`` (a ``file://`` store: they outlive
+restarts); ``make serve PORT=8080`` picks another port.  ``python
+examples/blogapp.py [--port N]`` does the same without pserve.
 """
 import argparse
 import html

@@ -19,6 +19,7 @@ from pyramid.testing import DummyRequest
 
 import mongopersist
 from mongopersist import pyramid as mp_pyramid
+from mongopersist import settings as settings_module
 from mongopersist.store import Store
 from tests.model import Simple
 
@@ -219,6 +220,13 @@ def test_the_ini_file_configures_a_store(blogapp, monkeypatch):
     monkeypatch.delenv('MONGODB_URI', raising=False)
     settings = blogapp.settings()
     assert settings['retry.attempts'] == '40'
+    # The posts live in var/data of the source tree (a file:// store);
+    # reading the settings starts no server.
+    found = settings_module.from_text(settings)
+    assert found.directory == os.path.join(
+        os.path.dirname(EXAMPLES), 'var', 'data')
+    # The same settings on the stand-in, to see the store they make.
+    settings['mongopersist.uri'] = 'memory://'
     with pytest.warns(mongopersist.InMemoryStoreWarning):
         store = mongopersist.store_from_settings(settings)
     assert store.database == 'mongopersist_blog_app'

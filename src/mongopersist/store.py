@@ -53,9 +53,12 @@ def connect(uri=None, **options):
     """Return the ``Store`` of an application.
 
     :param uri: a MongoDB URI (``mongodb://...``, ``mongodb+srv://...``);
-        ``'memory://'`` for the in-process stand-in (data in memory only,
-        said with an ``InMemoryStoreWarning``).  Without one,
-        ``$MONGODB_URI``, else the stand-in.
+        ``'file:///abs/dir'`` or ``'file://relative/dir'`` for a directory
+        served by SecantusDB in a process of its own (the ``server`` extra;
+        see ``mongopersist.fileserver``); ``'memory://'`` for the
+        in-process stand-in (data in memory only, said with an
+        ``InMemoryStoreWarning``).  Without one, ``$MONGODB_URI``, else the
+        stand-in.
     :param options: the store's settings (``database``,
         ``detect_conflicts``, ``transactions``, ``write_concern``,
         ``read_preference``, ``trusted_modules``, ``allowed_databases``,
@@ -137,6 +140,9 @@ class Store:
     """
 
     data_manager_class = MongoDataManager
+    #: The ``fileserver.Lease`` of a ``file://`` store (given back by
+    #: ``close``).
+    _lease = None
 
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
@@ -177,12 +183,22 @@ class Store:
     def from_settings(cls, found):
         """Make the client ``found`` (``settings.StoreSettings``) names,
         and the store around it."""
+        lease = None
         if found.in_memory:
             client = _memory_client(found)
+        elif found.directory is not None:
+            # Imported here: ``python -m mongopersist.fileserver`` runs it.
+            from mongopersist import fileserver
+            lease = fileserver.lease(found.directory)
+            try:
+                client = _mongo_client(found, lease.uri)
+            except BaseException:
+                lease.close()
+                raise
         else:
             client = _mongo_client(found)
         try:
-            return cls(
+            store = cls(
                 client, found.database, detect_conflicts=found.detect_conflicts,
                 transactions=found.transactions,
                 trusted_modules=found.trusted_modules,
@@ -193,10 +209,16 @@ class Store:
                 owns_client=True, in_memory=found.in_memory)
         except BaseException:
             client.close()
+            if lease is not None:
+                lease.close()
             raise
+        store._lease = lease
+        return store
 
     def __repr__(self):
         where = 'in memory' if self.in_memory else 'on MongoDB'
+        if self._lease is not None:
+            where = 'in %s' % self._lease.path
         return '<Store %s %s>' % (self.database, where)
 
     @property
@@ -314,10 +336,12 @@ class Store:
 
     def close(self):
         """Shut the pooled data managers down; close the client if the
-        store made it."""
+        store made it (and give a ``file://`` store's server back)."""
         self.pool.clear()
         if self._owns_client:
             self.client.close()
+        if self._lease is not None:
+            self._lease.close()
 
 
 class TransactionAttempts:
@@ -447,7 +471,8 @@ def _memory_client(found):
     warnings.warn(
         'mongopersist store %r on the in-process stand-in (memory://): the '
         'data lives in this process\'s memory only and is lost when it '
-        'ends.  Pass a mongodb:// URI (or set %s) to keep it'
+        'ends.  Pass a file://DIR or mongodb:// URI (or set %s) to keep '
+        'it'
         % (found.database, URI_VARIABLE), InMemoryStoreWarning, stacklevel=4)
     try:
         return testing.embedded_client()
@@ -457,7 +482,7 @@ def _memory_client(found):
             % settings.MEMORY_URI, 'uri') from None
 
 
-def _mongo_client(found):
+def _mongo_client(found, uri=None):
     import pymongo
     options = dict(found.client_options)
     concern = found.write_concern
@@ -478,9 +503,9 @@ def _mongo_client(found):
         if preference.max_staleness != -1:
             options['maxStalenessSeconds'] = preference.max_staleness
     try:
-        return pymongo.MongoClient(found.uri, **options)
+        return pymongo.MongoClient(uri or found.uri, **options)
     except (pymongo.errors.ConfigurationError, TypeError, ValueError) as error:
         # PyMongo's message, without the URI's credentials.
         raise ConfigurationError('bad MongoDB URI or option: %s' % (
-            settings.scrub(str(error), found.uri),), 'uri') from None
+            settings.scrub(str(error), uri or found.uri),), 'uri') from None
 

@@ -32,7 +32,7 @@ import warnings
 from bson import json_util
 from pymongo.errors import PyMongoError
 
-from mongopersist import interfaces, metadata
+from mongopersist import fileserver, interfaces, metadata
 from mongopersist.cli import (
     check, gc, indexes, inspect, reach, rename, text, upgrade)
 
@@ -72,7 +72,8 @@ def _common_options(parser, default):
     group = parser.add_argument_group('connection and output')
     group.add_argument(
         '--uri', default=default,
-        help='MongoDB connection string (default: $%s)' % URI_VARIABLE)
+        help='MongoDB connection string, or file://DIR for a directory '
+             'store (default: $%s)' % URI_VARIABLE)
     group.add_argument(
         '--database', '-d', dest='database' + after, action='append',
         default=default, metavar='NAME',
@@ -256,15 +257,24 @@ def _connect(options, client):
     if client is None:
         if not uri:
             raise UsageError('no server: give --uri or set %s' % URI_VARIABLE)
-        import pymongo
-        try:
-            client = own = pymongo.MongoClient(uri)
-        except (ValueError, TypeError) as error:
-            # PyMongo says some of a URI's mistakes so (a bad port).
-            raise UsageError('--uri: %s' % error)
+        if fileserver.is_file_uri(uri):
+            client, own = _file_client(uri)
+        else:
+            import pymongo
+            try:
+                client = own = pymongo.MongoClient(uri)
+            except (ValueError, TypeError) as error:
+                # PyMongo says some of a URI's mistakes so (a bad port).
+                raise UsageError('--uri: %s' % error)
     if not options.database:
         default = None
-        if uri:
+        if fileserver.is_file_uri(uri) and own is not None:
+            try:
+                default = _only_database(client, uri)
+            except BaseException:
+                own.close()
+                raise
+        elif uri and not fileserver.is_file_uri(uri):
             from pymongo.uri_parser import parse_uri
             default = parse_uri(uri).get('database')
         if not default:
@@ -288,6 +298,29 @@ def _check_names(options):
             if problem is not None:
                 raise UsageError('%s %s is not a database name (%s)' % (
                     option, text.quoted(name), problem))
+
+
+def _file_client(uri):
+    """A client of the server of a ``file://`` store, and the lease to
+    close (the application may be using the store at the same time)."""
+    try:
+        lease = fileserver.lease(fileserver.directory(uri))
+    except interfaces.ConfigurationError as error:
+        raise UsageError(str(error))
+    return lease.client(), lease
+
+
+def _only_database(client, uri):
+    """The one application database of a ``file://`` store, else
+    ``UsageError`` naming those there are."""
+    names = sorted(set(client.list_database_names())
+                   - {'admin', 'config', 'local'})
+    if len(names) == 1:
+        return names[0]
+    shown = ', '.join(names[:10]) + (
+        ' and %d more' % (len(names) - 10) if len(names) > 10 else '')
+    raise UsageError('no database: give --database (%s holds %s)' % (
+        uri, shown or 'none yet'))
 
 
 def _fill_defaults(options):
