@@ -58,11 +58,10 @@ from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.response import Response
 from pyramid.settings import asbool
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 from blogmodel import Author, Blog, Counter, Post, now  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The application's settings (``mongopersist.*``, pyramid_tm's,
 #: pyramid_retry's) and logging: what ``make serve`` runs with.
@@ -201,18 +200,19 @@ def show_post(request, comment_form=None, like_form=None, status=200):
           <p class="meta">by %s &middot; %s%s</p>%s
           <div class="body">%s</div>
         </article>
+        <p class="actions"><a class="button secondary" href="%s">Edit</a>
+          <a href="%s">All posts</a></p>
         <section class="like-box">%s</section>
         <section class="comments" id="comments"><h2>%s</h2>
-          <ol>%s</ol>%s</section>
-        <p class="actions"><a class="button" href="%s">Edit</a>
-          <a href="%s">All posts</a></p>''' % (
+          <ol>%s</ol>%s</section>''' % (
         author_link(request, post.author), when(post.published),
         ' &middot; edited %s' % when(post.edited) if post.edited else '',
-        tag_list(post.tags), paragraphs(post.body), like,
-        count(len(post.comments), 'comment'),
-        comments or '<li class="empty">No comments yet.</li>', comment,
+        tag_list(post.tags), paragraphs(post.body),
         request.route_url('edit', id=post_id(post)),
-        request.route_url('posts')), status=status)
+        request.route_url('posts'), like,
+        count(len(post.comments), 'comment'),
+        comments or '<li class="empty">No comments yet.</li>', comment),
+        status=status)
 
 
 def add_post(request):
@@ -296,7 +296,7 @@ def edit_post(request):
 
 
 def add_comment(request):
-    find_post(request)
+    post = find_post(request)
     form = request.POST
     refused = {}
     values = {
@@ -306,9 +306,9 @@ def add_comment(request):
     }
     if refused:
         return show_post(request, comment_form=(values, refused), status=400)
-    find_post(request).add_comment(values['who'] or 'anonymous',
-                                   values['text'], written=now())
-    return HTTPSeeOther(request.route_url('show', id=request.matchdict['id'])
+    post.add_comment(values['who'] or 'anonymous', values['text'],
+                     written=now())
+    return HTTPSeeOther(request.route_url('show', id=post_id(post))
                         + '#comments')
 
 
@@ -399,19 +399,19 @@ def conflict_page(request, post, mine):
         keep theirs.</p>
         <div class="versions">
           <section class="theirs"><h2>Their version (saved)</h2>
-            <h3>%s</h3>%s<div class="body">%s</div></section>
+            <h3>%s</h3>%s<div class="body">%s</div>
+            <p><a class="button secondary" href="%s">Keep theirs</a></p>
+          </section>
           <section class="mine"><h2>Your version (not saved)</h2>
             %s</section>
-        </div>
-        <p class="actions"><a class="button" href="%s">Keep theirs</a></p>
-        ''' % (
+        </div>''' % (
         ' (%s)' % when(post.edited) if post.edited else '',
         e(theirs['title']), tag_list(theirs['tags'].split()),
         paragraphs(theirs['body']),
+        request.route_url('show', id=post_id(post)),
         edit_form(request, post, dict(
             mine, serial=str(version(post)), base=theirs['base']), {},
-            button='Save mine over theirs'),
-        request.route_url('show', id=post_id(post))), status=409)
+            button='Save mine over theirs')), status=409)
 
 
 def version(post):
@@ -623,15 +623,15 @@ def edit_form(request, post, values, refused, button='Save'):
     return '''<form method="post" action="%s" class="post-form" novalidate>
           %s<input type="hidden" id="serial" name="serial" value="%s">
           <input type="hidden" id="base" name="base" value="%s">
-          %s
           <p class="meta">by %s</p>
+          %s
           %s
           %s
           <p><button>%s</button></p></form>''' % (
         request.route_url('edit', id=post_id(post)), refusal_list(refused),
         e(values.get('serial', '')), e(values.get('base', '')),
-        field('title', 'Title', values, refused),
         e(post.author.name),
+        field('title', 'Title', values, refused),
         field('body', 'Text', values, refused, rows=12,
               hint='a blank line starts a paragraph'),
         field('tags', 'Tags', values, refused,
@@ -671,14 +671,25 @@ def access_log(app, logger=ACCESS_LOG):
         def start(line, headers, exc_info=None):
             status[:] = [line.split(' ', 1)[0]]
             return start_response(line, headers, exc_info)
-        chunks = app(environ, start)
+        body = ()
         try:
-            body = list(chunks)
+            chunks = app(environ, start)
+            try:
+                body = list(chunks)
+            finally:
+                getattr(chunks, 'close', lambda: None)()
+        except BaseException:
+            status[:] = ['error']
+            raise
         finally:
-            getattr(chunks, 'close', lambda: None)()
+            log(environ, status, body, started)
+        return body
+
+    def log(environ, status, body, started):
         path = urllib.parse.quote(
             environ.get('SCRIPT_NAME', '') + environ.get('PATH_INFO', ''),
-            safe="/:@!$&'()*+,;=-._~", encoding='latin-1')
+            safe="/:@!$&'()*+,;=-._~", encoding='latin-1',
+            errors='replace')
         if len(path) > 200:
             path = path[:200] + '...'
         logger.info('%s %s %s %s %d %.1f ms', environ.get('REMOTE_ADDR', '-'),
@@ -686,7 +697,6 @@ def access_log(app, logger=ACCESS_LOG):
                     status[0] if status else '-',
                     sum(len(chunk) for chunk in body),
                     (time.perf_counter() - started) * 1000)
-        return body
     return logged
 
 
@@ -714,8 +724,8 @@ def serve(argv=None):
         app = main(store=store, **found)
         server = waitress.create_server(app, host=args.host, port=args.port,
                                         threads=8)
-        print('Serving the blog on http://%s:%d/ (Ctrl-C stops)'
-              % (args.host, server.effective_port), flush=True)
+        print('Serving the blog on http://%s:%s/ (Ctrl-C stops)'
+              % (server.effective_host, server.effective_port), flush=True)
         server.run()
     except KeyboardInterrupt:
         pass
