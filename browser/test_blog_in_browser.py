@@ -59,7 +59,8 @@ class Server:
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._follow, daemon=True).start()
+        self.follower = threading.Thread(target=self._follow, daemon=True)
+        self.follower.start()
         self.url = self._wait_for_address()
 
     def _follow(self):
@@ -98,7 +99,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        time.sleep(0.1)     # the last lines of the log
+        self.follower.join(timeout=10)      # the last lines of the log
         self.log.close()
 
 
