@@ -399,9 +399,11 @@ class MongoDataManager:
         if ref in self._cache:
             raise ValueError('Another object is already stored as %s'
                              % limits.quote(ref))
+        # First: the cache refuses a class it cannot hold, before the
+        # object is attached.
+        self._cache[ref] = obj
         obj._p_jar = self
         obj._p_oid = ref
-        self._cache[ref] = obj
         self._new[ref] = obj
         self._inserted[ref] = obj
         if self._discovered is not None:

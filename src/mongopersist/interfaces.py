@@ -33,7 +33,10 @@ class UnstorableObjectError(MongoPersistError, TypeError):
     """An object cannot be turned into a MongoDB value.
 
     The message names the class of the object and the attribute path at
-    which it was found, for example ``Person.phone.area``.
+    which it was found, for example ``Person.phone.area``.  Also raised
+    for a persistent class whose objects the object cache cannot hold
+    (they cannot be weakly referenced: ZODB's ``BTrees``, a class with
+    ``__slots__``), as soon as one meets a data manager, stored or loaded.
     """
 
     def __init__(self, message, obj=None, path=None):
