@@ -27,6 +27,7 @@ one the root is ``dm.root`` itself.  See ``docs/containers.rst``.
 import time
 
 from mongopersist import container as container_module
+from mongopersist import logs
 from mongopersist import store as store_module
 from mongopersist.store import Store, store_from_settings
 
@@ -101,7 +102,11 @@ def wait_before_retry(event):
     """Before pyramid_retry runs a request again: wait a little, growing
     with each retry, at random (so conflicting requests spread out)."""
     retry = event.environ.get('retry.attempt', 0) + 1
-    time.sleep(store_module.retry_delay(retry))
+    delay = store_module.retry_delay(retry)
+    attempts = event.environ.get('retry.attempts')
+    logs.retrying(retry, attempts if isinstance(attempts, int) else 0,
+                  event.exception, delay, what='Pyramid request')
+    time.sleep(delay)
 
 
 def _store_settings(settings):

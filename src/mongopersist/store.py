@@ -11,7 +11,6 @@ See ``docs/applications.rst``.
 """
 import functools
 import inspect
-import logging
 import os
 import random
 import time
@@ -19,12 +18,12 @@ import warnings
 
 import transaction
 
-from mongopersist import sessions, settings, testing
+from mongopersist import logs, sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
 from mongopersist.pool import DataManagerPool
 
-LOG = logging.getLogger('mongopersist')
+LOG = logs.TRANSACTION
 
 #: Where ``connect()`` finds the URI when it is given none.
 URI_VARIABLE = testing.URI_VARIABLE
@@ -374,8 +373,12 @@ class TransactionAttempts:
         try:
             for number in range(self.attempts):
                 if number:
-                    time.sleep(retry_delay(number))
-                attempt = Attempt(self, last=number == self.attempts - 1)
+                    delay = retry_delay(number)
+                    logs.retrying(number, self.attempts, attempt.error,
+                                  delay)
+                    time.sleep(delay)
+                attempt = Attempt(self, last=number == self.attempts - 1,
+                                  number=number + 1)
                 yield attempt
                 if not attempt.retry:
                     return
@@ -384,7 +387,7 @@ class TransactionAttempts:
             self.give_back()
 
     def __enter__(self):
-        self._single = Attempt(self, last=True)
+        self._single = Attempt(self, last=True, number=1)
         return self._single.__enter__()
 
     def __exit__(self, kind, error, tb):
@@ -400,11 +403,13 @@ class Attempt:
     it is retried, the data manager goes back to the store's pool.
     """
 
-    def __init__(self, attempts, last):
+    def __init__(self, attempts, last, number=1):
         self._attempts = attempts
         #: The transaction manager this attempt runs in.
         self.transaction_manager = attempts.transaction_manager
         self.last = last
+        #: Which attempt this is (1 for the first).
+        self.number = number
         self.retry = False
         #: The retryable error this attempt ended in, if any.
         self.error = None
@@ -448,6 +453,8 @@ class Attempt:
             self.retry = True
             self.error = error
             return False
+        if retryable and self.number > 1:
+            logs.given_up(self.number, error)
         return True
 
 
