@@ -17,8 +17,9 @@ import time
 import warnings
 
 import transaction
+from pymongo.errors import ServerSelectionTimeoutError
 
-from mongopersist import logs, sessions, settings, testing
+from mongopersist import logs, reachability, sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
 from mongopersist.pool import DataManagerPool
@@ -142,6 +143,9 @@ class Store:
     #: The ``fileserver.Lease`` of a ``file://`` store (given back by
     #: ``close``).
     _lease = None
+    #: The URI the store was made from (``from_settings``), if any: its
+    #: credentials are scrubbed from messages.
+    _uri = None
 
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
@@ -212,6 +216,7 @@ class Store:
                 lease.close()
             raise
         store._lease = lease
+        store._uri = found.uri
         return store
 
     def __repr__(self):
@@ -289,11 +294,24 @@ class Store:
         that MongoDB lacks; return what was created (see
         ``MongoDataManager.ensure_indexes``).  Run it at deployment or
         application start; it never drops an index."""
-        dm = self.open(transaction.TransactionManager())
-        try:
-            return dm.ensure_indexes(*classes)
-        finally:
-            self.give_back(dm)
+        with self.translate_unreachable():
+            dm = self.open(transaction.TransactionManager())
+            try:
+                return dm.ensure_indexes(*classes)
+            finally:
+                self.give_back(dm)
+
+    def translate_unreachable(self):
+        """A context manager: PyMongo's ``ServerSelectionTimeoutError``
+        raised in it (no server answered within ``serverSelectionTimeoutMS``)
+        is raised as ``ServerUnreachableError``, one line naming this
+        store's hosts, what they answered, the wait and where to set it
+        (see ``mongopersist.reachability``).  ``transaction()``,
+        ``ensure_indexes()`` and the web layers use it."""
+        what = ''
+        if self._lease is not None:
+            what = 'the file:// store in %s' % self._lease.path
+        return reachability.translated(self.client, self._uri, what)
 
     def give_back(self, dm):
         """Return ``dm`` to the pool: its request or unit of work is over.
@@ -420,7 +438,13 @@ class Attempt:
 
     def __exit__(self, kind, error, tb):
         try:
-            return self._finish(error)
+            with self._attempts.store.translate_unreachable():
+                handled = self._finish(error)
+                if not handled and isinstance(
+                        error, ServerSelectionTimeoutError):
+                    # Raised again, said clearly (``translate_unreachable``).
+                    raise error
+                return handled
         finally:
             if not self.retry:
                 self._attempts.give_back()

@@ -30,9 +30,9 @@ import sys
 import warnings
 
 from bson import json_util
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
-from mongopersist import fileserver, interfaces, metadata
+from mongopersist import fileserver, interfaces, metadata, reachability
 from mongopersist.cli import (
     check, gc, indexes, inspect, reach, rename, text, upgrade)
 
@@ -52,6 +52,11 @@ COMMANDS = {
 #: Exit codes: all well; problems found (or left after writing); usage,
 #: connection or server error.
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+#: Where the command line's wait for a server is set.
+WAIT_WHERE = ('the wait is the client option %s: give it in --uri '
+              '(mongodb://host/?%s=5000), or as mongopersist.client.%s in '
+              'the --config file' % ((reachability.WAIT_OPTION,) * 3))
 
 
 class UsageError(Exception):
@@ -389,6 +394,12 @@ def main(argv=None, client=None, out=None, err=None):
         return EXIT_USAGE
     except ImportError as error:
         _error(err, 'cannot import: %s' % error)
+        return EXIT_USAGE
+    except ServerSelectionTimeoutError as error:
+        # Nothing was checked: which server, and how long it was waited for.
+        _error(err, reachability.unreachable(
+            client, error, options.uri or os.environ.get(URI_VARIABLE),
+            where=WAIT_WHERE))
         return EXIT_USAGE
     except interfaces.MongoPersistError as error:
         _error(err, text.shown(str(error), limit=1000))
