@@ -158,7 +158,7 @@ def test_ensure_indexes_may_create_the_database(client, dbname):
     assert result.code == 0, result.err
 
 
-# -- gc: a summary, documents on request ----------------------------------------
+# -- gc: a summary, documents on request ------------------------------------
 class Shelf(persistent.Persistent):
     _p_mongo_collection = 'shelves'
 
@@ -234,8 +234,9 @@ def refused_uri(uri):
 uris = st.one_of(
     st.text(max_size=30).filter(refused_uri),
     st.builds(lambda scheme, rest: scheme + rest,
-              st.sampled_from(['memory://', 'memory:', 'mongo://', 'MONGODB://',
-                               'file:/', 'http://', 'mongodb:/', ' ']),
+              st.sampled_from(['memory://', 'memory:', 'mongo://',
+                               'MONGODB://', 'file:/', 'http://',
+                               'mongodb:/', ' ']),
               st.text(max_size=15)).filter(refused_uri))
 
 

@@ -172,8 +172,9 @@ def test_a_pyramid_exception_view_answers_it(nowhere):
 def test_the_command_line_says_it_in_one_line(nowhere):
     uri, host = nowhere
     err = io.StringIO()
-    code = cli.main(['inspect', '--uri', uri + '?serverSelectionTimeoutMS=100'],
-                    out=io.StringIO(), err=err)
+    code = cli.main(
+        ['inspect', '--uri', uri + '?serverSelectionTimeoutMS=100'],
+        out=io.StringIO(), err=err)
     assert code == 2
     [line] = err.getvalue().splitlines()
     assert line.startswith(

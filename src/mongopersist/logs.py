@@ -74,9 +74,9 @@ def _by_collection(refs, shown=COLLECTIONS_SHOWN):
 
 def commands(writes):
     """How many commands one ordered ``bulk_write`` of ``writes`` (one
-    collection's ``commit.DocumentWrite``s) sends, as the commit line
-    counts them: one per run of writes of one kind (counted only when
-    that line is logged; else 1)."""
+    collection's writes, ``commit.DocumentWrite`` objects) sends, as the
+    commit line counts them: one per run of writes of one kind (counted
+    only when that line is logged; else 1)."""
     if not COMMIT.isEnabledFor(logging.DEBUG):
         return 1
     count = 1

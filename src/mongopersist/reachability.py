@@ -5,8 +5,9 @@ suitable server, then raises ``ServerSelectionTimeoutError`` with a
 dump of its topology.  ``unreachable`` turns it into
 ``interfaces.ServerUnreachableError``: the hosts and what each answered,
 the wait, and where to set it (``connect(uri,
-serverSelectionTimeoutMS=...)``, ``mongopersist.client.serverSelectionTimeoutMS``
-in settings, or the URI).  Hosts are ``host:port`` (no user information:
+serverSelectionTimeoutMS=...)``,
+``mongopersist.client.serverSelectionTimeoutMS`` in settings, or the
+URI).  Hosts are ``host:port`` (no user information:
 no password); what they answered is bounded and scrubbed of the URI's
 credentials when the URI is known.
 

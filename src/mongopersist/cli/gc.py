@@ -12,10 +12,12 @@ code that reads collections directly are unreachable in this sense: name
 their collections with ``--keep``: their documents are then kept, and so
 is what they reference.
 
+The unreachable documents are counted by collection and class;
+``--list`` lists each of them, ``--limit N`` the first N (with ``--json``
+every one is listed unless ``--limit`` is given).
+
 Without ``--apply`` nothing is removed (exit code 1 if something is
-unreachable).  The unreachable documents are counted by collection and
-class; ``--list`` lists each of them, ``--limit N`` the first N (with
-``--json`` every one is listed unless ``--limit`` is given).  With it, each document is removed only if it is unchanged
+unreachable).  With it, each document is removed only if it is unchanged
 since it was read (its ``_py_serial``, when it has one), and only if its
 ``_id`` is not an ``ObjectId`` made less than ``--min-age`` seconds ago
 (default 300): a commit writes new objects before the objects that refer
