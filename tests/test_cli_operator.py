@@ -288,3 +288,42 @@ def test_any_database_name_stays_where_it_is_told(client, name, command):
         assert all(c.isprintable() for c in err.getvalue().rstrip('\n'))
     finally:
         client.drop_database(APP)
+
+
+limits_given = st.one_of(
+    st.integers(-3, 12).map(str), st.text(max_size=4),
+    st.sampled_from(['1e3', '0x2', ' 2', '2.0', '-0', '\x1b[2J']))
+
+
+@settings(max_examples=30, deadline=None)
+@given(limit=limits_given)
+def test_any_limit_lists_that_many_or_is_refused(client, limit):
+    """``gc --limit N``: N documents listed (of those unreachable), or a
+    usage error for what is not a whole number of 0 or more; nothing is
+    removed either way."""
+    from mongopersist.datamanager import MongoDataManager
+    dm = MongoDataManager(client, default_database=APP)
+    try:
+        seed_garbage(dm, client[APP], 3)
+        before = sorted(repr(d) for d in client[APP]['loose'].find())
+        result = run(['gc', '-d', APP, '--json', '--limit', limit], client)
+        try:
+            number = int(limit)
+        except ValueError:
+            number = -1
+        if number < 0:
+            assert result.code == 2, result.err
+            assert 'usage:' in result.err and '--limit' in result.err
+            assert all(c.isprintable() for c in result.err.replace(
+                '\n', ''))
+        else:
+            import json
+            found = json.loads(result.out)
+            assert result.code == 1
+            assert found['unreachable_count'] == 8
+            assert len(found['unreachable']) == min(number, 8)
+        assert sorted(repr(d) for d in client[APP]['loose'].find()) == \
+            before
+    finally:
+        transaction.abort()
+        client.drop_database(APP)

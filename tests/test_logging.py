@@ -275,3 +275,26 @@ def test_a_commit_in_a_server_transaction_says_so(caplog):
     finally:
         transaction.abort()
         rs.close()
+
+
+def test_writes_a_savepoint_rollback_took_back_are_not_committed(
+        dm, dbname, caplog):
+    dm.root['p'] = person = Person('p')
+    transaction.commit()
+    with caplog.at_level(logging.DEBUG, logger='mongopersist'):
+        person.name = 'kept'                # joins the transaction
+        savepoint = transaction.savepoint()
+        dm.insert(Address('Maynard', '01754'))
+        dm.flush([(dbname, 'address')])
+        savepoint.rollback()
+        transaction.commit()
+    [taken] = records(caplog, 'mongopersist.undo')
+    assert taken.levelno == logging.WARNING
+    assert taken.getMessage().startswith('Took back 1 write of ')
+    assert taken.getMessage().endswith(': %s.address 1' % dbname)
+    [line] = records(caplog, 'mongopersist.commit')
+    message = line.getMessage()
+    assert message.startswith('Committed <MongoDataManager %s>: 1 document '
+                              'written in ' % dbname)
+    assert message.endswith('%s.tests.model.Person (1 updated)' % dbname)
+    assert 'address' not in message

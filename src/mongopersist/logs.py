@@ -87,32 +87,37 @@ def commands(writes):
 
 
 def committed(dm):
-    """Log the commit of ``dm`` that just succeeded (DEBUG, one line)."""
+    """Log the commit of ``dm`` that just succeeded (DEBUG, one line),
+    from its undo log: what this transaction wrote and did not take back
+    (a savepoint rollback takes writes back)."""
     if not COMMIT.isEnabledFor(logging.DEBUG):
         return
-    written = dict.fromkeys(dm._written_oids)
-    kinds = {}
-    for ref in written:
-        kind = ('deleted' if ref in dm._deleted else
-                'inserted' if ref in dm._inserted else 'updated')
-        kinds.setdefault((ref.database, ref.collection), {}).setdefault(
-            kind, 0)
-        kinds[(ref.database, ref.collection)][kind] += 1
+    kinds = {}          # ref -> the kind of its writes, as the line says
+    roots = 0
+    for kind, ref, _, _ in dm._undo.entries:
+        if kind == 'root':      # ``undo.ROOT``: a root entry set or deleted
+            roots += 1
+        elif kind == 'delete' or kinds.get(ref) != 'inserted':
+            kinds[ref] = {'insert': 'inserted', 'update': 'updated',
+                          'delete': 'deleted'}[kind]
+    counts = {}
+    for ref, kind in kinds.items():
+        found = counts.setdefault((ref.database, ref.collection), {})
+        found[kind] = found.get(kind, 0) + 1
     parts = []
-    for (db, coll), counts in sorted(kinds.items(), key=repr):
+    for (db, coll), found in sorted(counts.items(), key=repr):
         parts.append('%s.%s (%s)' % (
             limits.excerpt(db), limits.excerpt(coll), ', '.join(
-                '%d %s' % (counts[kind], kind)
+                '%d %s' % (found[kind], kind)
                 for kind in ('inserted', 'updated', 'deleted')
-                if kind in counts)))
+                if kind in found)))
     if len(parts) > COLLECTIONS_SHOWN:
         parts[COLLECTIONS_SHOWN:] = ['and %d more collections' % (
             len(parts) - COLLECTIONS_SHOWN)]
-    roots = sum(1 for entry in dm._undo.entries if entry[0] == 'root')
     server = dm._server_txn is not None
     COMMIT.debug(
         'Committed %r: %s written%s in %s, %s%s%s',
-        dm, _count(len(written), 'document'),
+        dm, _count(len(kinds), 'document'),
         ' and %s' % _count(roots, 'root entry', 'root entries')
         if roots else '',
         _count(dm._round_trips + (1 if server else 0), 'round trip'),
