@@ -347,6 +347,9 @@ class Store:
                     dm.root['counter'].value += 1
 
         The transaction manager is a new one of its own unless given.
+        Retries and the last failed attempt are logged (INFO, logger
+        ``mongopersist.transaction``); a server that does not answer is
+        ``ServerUnreachableError`` (``translate_unreachable``).
         """
         return TransactionAttempts(self, attempts or self.attempts,
                                    transaction_manager)
