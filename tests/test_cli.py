@@ -632,6 +632,22 @@ def test_gc_lists_and_removes_unreachable_documents(run, dm, db, dbname):
     assert run('gc').code == 0
 
 
+def test_gc_never_removes_everything_for_an_empty_root(run, dm, db):
+    # A root without entries (a wrong --root-database, a root emptied by
+    # mistake) makes every document unreachable: --apply removes nothing.
+    seed_garbage(dm, db)
+    db['persistence_root'].delete_many({})
+    before = snapshot(db)
+    applied = run('gc', '--apply', '--min-age', '0')
+    assert applied.code == 1 and snapshot(db) == before
+    assert 'The root (%s.persistence_root) has no entries: every document ' \
+        'is unreachable from it' % db.name in applied.out.splitlines()
+    assert applied.out.splitlines()[-1].startswith(
+        'Nothing removed: a root without entries is taken for a mistake')
+    assert run('gc', '--apply', '--min-age', '0', '--json').json[
+        'applied'] is False
+
+
 def test_gc_keep_and_changed_documents(run, dm, db, monkeypatch):
     seed_garbage(dm, db)
     kept = run('gc', '--json', '--keep', PERSON, '--keep', 'items',

@@ -17,7 +17,9 @@ The unreachable documents are counted by collection and class;
 every one is listed unless ``--limit`` is given).
 
 Without ``--apply`` nothing is removed (exit code 1 if something is
-unreachable).  With it, each document is removed only if it is unchanged
+unreachable).  A root without entries makes everything unreachable; it is
+taken for a mistake (a wrong ``--root-database``): ``--apply`` then removes
+nothing and exits 1.  With it, each document is removed only if it is unchanged
 since it was read (its ``_py_serial``, when it has one), and only if its
 ``_id`` is not an ``ObjectId`` made less than ``--min-age`` seconds ago
 (default 300): a commit writes new objects before the objects that refer
@@ -134,6 +136,9 @@ def run(context):
                 context, context.root_database, walk.ROOT_COLLECTION,
                 doc.get('_id'), 'ref', ref):
             todo.append(_node(ref, context.root_database))
+    # A root without entries (a wrong --root-database, a root emptied by
+    # mistake) makes every document unreachable: never remove them all.
+    rootless = not todo and bool(docs)
     todo.extend(kept)
     reachable = set()
     while todo:
@@ -148,7 +153,7 @@ def run(context):
     removed, changed, too_new = [], [], []
     applying = options.apply and not options.dry_run
     # Pointers into databases not given: the graph is incomplete.
-    incomplete = context.outside_pointers > 0
+    incomplete = context.outside_pointers > 0 or rootless
     if applying and not incomplete:
         born_before = datetime.datetime.now(datetime.timezone.utc) - \
             datetime.timedelta(seconds=max(options.min_age, 0))
@@ -184,8 +189,8 @@ def run(context):
               'changed_since': [_describe(node, docs) for node in changed],
               'too_new': [_describe(node, docs) for node in too_new],
               'refused': context.refused}
-    _print(context, result, options, applying and incomplete)
-    if context.refused:
+    _print(context, result, options, applying and incomplete, rootless)
+    if context.refused or applying and rootless:
         return result, 1
     if applying:
         return result, 1 if changed or too_new else 0
@@ -230,7 +235,7 @@ def _where(context, database, collection):
     return '%s.%s' % (text.shown(database), text.shown(collection))
 
 
-def _print(context, result, options, refused_to_apply):
+def _print(context, result, options, refused_to_apply, rootless=False):
     context.say_refused()
     count = result['unreachable_count']
     context.say('%d documents, %d reachable from the root, %d unreachable' % (
@@ -254,7 +259,16 @@ def _print(context, result, options, refused_to_apply):
         elif options.limit is None:
             context.say('List them with --list (or the first N with '
                         '--limit N)')
-    if refused_to_apply:
+    if rootless:
+        context.say('The root (%s.%s) has no entries: every document is '
+                    'unreachable from it' % (
+                        text.shown(context.root_database),
+                        walk.ROOT_COLLECTION))
+    if refused_to_apply and rootless:
+        context.say('Nothing removed: a root without entries is taken for '
+                    'a mistake (check --root-database); remove the '
+                    'documents by hand if they really are garbage')
+    elif refused_to_apply:
         context.say('Nothing removed: the databases the application uses '
                     'were not all given (see "Refused" above)')
     elif result['applied']:
