@@ -152,3 +152,18 @@ def test_no_bare_error_from_the_cache_for_any_such_class(client, cls, door,
     finally:
         transaction.abort()
         client.drop_database(dbname)
+
+
+class SlottedWithWeakref(persistent.Persistent):
+    """Slots, and weakly referable: the cache holds it; the writer must
+    say why it cannot store it (its state is not a dict)."""
+    __slots__ = ('a', '__weakref__')
+
+
+def test_a_slotted_class_with_a_weakref_slot_gets_one_clear_error(dm):
+    obj = SlottedWithWeakref()
+    obj.a = 1
+    with pytest.raises(interfaces.UnstorableObjectError,
+                       match='state is a dict'):
+        dm.root['s'] = obj
+    transaction.abort()
