@@ -32,7 +32,7 @@ import warnings
 from bson import json_util
 from pymongo.errors import PyMongoError
 
-from mongopersist import fileserver, interfaces, metadata
+from mongopersist import __version__, fileserver, interfaces, metadata
 from mongopersist.cli import (
     check, gc, indexes, inspect, reach, rename, text, upgrade)
 
@@ -115,6 +115,8 @@ def build_parser():
         prog='mongopersist',
         description='Inspect, check and maintain a database of objects '
                     'stored by mongopersist.')
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + __version__)
     _common_options(parser, None)
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.required = True
