@@ -48,7 +48,8 @@ in ``_m_allowed_locations``), its attribute names must be plain field
 names, and no stored field may hide a method of the class; anything else
 raises ``interfaces.StoredDataError`` naming the field.
 """
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import persistent
 import pymongo
@@ -58,6 +59,7 @@ from bson.objectid import ObjectId
 
 from mongopersist import (events, interfaces, keys, limits, metadata, query,
                           references, serialize, sharding, specs)
+from mongopersist.collection import MongoCollection
 
 # Items asked for per round trip when a container lists all its items.
 LISTING_BATCH_SIZE = 5000
@@ -353,13 +355,20 @@ class _Container:
 
     #: Remove an item's document when the item is taken out (``del``);
     #: false: only take it out (its name and parent are unset).
-    _m_remove_documents = True
+    _m_remove_documents: bool = True
 
     #: The settings stored with a container (given to its constructor).
-    _m_settings = ()
+    _m_settings: tuple[str, ...] = ()
 
     #: Its items are in its stored field ``data`` (a document).
     _m_has_data = False
+
+    if TYPE_CHECKING:
+        # What the concrete containers provide (to type checkers).
+        def keys(self) -> list[Any]: ...
+        def get(self, key: Any, default: Any = None) -> Any: ...
+        def __setitem__(self, key: Any, item: Any) -> None: ...
+        def __delitem__(self, key: Any) -> None: ...
 
     def _m_dm(self):
         """The ``MongoDataManager`` of the items (``None`` if the container
@@ -413,14 +422,14 @@ class _Container:
         return state
 
     # -- mapping methods --------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
     def __bool__(self):
         # A container is an object, true even when empty (unlike a dict).
         return True
 
-    def pop(self, key, *default):
+    def pop(self, key: Any, *default: Any) -> Any:
         """Remove the item named ``key`` and return it (``default``, if
         given, when there is none; else ``KeyError``)."""
         item = self.get(key, _MISSING)
@@ -431,7 +440,7 @@ class _Container:
         del self[key]
         return item
 
-    def setdefault(self, key, item):
+    def setdefault(self, key: Any, item: Any) -> Any:
         """Return the item named ``key``; add ``item`` under it first if
         there is none."""
         found = self.get(key, _MISSING)
@@ -440,7 +449,7 @@ class _Container:
             return item
         return found
 
-    def update(self, other=(), **more):
+    def update(self, other: Any = (), **more: Any) -> None:
         """Add the items of ``other`` (a mapping or pairs) and ``more``."""
         pairs = other.items() if isinstance(other, Mapping) else other
         for key, item in pairs:
@@ -448,7 +457,7 @@ class _Container:
         for key, item in more.items():
             self[key] = item
 
-    def clear(self):
+    def clear(self) -> None:
         """Take every item out (firing the events of each)."""
         for key in list(self.keys()):
             del self[key]
@@ -576,18 +585,21 @@ class MongoContainer(_Container, persistent.Persistent):
     reference it by ``'zodb-<oid in hex>'``.
     """
 
-    _m_collection = None
-    _m_database = None
-    _m_allowed_locations = ()
-    _m_item_class = None
-    _m_mapping_key = 'key'
-    _m_parent_key = 'parent'
-    _m_allow_global = False
+    _m_collection: Optional[str] = None
+    _m_database: Optional[str] = None
+    _m_allowed_locations: tuple[Any, ...] = ()
+    _m_item_class: Optional[type] = None
+    _m_mapping_key: Optional[str] = 'key'
+    _m_parent_key: Optional[str] = 'parent'
+    _m_allow_global: bool = False
     _m_settings = ('_m_collection', '_m_database', '_m_mapping_key',
                    '_m_parent_key', '_m_allow_global')
 
-    def __init__(self, collection=None, database=None, mapping_key=None,
-                 parent_key=None, allow_global=None):
+    def __init__(self, collection: Optional[str] = None,
+                 database: Optional[str] = None,
+                 mapping_key: Optional[str] = None,
+                 parent_key: Optional[str] = None,
+                 allow_global: Optional[bool] = None) -> None:
         settings = {'_m_collection': collection, '_m_database': database,
                     '_m_mapping_key': mapping_key,
                     '_m_parent_key': parent_key,
@@ -621,7 +633,7 @@ class MongoContainer(_Container, persistent.Persistent):
             return database, self._m_collection
         return jar._collection_name_of(cls)
 
-    def get_collection(self):
+    def get_collection(self) -> Optional[MongoCollection]:
         """The collection of the items (a ``MongoCollection``: its queries
         see this transaction's changes), for queries of your own; ``None``
         if the container is not stored."""
@@ -764,35 +776,35 @@ class MongoContainer(_Container, persistent.Persistent):
             cache.removed(key)
 
     # -- reading --------------------------------------------------------------
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         item = self._m_lookup(key)
         if item is None:
             raise KeyError(key)
         return item
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         """Return the item named ``key``, or ``default``."""
         item = self._m_lookup(key)
         return default if item is None else item
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return self._m_lookup(key) is not None
 
-    def keys(self):
+    def keys(self) -> list[Any]:
         """Return the list of item names, sorted when they can be."""
         return _sorted_keys(self._m_all())
 
-    def values(self):
+    def values(self) -> list[Any]:
         """Return the list of items, in the order of ``keys()``."""
         items = self._m_all()
         return [items[key] for key in _sorted_keys(items)]
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:
         """Return the list of ``(name, item)`` pairs, sorted by name."""
         items = self._m_all()
         return [(key, items[key]) for key in _sorted_keys(items)]
 
-    def __len__(self):
+    def __len__(self) -> int:
         jar = self._m_dm()
         cache = self._m_cache(jar)
         if cache is None:
@@ -803,8 +815,9 @@ class MongoContainer(_Container, persistent.Persistent):
                 database, collection).count_documents(self._m_filter(jar))
         return cache.count
 
-    def find(self, filter=None, sort=None, limit=0, skip=0,
-             allow_global=None):
+    def find(self, filter: query.Filter = None, sort: query.Sort = None,
+             limit: int = 0, skip: int = 0,
+             allow_global: Optional[bool] = None) -> Iterator[Any]:
         """Iterate the items whose documents also match ``filter``.
 
         Pages through the items with one query, without loading the others:
@@ -826,7 +839,8 @@ class MongoContainer(_Container, persistent.Persistent):
             sort=self._m_sort() if sort is None else sort,
             limit=limit, skip=skip), self)
 
-    def find_one(self, filter_or_id=None, sort=None, allow_global=None):
+    def find_one(self, filter_or_id: Any = None, sort: query.Sort = None,
+                 allow_global: Optional[bool] = None) -> Any:
         """Return the first item whose document also matches
         ``filter_or_id`` (a filter, or the ``_id`` of the item), or
         ``None``."""
@@ -851,8 +865,9 @@ class MongoContainer(_Container, persistent.Persistent):
                             % limits.quote(filter_or_id))
         return {'_id': filter_or_id}
 
-    def raw_find(self, filter=None, projection=None, sort=None, limit=0,
-                 skip=0, allow_global=None):
+    def raw_find(self, filter: query.Filter = None, projection: Any = None,
+                 sort: query.Sort = None, limit: int = 0, skip: int = 0,
+                 allow_global: Optional[bool] = None) -> Any:
         """Return a PyMongo cursor of the documents of the items that also
         match ``filter`` (plain documents, for reading; pending changes
         are written first).  Empty if the container is not stored."""
@@ -863,12 +878,14 @@ class MongoContainer(_Container, persistent.Persistent):
         sort = query.normalize_sort(sort)
         if sort:
             kwargs['sort'] = sort
-        return self.get_collection().find(
+        return self.get_collection().find(  # type: ignore[union-attr]
             self._m_filter(jar, extra=query.check_filter(filter),
                            allow_global=allow_global), projection, **kwargs)
 
-    def raw_find_one(self, filter_or_id=None, projection=None, sort=None,
-                     allow_global=None):
+    def raw_find_one(self, filter_or_id: Any = None, projection: Any = None,
+                     sort: query.Sort = None,
+                     allow_global: Optional[bool] = None
+                     ) -> Optional[dict[str, Any]]:
         """Return the document of the first item that also matches
         ``filter_or_id`` (a filter or an ``_id``), or ``None``."""
         jar = self._m_dm()
@@ -878,7 +895,7 @@ class MongoContainer(_Container, persistent.Persistent):
         sort = query.normalize_sort(sort)
         if sort:
             kwargs['sort'] = sort
-        return self.get_collection().find_one(
+        return self.get_collection().find_one(  # type: ignore[union-attr]
             self._m_filter(jar, extra=self._m_id_filter(filter_or_id),
                            allow_global=allow_global), projection, **kwargs)
 
@@ -945,7 +962,7 @@ class MongoContainer(_Container, persistent.Persistent):
                 parent = None
         return parent, name
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         """Store ``item`` in the container under the name ``key``.
 
         Sets the item's key and parent attributes; an item stored under
@@ -981,7 +998,7 @@ class MongoContainer(_Container, persistent.Persistent):
         events.added(item, self, key, old_parent, old_key)
         events.container_modified(self)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` under ``key``; without one, under the name it
         holds in its key attribute, else under its ``ObjectId`` (as a
         string).  Returns the name."""
@@ -1009,7 +1026,7 @@ class MongoContainer(_Container, persistent.Persistent):
         events.removed(item, self, key)
         _unplace(item, self)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         """Remove the item named ``key``: its document is deleted (unless
         ``_m_remove_documents`` is false).  Fires ``ObjectRemovedEvent``
         and ``ContainerModifiedEvent``."""
@@ -1069,11 +1086,11 @@ class IdNamesMongoContainer(MongoContainer):
             return False
         return True
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         raise TypeError('%s names its items itself: use add(item), which '
                         'returns the name' % type(self).__name__)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` in the container; return its new name (its
         ``ObjectId`` as a string; ``key``, if given, must be it)."""
         jar = self._m_check_item(item)
@@ -1090,7 +1107,8 @@ class IdNamesMongoContainer(MongoContainer):
             return name
         if isinstance(old_parent, MongoContainer) and old_key is not None:
             old_parent._m_forget(old_key)
-        setattr(item, self._m_parent_key, self._m_parent_value(jar))
+        setattr(item, self._m_parent_key,  # type: ignore[arg-type]
+                self._m_parent_value(jar))
         cache.added(name, item, new=True)
         _place(item, name, self, stored_parent=not self._m_hosted_elsewhere())
         events.added(item, self, name, old_parent, old_key)
@@ -1116,36 +1134,36 @@ class _InDocumentContainer(_Container):
     def _m_new_name(self, item):
         return str(ObjectId())
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         if not keys.is_key(key):
             raise KeyError(key)
         return located(self.data[key], key, self)
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         """Return the item named ``key``, or ``default``."""
         if not keys.is_key(key) or key not in self.data:
             return default
         return located(self.data[key], key, self)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return keys.is_key(key) and key in self.data
 
-    def keys(self):
+    def keys(self) -> list[Any]:
         """Return the list of item names, sorted."""
         return _sorted_keys(self.data)
 
-    def values(self):
+    def values(self) -> list[Any]:
         """Return the list of items, in the order of ``keys()``."""
         return [self[key] for key in self.keys()]
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:
         """Return the list of ``(name, item)`` pairs, sorted by name."""
         return [(key, self[key]) for key in self.keys()]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         """Store ``item`` under ``key`` (replacing the item stored under
         it).  Fires ``ObjectAddedEvent`` (``ObjectMovedEvent``) and
         ``ContainerModifiedEvent``."""
@@ -1162,7 +1180,7 @@ class _InDocumentContainer(_Container):
         events.added(item, self, key, old_parent, old_name)
         events.container_modified(self)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` under ``key``, or a new name (an ``ObjectId`` as
         a string) when none is given; return the name."""
         if key is None:
@@ -1176,7 +1194,7 @@ class _InDocumentContainer(_Container):
         events.removed(item, self, key)
         _unplace(item, self)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         """Take out the item named ``key``.  Fires ``ObjectRemovedEvent``
         and ``ContainerModifiedEvent``."""
         if not keys.is_key(key):

@@ -20,11 +20,15 @@ about their changes).  The work is shared out:
   keys, declared indexes, counters).
 """
 import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional, TypeVar
 
 import persistent
 import transaction
 import zope.interface
+from bson.dbref import DBRef
 from bson.objectid import ObjectId
+from pymongo.collection import Collection
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
@@ -37,8 +41,11 @@ from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
 
+#: A persistent class queried, and its instances found.
+T = TypeVar('T')
 
-def p64(number):
+
+def p64(number: int) -> bytes:
     """Return ``number`` as the 8-byte string persistent uses for serials."""
     return int(number).to_bytes(8, 'big')
 
@@ -97,31 +104,38 @@ class MongoDataManager:
     name = 'mongopersist'
 
     #: The ``transactions`` mode of data managers created without one.
-    default_transactions = 'auto'
+    default_transactions: str = 'auto'
 
     #: What a query of a sharded class that does not pin its shard key
     #: does: ``'error'`` or ``'warn'``; ``None`` follows the process-wide
     #: ``mongopersist.sharding.global_queries()``.
-    global_queries = None
+    global_queries: Optional[str] = None
 
-    def __init__(self, client, default_database=None, root_database=None,
-                 root_collection='persistence_root', detect_conflicts=False,
-                 conflict_handler=None, serializers=None,
-                 transaction_manager=None, transactions=None,
-                 trusted_modules=(), allowed_databases=(),
-                 broken_objects=False, cache_size=DEFAULT_SIZE,
-                 watch_changes=False, deployment=None):
+    #: Called with this data manager by ``close()`` instead of shutting it
+    #: down: the pool of the ``Store`` that opened it.
+    _release: Optional[Callable[['MongoDataManager'], None]]
+
+    def __init__(self, client: Any, default_database: Optional[str] = None,
+                 root_database: Optional[str] = None,
+                 root_collection: str = 'persistence_root',
+                 detect_conflicts: bool = False,
+                 conflict_handler: Any = None,
+                 serializers: Optional[Iterable[Any]] = None,
+                 transaction_manager: Any = None,
+                 transactions: Optional[str] = None,
+                 trusted_modules: Iterable[str] = (),
+                 allowed_databases: Iterable[str] = (),
+                 broken_objects: bool = False, cache_size: int = DEFAULT_SIZE,
+                 watch_changes: bool = False, deployment: Any = None) -> None:
         settings.refuse_unacknowledged(client)
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
-        self.default_database = default_database
-        self.root_database = root_database or default_database
-        #: Called with this data manager by ``close()`` instead of shutting
-        #: it down: the pool of the ``Store`` that opened it.
+        self.default_database: str = default_database
+        self.root_database: str = root_database or default_database
         self._release = None
         self._closed = False
-        self._watcher = None
+        self._watcher: Any = None
         self.conflict_handler = conflict_handler or (
             conflict.SimpleSerialConflictHandler if detect_conflicts
             else conflict.NoCheckConflictHandler)
@@ -139,9 +153,10 @@ class MongoDataManager:
         self.root = Root(self, self.root_database, root_collection)
         self._transactions_mode = sessions.check_mode(
             transactions or self.default_transactions)
-        self._transactions = None   # learnt on first need (no I/O here)
+        # Learnt on first need (no I/O here).
+        self._transactions: Optional[bool] = None
         self._deployment = deployment or sessions.Deployment(client)
-        self._server_txn = None
+        self._server_txn: Any = None
         self._journal = journal.Journal(self)
         # The identity map, the strong cache and the loaded documents.
         self._cache = ObjectCache(cache_size)
@@ -160,7 +175,7 @@ class MongoDataManager:
         self._activated = False
         #: Oids whose writes the last abort or savepoint rollback could not
         #: take back, because somebody else changed the document since.
-        self.unrestored = []
+        self.unrestored: list[Any] = []
         self._bind(transaction_manager or transaction.manager)
 
     def _bind(self, transaction_manager):
@@ -193,7 +208,7 @@ class MongoDataManager:
         self._replaced_docs = []
         self._discovered = None     # new objects found by a running flush
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %s>' % (self.__class__.__name__, self.default_database)
 
     @property
@@ -207,19 +222,19 @@ class MongoDataManager:
         self._cache.docs = docs
 
     @property
-    def cache_size(self):
+    def cache_size(self) -> int:
         """How many recently used objects stay alive across transactions."""
         return self._cache.size
 
     @property
-    def conflict_handler(self):
+    def conflict_handler(self) -> Any:
         """The conflict handler (``mongopersist.conflict``).  Assigning one
         (a handler or its class) also sets ``detect_conflicts``: the two
         are one setting."""
         return self._conflict_handler
 
     @conflict_handler.setter
-    def conflict_handler(self, handler):
+    def conflict_handler(self, handler: Any) -> None:
         if isinstance(handler, type):
             handler = handler(self)
         if self._watcher is not None and not handler.detects_conflicts:
@@ -229,7 +244,7 @@ class MongoDataManager:
         self._conflict_handler = handler
 
     @property
-    def detect_conflicts(self):
+    def detect_conflicts(self) -> bool:
         """Whether documents keep ``_py_serial`` and commits refuse to
         overwrite what others changed (the conflict handler's
         ``detects_conflicts``).  Assigning it switches to the default
@@ -237,7 +252,7 @@ class MongoDataManager:
         return self._conflict_handler.detects_conflicts
 
     @detect_conflicts.setter
-    def detect_conflicts(self, value):
+    def detect_conflicts(self, value: bool) -> None:
         if bool(value) != self.detect_conflicts:
             self.conflict_handler = (conflict.SimpleSerialConflictHandler
                                      if value
@@ -247,7 +262,8 @@ class MongoDataManager:
         return set(self._databases)
 
     # -- collections ------------------------------------------------------
-    def get_collection(self, db_name, coll_name):
+    def get_collection(self, db_name: str,
+                       coll_name: str) -> MongoCollection:
         """Return the collection ``coll_name`` of database ``db_name``.
 
         The collection is a ``mongopersist.collection.MongoCollection``: its
@@ -256,11 +272,12 @@ class MongoDataManager:
         """
         return MongoCollection(self, self._raw_collection(db_name, coll_name))
 
-    def _raw_collection(self, db_name, coll_name):
+    def _raw_collection(self, db_name: str,
+                        coll_name: str) -> 'Collection[Any]':
         """The PyMongo collection itself, for the data manager's own use."""
         return self._client[db_name][coll_name]
 
-    def get_collection_of_object(self, obj):
+    def get_collection_of_object(self, obj: Any) -> MongoCollection:
         """Return the collection that stores ``obj`` (or its class)."""
         if not isinstance(obj, type) and obj._p_oid is not None:
             oid = obj._p_oid
@@ -268,14 +285,15 @@ class MongoDataManager:
         db_name, coll_name = self._collection_name_of(obj)
         return self.get_collection(db_name, coll_name)
 
-    def _collection_name_of(self, obj):
+    def _collection_name_of(self, obj: Any) -> tuple[str, str]:
         cls = obj if isinstance(obj, type) else type(obj)
         return (metadata.database_name(cls, self.default_database),
                 metadata.collection_name(cls))
 
     # -- object queries (mongopersist.query) ------------------------------
-    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0,
-                     allow_global=False):
+    def find_objects(self, cls: type[T], filter: query.Filter = None,
+                     sort: query.Sort = None, limit: int = 0, skip: int = 0,
+                     allow_global: bool = False) -> Iterator[T]:
         """Iterate the instances of ``cls`` whose documents match ``filter``.
 
         One query for all results; objects already loaded are returned as
@@ -287,23 +305,25 @@ class MongoDataManager:
         return query.find_objects(self, cls, filter, sort=sort, limit=limit,
                                   skip=skip, allow_global=allow_global)
 
-    def find_one_object(self, cls, filter=None, allow_global=False):
+    def find_one_object(self, cls: type[T], filter: query.Filter = None,
+                        allow_global: bool = False) -> Optional[T]:
         """Return an instance of ``cls`` whose document matches, or None."""
         return query.find_one_object(self, cls, filter,
                                      allow_global=allow_global)
 
-    def count(self, cls, filter=None, allow_global=False):
+    def count(self, cls: type, filter: query.Filter = None,
+              allow_global: bool = False) -> int:
         """Return how many instances of ``cls`` have a matching document."""
         return query.count(self, cls, filter, allow_global=allow_global)
 
     # -- scale-out (mongopersist.indexes, .sequence) --------------------------
-    def ensure_indexes(self, *classes):
+    def ensure_indexes(self, *classes: type) -> list[Any]:
         """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
         that MongoDB lacks; return the ``indexes.CreatedIndex`` list.
         Idempotent; never drops an index (see ``mongopersist.indexes``)."""
         return indexes.ensure_indexes(self, *classes)
 
-    def next_sequence(self, name, step=1):
+    def next_sequence(self, name: str, step: int = 1) -> int:
         """Return the next value of the counter ``name`` (1, 2, ...): one
         atomic ``findAndModify``, outside the transaction (an abort leaves
         a gap, two callers never get the same value).  Usable as
@@ -333,7 +353,7 @@ class MongoDataManager:
                 'one at a time' % (self,))
 
     @property
-    def transactions(self):
+    def transactions(self) -> bool:
         """Whether this data manager runs server transactions.
 
         Decided on first use from the ``transactions`` mode and the
@@ -376,7 +396,7 @@ class MongoDataManager:
                 self._server_txn = sessions.ServerTransaction(self._client)
 
     # -- objects --------------------------------------------------------------
-    def insert(self, obj, oid=None):
+    def insert(self, obj: Any, oid: Any = None) -> DBRef:
         """Add the new persistent ``obj``; it is written at commit.
 
         ``oid`` is the ``_id`` to use (default: a new ``ObjectId``).
@@ -420,7 +440,7 @@ class MongoDataManager:
                 self._registered.pop(id(obj), None)
                 _detach(obj)
 
-    def dump(self, obj):
+    def dump(self, obj: Any) -> DBRef:
         """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
         jar = obj._p_jar
         if jar is self and obj._p_oid is not None:
@@ -431,7 +451,7 @@ class MongoDataManager:
         self.insert(obj)
         return sharding.reference(obj)
 
-    def load(self, dbref):
+    def load(self, dbref: DBRef) -> Any:
         """Return the object stored under ``dbref``, usually as a ghost."""
         self._check_thread()
         cache = self._cache
@@ -459,7 +479,7 @@ class MongoDataManager:
             self._batches.found(obj._p_oid)
         return obj
 
-    def prefetch(self, objects_or_refs):
+    def prefetch(self, objects_or_refs: Iterable[Any]) -> list[Any]:
         """Read the documents of several objects in one query per collection.
 
         ``objects_or_refs`` is an iterable of persistent objects of this
@@ -499,7 +519,8 @@ class MongoDataManager:
         single value."""
         references.check_reference(self, dbref)
 
-    def _object_from_document(self, db_name, coll_name, doc):
+    def _object_from_document(self, db_name: str, coll_name: str,
+                              doc: dict[str, Any]) -> Any:
         """Return the object stored as ``doc``, filled from it if needed.
 
         For query results: the identity map holds (an object already loaded
@@ -591,7 +612,7 @@ class MongoDataManager:
                     limits.excerpt(dbref.collection)))
         return doc
 
-    def remove(self, obj):
+    def remove(self, obj: Any) -> None:
         """Remove the document of ``obj`` when the transaction commits."""
         ref = obj._p_oid
         if obj._p_jar is not self or ref is None:
@@ -607,7 +628,7 @@ class MongoDataManager:
         self._join_txn()
 
     # -- IPersistentDataManager ---------------------------------------------
-    def setstate(self, obj):
+    def setstate(self, obj: Any) -> None:
         """Load the state of the ghost ``obj`` from its document."""
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
@@ -654,7 +675,7 @@ class MongoDataManager:
         self._activated = True
         obj._p_serial = p64(serial)
 
-    def register(self, obj):
+    def register(self, obj: Any) -> None:
         """Hear that ``obj`` changed: its document is written at commit.
 
         persistent calls it for the objects of this data manager.  Called
@@ -701,7 +722,7 @@ class MongoDataManager:
         self._registered[id(obj)] = obj
         self._join_txn()
 
-    def oldstate(self, obj, tid):
+    def oldstate(self, obj: Any, tid: bytes) -> Any:
         """``KeyError``, as ``IPersistentDataManager`` says for a revision
         that does not exist: MongoDB keeps no old revisions."""
         raise KeyError(tid)
@@ -727,7 +748,9 @@ class MongoDataManager:
                 raise
         return sharding.reference(obj)
 
-    def flush(self, collections=None):
+    def flush(self,
+              collections: Optional[Iterable[tuple[str, str]]] = None
+              ) -> None:
         """Write pending changes of this transaction now.
 
         ``collections`` limits the flush to objects stored in those
@@ -827,10 +850,10 @@ class MongoDataManager:
         return put_back
 
     # -- IDataManager ---------------------------------------------------
-    def sortKey(self):
+    def sortKey(self) -> str:
         return 'mongopersist:%s:%s' % (self.root_database, id(self))
 
-    def abort(self, txn):
+    def abort(self, txn: Any) -> None:
         """Forget this transaction's changes and take back its writes.
 
         Writes that cannot be taken back safely (the document changed
@@ -853,10 +876,10 @@ class MongoDataManager:
         finally:
             self._end_transaction(committed=False)
 
-    def tpc_begin(self, txn):
+    def tpc_begin(self, txn: Any) -> None:
         pass
 
-    def commit(self, txn):
+    def commit(self, txn: Any) -> None:
         """Write every pending change (inside the server transaction)."""
         try:
             self._journal.committing()
@@ -867,28 +890,28 @@ class MongoDataManager:
                     'Commit failed and can be retried: %s' % error) from error
             raise
 
-    def tpc_vote(self, txn):
+    def tpc_vote(self, txn: Any) -> None:
         """Commit the server transaction; a failure aborts everything."""
         if self._server_txn is not None:
             self._server_txn.commit()
 
-    def tpc_finish(self, txn):
+    def tpc_finish(self, txn: Any) -> None:
         """Forget the transaction's bookkeeping; never fails."""
         self._journal.finished()
         self._end_transaction(committed=True)
 
-    def should_retry(self, error):
+    def should_retry(self, error: BaseException) -> bool:
         """Tell ``transaction`` whether ``error`` is worth a retry."""
         if isinstance(error, (interfaces.ConflictError,
                               interfaces.TransientTransactionError)):
             return True
         return sessions.is_transient(error)
 
-    def savepoint(self):
+    def savepoint(self) -> Savepoint:
         """Return a savepoint to roll this data manager back to."""
         return Savepoint(self)
 
-    def tpc_abort(self, txn):
+    def tpc_abort(self, txn: Any) -> None:
         self.abort(txn)
 
     def _end_transaction(self, committed):
@@ -977,13 +1000,13 @@ class MongoDataManager:
                 self._watcher is not None or self._explicit()):
             self._validate_at_begin()
 
-    def _busy(self):
+    def _busy(self) -> bool:
         """Whether this data manager takes part in a transaction."""
         return self._joined is not None or bool(
             self._new or self._registered or self._removed
             or self._changed_sub)
 
-    def close(self):
+    def close(self) -> None:
         """End the use of this data manager; closing twice does nothing.
 
         It stops following its transaction manager and refuses further use
@@ -1014,7 +1037,7 @@ class MongoDataManager:
         else:
             self._shut_down()
 
-    def _reopen(self, transaction_manager):
+    def _reopen(self, transaction_manager: Any) -> None:
         """Opened again (by a store's pool) for ``transaction_manager``:
         follow it; validate what the cache holds now if a transaction of
         an explicit manager is running already (it began while this data
