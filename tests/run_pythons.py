@@ -117,8 +117,17 @@ def where_looked(wanted):
 
 
 def install_hash():
-    with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
-        return hashlib.sha256(f.read() + SUITE_EXTRAS.encode()).hexdigest()
+    """A hash of what an install depends on: pyproject.toml but its tools'
+    own sections (mypy's settings change no install)."""
+    kept, tool = [], False
+    with open(os.path.join(ROOT, 'pyproject.toml'), encoding='utf-8') as f:
+        for line in f:
+            if line.startswith('['):
+                tool = line.lstrip('[').startswith('tool.mypy')
+            if not tool:
+                kept.append(line)
+    text = ''.join(kept) + SUITE_EXTRAS
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
 def ensure_venv(base, wanted):
