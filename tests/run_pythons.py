@@ -12,8 +12,8 @@ pyproject.toml).  For each of them this script
 2. for an interpreter other than the running one, makes the virtualenv
    ``.venv-3.X`` once and installs this project into it (editable, with
    the extras the suite imports: ``SUITE_EXTRAS``, not the docs' or the
-   type checker's); it is reused while pyproject.toml is unchanged (a
-   stamp holds the hash of what was installed);
+   type checker's); it is reused while pyproject.toml is unchanged but
+   for mypy's settings (a stamp holds the hash of what was installed);
 3. runs ``python -m pytest`` there with the given arguments (the same
    suite and settings as ``make test``: setup.cfg);
 
