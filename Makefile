@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve serve-traversal test test-all typecheck test-server explore \
-	test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test test-all typecheck test-server \
+	explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
