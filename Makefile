@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
 .PHONY: demo serve serve-traversal test test-all typecheck test-server \
-	explore test-wire bench bench-pool docs clean
+	test-browser explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,9 @@ demo: $(STAMP)
 ## with the settings of examples/blogapp.ini: Pyramid on waitress) on
 ## http://127.0.0.1:6543/, its posts kept in the directory var/data (see
 ## them with: .venv/bin/mongopersist --uri file://var/data
-## -d mongopersist_blog_app inspect).
-## Another port: make serve PORT=8080
+## -d mongopersist_blog_app inspect).  It prints the address it serves and
+## a line per request; mongopersist's conflicts and retries are logged too
+## (the logging of blogapp.ini).  Another port: make serve PORT=8080
 PORT ?= 6543
 serve: $(STAMP)
 	PYTHONPATH=examples $(BIN)/pserve examples/blogapp.ini http_port=$(PORT)
@@ -64,6 +65,22 @@ typecheck: $(STAMP)
 ## Extra pytest arguments: make test-server ARGS='-x tests/test_store.py'
 test-server: $(STAMP)
 	$(BIN)/python tests/run_server.py $(ARGS)
+
+## test-browser: the example web application in a real browser
+## (browser/test_blog_in_browser.py): headless Chromium (Debian's chromium
+## package, installed with apt-get when missing and run as root) driven by
+## Playwright (browser/requirements.txt, installed into .venv; it downloads
+## no browser); the blog served by pserve on a free port, its posts in a
+## file:// store in a temporary directory.  Not part of make test.
+## Screenshots of the pages: make test-browser BLOG_SCREENSHOTS=DIR
+BROWSER_STAMP = $(VENV)/.browser-installed
+$(BROWSER_STAMP): $(STAMP) browser/requirements.txt
+	$(BIN)/python -m pip install --quiet -r browser/requirements.txt
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	@sh browser/chromium
+	$(BIN)/python -m pytest browser $(ARGS)
 
 ## explore: run the property and state-machine tests on new random
 ## examples (make test always runs the same ones).  Repeat it; a failure

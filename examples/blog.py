@@ -50,7 +50,8 @@ def write_blog(dm):
     blog.publish(Post(
         'Transactions', 'Nothing is written until commit.', roy,
         tags=['transactions'], published=datetime.datetime(2024, 3, 2, 17, 0)))
-    first.add_comment('Roy', 'Nice!')
+    first.add_comment('Roy', 'Nice!',
+                      written=datetime.datetime(2024, 3, 1, 11, 5))
     transaction.commit()
 
 
@@ -60,7 +61,8 @@ def edit_blog(dm):
     first, second = blog.posts
     first.title = 'Objects in MongoDB, the easy way'
     first.comments[0].text = 'Nice! Very readable documents.'
-    second.add_comment('Stephan', 'Agreed.')
+    second.add_comment('Stephan', 'Agreed.',
+                       written=datetime.datetime(2024, 3, 3, 8, 15))
     second.tags.append('python')
     transaction.commit()
 

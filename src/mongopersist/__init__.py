@@ -12,12 +12,13 @@ __version__ = '2.0.0.dev0'
 
 from mongopersist.interfaces import (  # noqa: F401
     CircularReferenceError, CommitError, CommitOutcomeUnknownError,
-    ConfigurationError, ConflictError, UnstorableObjectError)
+    ConfigurationError, ConflictError, ServerUnreachableError,
+    UnstorableObjectError)
 from mongopersist.store import (  # noqa: F401
     InMemoryStoreWarning, Store, connect, store_from_settings)
 
 __all__ = ['CircularReferenceError', 'CommitError',
            'CommitOutcomeUnknownError', 'ConfigurationError',
-           'ConflictError', 'InMemoryStoreWarning', 'Store',
-           'UnstorableObjectError', '__version__', 'connect',
+           'ConflictError', 'InMemoryStoreWarning', 'ServerUnreachableError',
+           'Store', 'UnstorableObjectError', '__version__', 'connect',
            'store_from_settings']

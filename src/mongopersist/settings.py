@@ -491,6 +491,12 @@ def _client_options(options, label=''):
             raise ConfigurationError(
                 'give %s as write_concern or read_preference, not as a '
                 'client option' % name, label + name)
+        if isinstance(value, bool) and isinstance(name, str) and \
+                name.lower().endswith('ms'):
+            # PyMongo takes True for 1 ms and False for 0 (no wait).
+            raise ConfigurationError(
+                'bad MongoClient option %s=%r: a number of milliseconds, '
+                'not a flag' % (name, value), label + name)
         try:
             validate(name, value)
         except (PyMongoConfiguration, TypeError, ValueError) as error:

@@ -11,18 +11,18 @@ See ``docs/applications.rst``.
 """
 import functools
 import inspect
-import logging
 import os
 import random
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, ContextManager, Optional
 
 import transaction
+from pymongo.errors import ServerSelectionTimeoutError
 
-from mongopersist import sessions, settings, testing
+from mongopersist import logs, reachability, sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
 from mongopersist.pool import DataManagerPool
@@ -31,7 +31,7 @@ from mongopersist.pool import DataManagerPool
 #: does (the in-process stand-in's ``mongomock.MongoClient``).
 Client = Any
 
-LOG = logging.getLogger('mongopersist')
+LOG = logs.TRANSACTION
 
 #: Where ``connect()`` finds the URI when it is given none.
 URI_VARIABLE = testing.URI_VARIABLE
@@ -152,6 +152,9 @@ class Store:
     #: The ``fileserver.Lease`` of a ``file://`` store (given back by
     #: ``close``).
     _lease: Any = None
+    #: The URI the store was made from (``from_settings``), if any: its
+    #: credentials are scrubbed from messages.
+    _uri: Optional[str] = None
     _global_queries: Optional[str]
 
     def __init__(self, client: Client, database: Optional[str] = None,
@@ -226,6 +229,7 @@ class Store:
                 lease.close()
             raise
         store._lease = lease
+        store._uri = found.uri
         return store
 
     def __repr__(self) -> str:
@@ -304,11 +308,24 @@ class Store:
         that MongoDB lacks; return what was created (see
         ``MongoDataManager.ensure_indexes``).  Run it at deployment or
         application start; it never drops an index."""
-        dm = self.open(transaction.TransactionManager())
-        try:
-            return dm.ensure_indexes(*classes)
-        finally:
-            self.give_back(dm)
+        with self.translate_unreachable():
+            dm = self.open(transaction.TransactionManager())
+            try:
+                return dm.ensure_indexes(*classes)
+            finally:
+                self.give_back(dm)
+
+    def translate_unreachable(self) -> ContextManager[None]:
+        """A context manager: PyMongo's ``ServerSelectionTimeoutError``
+        raised in it (no server answered within ``serverSelectionTimeoutMS``)
+        is raised as ``ServerUnreachableError``, one line naming this
+        store's hosts, what they answered, the wait and where to set it
+        (see ``mongopersist.reachability``).  ``transaction()``,
+        ``ensure_indexes()`` and the web layers use it."""
+        what = ''
+        if self._lease is not None:
+            what = 'the file:// store in %s' % self._lease.path
+        return reachability.translated(self.client, self._uri, what)
 
     def give_back(self, dm: MongoDataManager) -> None:
         """Return ``dm`` to the pool: its request or unit of work is over.
@@ -346,6 +363,9 @@ class Store:
                     dm.root['counter'].value += 1
 
         The transaction manager is a new one of its own unless given.
+        Retries and the last failed attempt are logged (INFO, logger
+        ``mongopersist.transaction``); a server that does not answer is
+        ``ServerUnreachableError`` (``translate_unreachable``).
         """
         return TransactionAttempts(self, attempts or self.attempts,
                                    transaction_manager)
@@ -388,11 +408,16 @@ class TransactionAttempts:
             self.store.give_back(dm)
 
     def __iter__(self) -> Iterator['Attempt']:
+        attempt: Attempt
         try:
             for number in range(self.attempts):
                 if number:
-                    time.sleep(retry_delay(number))
-                attempt = Attempt(self, last=number == self.attempts - 1)
+                    delay = retry_delay(number)
+                    logs.retrying(number, self.attempts, attempt.error,
+                                  delay)
+                    time.sleep(delay)
+                attempt = Attempt(self, last=number == self.attempts - 1,
+                                  number=number + 1)
                 yield attempt
                 if not attempt.retry:
                     return
@@ -401,7 +426,7 @@ class TransactionAttempts:
             self.give_back()
 
     def __enter__(self) -> MongoDataManager:
-        self._single = Attempt(self, last=True)
+        self._single = Attempt(self, last=True, number=1)
         return self._single.__enter__()
 
     def __exit__(self, kind: Optional[type[BaseException]],
@@ -420,11 +445,14 @@ class Attempt:
     it is retried, the data manager goes back to the store's pool.
     """
 
-    def __init__(self, attempts: TransactionAttempts, last: bool) -> None:
+    def __init__(self, attempts: TransactionAttempts, last: bool,
+                 number: int = 1) -> None:
         self._attempts = attempts
         #: The transaction manager this attempt runs in.
         self.transaction_manager = attempts.transaction_manager
         self.last = last
+        #: Which attempt this is (1 for the first).
+        self.number = number
         self.retry = False
         #: The retryable error this attempt ended in, if any.
         self.error: Optional[Exception] = None
@@ -437,7 +465,13 @@ class Attempt:
                  error: Optional[BaseException],
                  tb: Optional[TracebackType]) -> bool:
         try:
-            return self._finish(error)
+            with self._attempts.store.translate_unreachable():
+                handled = self._finish(error)
+                if not handled and isinstance(
+                        error, ServerSelectionTimeoutError):
+                    # Raised again, said clearly (``translate_unreachable``).
+                    raise error
+                return handled
         finally:
             if not self.retry:
                 self._attempts.give_back()
@@ -470,6 +504,8 @@ class Attempt:
             self.retry = True
             self.error = error
             return False
+        if retryable and self.number > 1:
+            logs.given_up(self.number, error)
         return True
 
 
