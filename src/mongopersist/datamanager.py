@@ -21,14 +21,14 @@ about their changes).  The work is shared out:
 """
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional, TypeVar
+from types import TracebackType
+from typing import Any, Callable, Literal, NoReturn, Optional, TypeVar
 
 import persistent
 import transaction
 import zope.interface
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
-from pymongo.collection import Collection
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
@@ -115,6 +115,18 @@ class MongoDataManager:
     #: down: the pool of the ``Store`` that opened it.
     _release: Optional[Callable[['MongoDataManager'], None]]
 
+    # The bookkeeping of the running transaction (set by
+    # ``_reset_transaction_state``): oids and ids to objects and documents.
+    _prefetched: dict[Any, Any]
+    _new: dict[Any, Any]
+    _inserted: dict[Any, Any]
+    _registered: dict[int, Any]
+    _changed_sub: dict[int, Any]
+    _removed: dict[Any, Any]
+    _deleted: dict[Any, Any]
+    _written_oids: list[Any]
+    _replaced_docs: list[tuple[Any, Any]]
+
     def __init__(self, client: Any, default_database: Optional[str] = None,
                  root_database: Optional[str] = None,
                  root_collection: str = 'persistence_root',
@@ -178,7 +190,7 @@ class MongoDataManager:
         self.unrestored: list[Any] = []
         self._bind(transaction_manager or transaction.manager)
 
-    def _bind(self, transaction_manager):
+    def _bind(self, transaction_manager: Any) -> None:
         """Follow the transactions of ``transaction_manager`` from now on."""
         self.transaction_manager = transaction_manager
         # A thread-local manager tells this data manager about the
@@ -188,7 +200,7 @@ class MongoDataManager:
             else None)
         transaction_manager.registerSynch(self)
 
-    def _reset_transaction_state(self):
+    def _reset_transaction_state(self) -> None:
         # Changes whenever what the data manager knows may have gone stale
         # (a transaction boundary, a savepoint rollback): caches compare it.
         self.state_generation += 1
@@ -213,19 +225,20 @@ class MongoDataManager:
         return '<%s %s>' % (self.__class__.__name__, self.default_database)
 
     @property
-    def _loaded_docs(self):
+    def _loaded_docs(self) -> Any:
         """oid -> document as loaded or last written (kept by the cache
         across transactions while its object lives)."""
         return self._cache.docs
 
     @_loaded_docs.setter
-    def _loaded_docs(self, docs):
+    def _loaded_docs(self, docs: Any) -> None:
         self._cache.docs = docs
 
     @property
     def cache_size(self) -> int:
         """How many recently used objects stay alive across transactions."""
-        return self._cache.size
+        size: int = self._cache.size
+        return size
 
     @property
     def conflict_handler(self) -> Any:
@@ -250,7 +263,8 @@ class MongoDataManager:
         overwrite what others changed (the conflict handler's
         ``detects_conflicts``).  Assigning it switches to the default
         handler of that kind when the current one differs."""
-        return self._conflict_handler.detects_conflicts
+        detects: bool = self._conflict_handler.detects_conflicts
+        return detects
 
     @detect_conflicts.setter
     def detect_conflicts(self, value: bool) -> None:
@@ -259,7 +273,7 @@ class MongoDataManager:
                                      if value
                                      else conflict.NoCheckConflictHandler)
 
-    def _watched_databases(self):
+    def _watched_databases(self) -> set[str]:
         return set(self._databases)
 
     # -- collections ------------------------------------------------------
@@ -273,8 +287,7 @@ class MongoDataManager:
         """
         return MongoCollection(self, self._raw_collection(db_name, coll_name))
 
-    def _raw_collection(self, db_name: str,
-                        coll_name: str) -> 'Collection[Any]':
+    def _raw_collection(self, db_name: str, coll_name: str) -> Any:
         """The PyMongo collection itself, for the data manager's own use."""
         return self._client[db_name][coll_name]
 
@@ -333,12 +346,12 @@ class MongoDataManager:
 
     # -- the transaction ----------------------------------------------------
     @property
-    def _session(self):
+    def _session(self) -> Any:
         """The session of the running server transaction, or ``None``."""
         server_txn = self._server_txn
         return server_txn.session if server_txn is not None else None
 
-    def _check_thread(self):
+    def _check_thread(self) -> None:
         """Refuse use once closed, and from a thread whose transactions
         this cannot hear."""
         if self._closed:
@@ -366,7 +379,7 @@ class MongoDataManager:
                                                  self._transactions_mode)
         return self._transactions
 
-    def _use(self, ref=None):
+    def _use(self, ref: Any = None) -> None:
         """Check the thread; validate the held objects of the collection of
         ``ref`` at the first use of that collection in a transaction
         (``CacheValidator.use``)."""
@@ -374,13 +387,13 @@ class MongoDataManager:
         if ref is not None:
             self._validator.use(ref)
 
-    def _use_document(self, ref):
+    def _use_document(self, ref: Any) -> None:
         """Check the thread; a query read the document of ``ref`` now
         (``CacheValidator.use_document``)."""
         self._check_thread()
         self._validator.use_document(ref)
 
-    def _join_txn(self):
+    def _join_txn(self) -> None:
         self._use()
         txn = self.transaction_manager.get()
         if self._joined is not txn:
@@ -432,7 +445,7 @@ class MongoDataManager:
         self._join_txn()
         return ref
 
-    def _forget_new(self, objects):
+    def _forget_new(self, objects: Iterable[Any]) -> None:
         """Take back ``insert`` of objects (their writes are undone apart)."""
         for obj in objects:
             ref = obj._p_oid
@@ -497,7 +510,7 @@ class MongoDataManager:
         self._use()
         return self._batches.prefetch(objects_or_refs)
 
-    def _load_new(self, dbref, stored):
+    def _load_new(self, dbref: Any, stored: Any) -> Any:
         """The ghost of ``dbref``, which is not in the identity map
         (``stored``: the reference as stored, maybe with a shard key)."""
         self._check_reference(dbref)
@@ -515,7 +528,7 @@ class MongoDataManager:
             self._prefetched[dbref] = doc
         return self._new_ghost(cls, dbref)
 
-    def _check_reference(self, dbref):
+    def _check_reference(self, dbref: Any) -> None:
         """Refuse a stored reference this data manager may not follow
         (``references.check_reference``): into a database not allowed, to
         a collection that is not one, or with an ``_id`` that is not a
@@ -567,7 +580,7 @@ class MongoDataManager:
             obj._p_activate()
         return obj
 
-    def _new_ghost(self, cls, dbref):
+    def _new_ghost(self, cls: Any, dbref: Any) -> Any:
         obj = cls.__new__(cls)
         obj._p_jar = self
         obj._p_oid = dbref
@@ -575,7 +588,7 @@ class MongoDataManager:
         self._cache[dbref] = obj
         return obj
 
-    def _class_of_document(self, dbref, doc):
+    def _class_of_document(self, dbref: Any, doc: dict[str, Any]) -> Any:
         # The error context of ``_reading``, inline: this runs for every
         # query result, and a ``try`` costs nothing until something raises.
         self._documents_read += 1
@@ -591,7 +604,7 @@ class MongoDataManager:
         finally:
             self._documents_read -= 1
 
-    def _or_broken(self, find_class, *args):
+    def _or_broken(self, find_class: Callable[..., Any], *args: Any) -> Any:
         """``find_class(*args)``, or with ``broken_objects`` the broken
         placeholder class of a name that is unknown or refused."""
         try:
@@ -601,11 +614,11 @@ class MongoDataManager:
                 raise
             return broken.persistent_broken_class(error.name)
 
-    def _reading(self, dbref):
+    def _reading(self, dbref: Any) -> '_Reading':
         """Name the document ``dbref`` in errors about its stored data."""
         return _Reading(self, dbref)
 
-    def _find_document(self, dbref):
+    def _find_document(self, dbref: Any) -> Any:
         coll = self._raw_collection(dbref.database, dbref.collection)
         doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
@@ -646,7 +659,7 @@ class MongoDataManager:
         self._activate(obj, doc)
         self._cache.used(ref, obj)
 
-    def _activate(self, obj, doc):
+    def _activate(self, obj: Any, doc: dict[str, Any]) -> None:
         ref = obj._p_oid
         # The error context of ``_reading``, inline (see
         # ``_class_of_document``).
@@ -733,7 +746,7 @@ class MongoDataManager:
         raise KeyError(tid)
 
     # -- writing ----------------------------------------------------------
-    def _store_now(self, obj):
+    def _store_now(self, obj: Any) -> DBRef:
         """Write ``obj`` (and new objects it references) immediately."""
         if not isinstance(obj, persistent.Persistent):
             raise TypeError('Only persistent objects can be stored in the '
@@ -763,7 +776,7 @@ class MongoDataManager:
         written too).  Without a server transaction, the writes are visible
         to others at once; an abort later takes them back.
         """
-        def wanted(obj):
+        def wanted(obj: Any) -> bool:
             return collections is None or (
                 obj._p_oid.database, obj._p_oid.collection) in collections
         objects = [obj for obj in self._new.values() if wanted(obj)] + [
@@ -774,7 +787,8 @@ class MongoDataManager:
             return
         self._write_now(objects, removed)
 
-    def _write_now(self, objects, removed):
+    def _write_now(self, objects: Iterable[Any],
+                   removed: Iterable[Any]) -> None:
         """Run the commit pipeline for ``objects`` and ``removed`` now.
 
         Written objects are *saved* again (``_p_changed`` false, their
@@ -806,7 +820,7 @@ class MongoDataManager:
                 del self._changed_sub[key]
                 sub._p_changed = False
 
-    def _written(self, write):
+    def _written(self, write: Any) -> None:
         """Record a write that reached MongoDB (called by the pipeline).
 
         The undo entry keeps the version to put back and the document as
@@ -831,16 +845,17 @@ class MongoDataManager:
             self._loaded_docs[ref] = write.doc
             sharding.remember(ref, type(write.obj), write.doc)
 
-    def _written_this_transaction(self):
+    def _written_this_transaction(self) -> list[Any]:
         return list(self._written_oids)
 
-    def _remember_root_change(self, collection, name, previous, written):
+    def _remember_root_change(self, collection: Any, name: str,
+                              previous: Any, written: Any) -> None:
         """Record a root entry change: ``written`` is the entry now stored
         (``None`` if deleted), ``previous`` the one it replaced."""
         self._undo.root_changed(collection, name, previous, written)
         self._join_txn()
 
-    def _undo_writes(self, since=0):
+    def _undo_writes(self, since: int = 0) -> Any:
         """Take back this transaction's writes after the ``since``-th.
 
         Used on abort without a server transaction, and to roll back to a
@@ -920,7 +935,7 @@ class MongoDataManager:
     def tpc_abort(self, txn: Any) -> None:
         self.abort(txn)
 
-    def _end_transaction(self, committed):
+    def _end_transaction(self, committed: bool) -> None:
         self._journal.forget()
         server_txn, self._server_txn = self._server_txn, None
         if server_txn is not None:
@@ -930,7 +945,8 @@ class MongoDataManager:
             # Still registered: objects holding values that do not report
             # changes (a new object's plain list).  They reload (from the
             # document written, once validated) so that they do.
-            unsure = [obj._p_oid for obj in self._registered.values()]
+            unsure: Iterable[Any] = [
+                obj._p_oid for obj in self._registered.values()]
             for obj in self._deleted.values():
                 # Removed for good: the object may be inserted again.
                 _detach(obj)
@@ -956,7 +972,7 @@ class MongoDataManager:
         self._boundary()
         self._invalidated = True
 
-    def _touched(self):
+    def _touched(self) -> set[Any]:
         """The oids of every object this transaction changed or wrote."""
         touched = set(self._written_oids)
         touched.update(obj._p_oid for obj in self._registered.values())
@@ -968,10 +984,10 @@ class MongoDataManager:
         return touched
 
     # -- transaction boundaries: what the cache holds may be stale --------
-    def _explicit(self):
+    def _explicit(self) -> bool:
         return bool(getattr(self.transaction_manager, 'explicit', False))
 
-    def _boundary(self):
+    def _boundary(self) -> None:
         """A transaction ended: from now on, what the cache holds may be
         stale until validated (``CacheValidator.boundary``)."""
         self._activated = False
@@ -979,7 +995,7 @@ class MongoDataManager:
         self._batches.clear()
         self._validator.boundary(self._explicit())
 
-    def _validate_at_begin(self):
+    def _validate_at_begin(self) -> None:
         """``begin()`` of an explicit manager (or of the watcher's
         transaction): validate what the cache holds now
         (``CacheValidator.validate_at_begin``)."""
@@ -987,16 +1003,16 @@ class MongoDataManager:
         self._validator.validate_at_begin()
 
     # -- ISynchronizer: fresh state in every transaction ------------------
-    def beforeCompletion(self, txn):
+    def beforeCompletion(self, txn: Any) -> None:
         pass
 
-    def afterCompletion(self, txn):
+    def afterCompletion(self, txn: Any) -> None:
         """A transaction ended: what the cache holds may be stale."""
         if self._joined is None and not self._invalidated:
             self._boundary()
         self._invalidated = False
 
-    def newTransaction(self, txn):
+    def newTransaction(self, txn: Any) -> None:
         """``begin()``: validate held objects now (they may be read before
         this data manager is asked for anything)."""
         if self._joined is None and self._activated:
@@ -1060,7 +1076,7 @@ class MongoDataManager:
                 return
             self._validate_at_begin()
 
-    def _shut_down(self):
+    def _shut_down(self) -> None:
         """Stop watching for changes (the data manager is done for)."""
         if self._watcher is not None:
             self._watcher.close()
@@ -1069,7 +1085,7 @@ class MongoDataManager:
 _SETSTATE = persistent.Persistent.__setstate__
 
 
-def _detach(obj):
+def _detach(obj: Any) -> None:
     """Make ``obj`` a new object again, as ZODB does: no jar, no oid.
 
     Deleting (rather than setting ``None``) is what persistent takes as
@@ -1080,7 +1096,7 @@ def _detach(obj):
     del obj._p_oid
 
 
-def _raise_located(error, ref):
+def _raise_located(error: BaseException, ref: Any) -> NoReturn:
     """Raise ``error``, raised while reading the document of ``ref`` (call
     it from the block handling it): a ``StoredDataError`` naming the
     document, any other malformed-data error as one, anything else as it
@@ -1102,15 +1118,17 @@ class _Reading:
 
     __slots__ = ('jar', 'ref')
 
-    def __init__(self, jar, ref):
+    def __init__(self, jar: MongoDataManager, ref: Any) -> None:
         self.jar = jar
         self.ref = ref
 
-    def __enter__(self):
+    def __enter__(self) -> '_Reading':
         self.jar._documents_read += 1
         return self
 
-    def __exit__(self, kind, error, tb):
+    def __exit__(self, kind: Optional[type[BaseException]],
+                 error: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self.jar._documents_read -= 1
         if error is not None:
             _raise_located(error, self.ref)

@@ -88,7 +88,8 @@ class StoredDataError(MongoPersistError):
         self.id = id
         self.path = path
 
-    def locate(self, database, collection, id):
+    def locate(self, database: Optional[str], collection: Optional[str],
+               id: Any) -> 'StoredDataError':
         """Name the document the error was found in (if not named yet)."""
         if self.database is None and self.collection is None:
             self.database, self.collection, self.id = database, collection, id
