@@ -95,7 +95,7 @@ class StoredDataError(MongoPersistError):
             self.database, self.collection, self.id = database, collection, id
         return self
 
-    def at(self, *names):
+    def at(self, *names: Any) -> 'StoredDataError':
         """Prefix ``names`` to the field path (from the inside out)."""
         parts = [str(name) for name in names]
         if self.path:

@@ -567,7 +567,7 @@ def declared_attribute(cls, name, default=None):
     return default
 
 
-def declares_data(cls, name):
+def declares_data(cls: type, name: str) -> bool:
     """Whether ``cls`` (or a base) declares ``name`` as plain data: a
     value that is neither callable nor a descriptor (``__name__ = None``
     as ``zope.location`` declares it), which an instance may set."""
