@@ -46,9 +46,10 @@ test: $(STAMP)
 ## test-all: the whole suite on every supported Python (CPython 3.10 to
 ## 3.13) found on PATH or through pyenv: on .venv's as make test does, on
 ## each other in a virtualenv of its own (.venv-3.X, made once and reused,
-## with only what the suite needs).  Ends with one line per version:
-## passed, failed, or skipped (not found).  Some versions only:
-## make test-all PYTHONS='3.10 3.13'; pytest arguments: ARGS='-x'
+## with only what the suite needs; the property tests run a quarter of
+## their examples there, unless HYPOTHESIS_PROFILE=ci).  Ends with a line
+## per version: passed, failed, or skipped (not found).  Some versions
+## only: make test-all PYTHONS='3.10 3.13'; pytest arguments: ARGS='-x'
 test-all: $(STAMP)
 	PYTHONS='$(PYTHONS)' $(BIN)/python tests/run_pythons.py $(ARGS)
 
