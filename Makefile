@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve serve-traversal test test-server test-browser explore test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test test-all typecheck test-server \
+	test-browser explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.py
+$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs,zope]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs,zope,typecheck]'
 	touch $(STAMP)
 
 ## demo: install and run the example application, storing its blog in
@@ -41,6 +42,22 @@ serve-traversal: $(STAMP)
 ## test: install and run the whole suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## test-all: the whole suite on every supported Python (CPython 3.10 to
+## 3.13) found on PATH or through pyenv: on .venv's as make test does, on
+## each other in a virtualenv of its own (.venv-3.X, made once and reused,
+## with only what the suite needs; the property tests run a quarter of
+## their examples there, unless HYPOTHESIS_PROFILE=ci).  Ends with a line
+## per version: passed, failed, or skipped (not found).  Some versions
+## only: make test-all PYTHONS='3.10 3.13'; pytest arguments: ARGS='-x'
+test-all: $(STAMP)
+	PYTHONS='$(PYTHONS)' $(BIN)/python tests/run_pythons.py $(ARGS)
+
+## typecheck: mypy on the package (strict on the public modules, see
+## [tool.mypy] in pyproject.toml) and on tests/test_typing_api.py, which checks
+## what a type checker infers for the public API.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 ## test-server: run the whole suite against SecantusDB (a MongoDB
 ## wire-protocol server over WiredTiger, from the server extra) started on
@@ -93,4 +110,4 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -q -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .venv-wire build dist src/*.egg-info docs/_build .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-wire .venv-3.* .mypy_cache build dist src/*.egg-info docs/_build .pytest_cache .hypothesis

@@ -15,15 +15,9 @@ author = 'mongopersist developers'
 copyright = 'mongopersist developers'
 
 
-def _version():
-    try:
-        from importlib.metadata import version
-        return version('mongopersist')
-    except Exception:
-        return '0.1.0.dev0'
+# The version is written once, in the package (mongopersist.__version__).
+from mongopersist import __version__ as release  # noqa: E402
 
-
-release = _version()
 version = '.'.join(release.split('.')[:2])
 
 extensions = [

@@ -1,4 +1,6 @@
 """The type map is kept for the process and read again on a miss."""
+import threading
+
 import persistent
 import pytest
 import transaction
@@ -148,3 +150,29 @@ def test_a_dropped_type_map_is_written_again_by_the_next_insert(
     dm.insert(Shop('Nairobi'))
     transaction.commit()
     assert roundtrips.writes[TYPE_MAP_COLLECTION] == 0
+
+
+def test_a_client_gone_while_the_process_cache_is_locked_is_forgotten():
+    # The cache forgets a client's entries from a weakref callback, which
+    # runs wherever the client is collected: also inside the cache's own
+    # locked section (garbage collection runs at any allocation; Python
+    # 3.12 collected clients of earlier tests there).  With a lock that the
+    # thread holding it cannot take again, that deadlocked.
+    class Client:
+        pass
+
+    client = Client()
+    typemap._process_cache(client, 'db', 'type_map')
+    key = id(client)
+    done = []
+
+    def collect_while_locked():
+        nonlocal client
+        with typemap._shared_lock:
+            client = None       # the callback runs here
+        done.append(key not in typemap._shared)
+
+    worker = threading.Thread(target=collect_while_locked, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert done == [True]

@@ -28,6 +28,9 @@ document is read, so a refused one names that document) and makes its
 ghost; only ghosts made that way join a group, so a batch reads only what
 loading one reference at a time would have read.
 """
+from collections.abc import Iterable
+from typing import Any
+
 import persistent
 from bson.dbref import DBRef
 
@@ -136,7 +139,7 @@ class Batches:
             return self._jar._find_document(oid)     # raises: not found
         return doc
 
-    def prefetch(self, items):
+    def prefetch(self, items: Iterable[Any]) -> list[Any]:
         """Read the documents of the ghosts among ``items`` (objects of
         this data manager, or references) in one query per collection.
 

@@ -12,6 +12,8 @@ active.  Everything else is handed to the PyMongo collection unchanged.
 PyMongo collections obtained from the client directly are not affected:
 they see what has been written, nothing more.
 """
+from collections.abc import Mapping
+from typing import Any, Optional
 
 # Aggregation stages that read another collection of the same database.
 _FOREIGN_STAGES = ('$lookup', '$graphLookup', '$unionWith')
@@ -69,27 +71,30 @@ class MongoCollection:
         return kwargs
 
     # -- queries ------------------------------------------------------------
-    def find(self, *args, **kwargs):
+    def find(self, *args: Any, **kwargs: Any) -> Any:
         """Flush this collection's pending changes, then ``find``."""
         self._flush()
         return self.raw.find(*args, **self._session(kwargs))
 
-    def find_one(self, *args, **kwargs):
+    def find_one(self, *args: Any,
+                 **kwargs: Any) -> Optional[dict[str, Any]]:
         """Flush this collection's pending changes, then ``find_one``."""
         self._flush()
         return self.raw.find_one(*args, **self._session(kwargs))
 
-    def count_documents(self, filter, **kwargs):
+    def count_documents(self, filter: Mapping[str, Any],
+                        **kwargs: Any) -> int:
         """Flush this collection's pending changes, then count."""
         self._flush()
         return self.raw.count_documents(filter, **self._session(kwargs))
 
-    def distinct(self, key, filter=None, **kwargs):
+    def distinct(self, key: str, filter: Optional[Mapping[str, Any]] = None,
+                 **kwargs: Any) -> list[Any]:
         """Flush this collection's pending changes, then ``distinct``."""
         self._flush()
         return self.raw.distinct(key, filter, **self._session(kwargs))
 
-    def aggregate(self, pipeline, **kwargs):
+    def aggregate(self, pipeline: list[Any], **kwargs: Any) -> Any:
         """Flush pending changes of every collection read, then aggregate.
 
         Besides this collection, collections named by ``$lookup``,

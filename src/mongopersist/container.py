@@ -48,7 +48,8 @@ in ``_m_allowed_locations``), its attribute names must be plain field
 names, and no stored field may hide a method of the class; anything else
 raises ``interfaces.StoredDataError`` naming the field.
 """
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import persistent
 import pymongo
@@ -58,6 +59,10 @@ from bson.objectid import ObjectId
 
 from mongopersist import (events, interfaces, keys, limits, metadata, query,
                           references, serialize, sharding, specs)
+from mongopersist.collection import MongoCollection
+
+if TYPE_CHECKING:
+    from mongopersist.datamanager import MongoDataManager
 
 # Items asked for per round trip when a container lists all its items.
 LISTING_BATCH_SIZE = 5000
@@ -71,7 +76,7 @@ _MISSING = object()
 _provider = None
 
 
-def set_data_manager_provider(provider):
+def set_data_manager_provider(provider: Any) -> None:
     """Use ``provider`` (an ``interfaces.IMongoDataManagerProvider``: its
     ``get()`` returns the ``MongoDataManager`` to use) for the containers
     stored elsewhere than in MongoDB (in ZODB, say); ``None`` removes it.
@@ -88,7 +93,7 @@ def set_data_manager_provider(provider):
     _provider = provider
 
 
-def _provided_data_manager(container):
+def _provided_data_manager(container: Any) -> Any:
     provider = _provider
     if provider is None:
         try:
@@ -120,7 +125,7 @@ except ImportError:     # pragma: no cover (the extra is not installed)
     ILocation = None
 
 
-def _class_setting(obj, name):
+def _class_setting(obj: Any, name: str) -> Any:
     """The class's ``name`` (never the instance's: stored data cannot
     change it)."""
     return metadata.declared_attribute(type(obj), name, None)
@@ -149,6 +154,10 @@ class MongoContained:
     stored field of that name is refused).
     """
 
+    # Volatile: where the container that handed the item out put it.
+    _v_name: Any
+    _v_parent: Any
+
     _m_name_attr = None
     _m_name_getter = None
     _m_name_setter = None
@@ -156,7 +165,7 @@ class MongoContained:
     _m_parent_getter = None
     _m_parent_setter = None
 
-    def _m_place(self, which):
+    def _m_place(self, which: str) -> Any:
         known = getattr(self, '_v_' + which, None)
         if known is not None:
             return known
@@ -168,26 +177,26 @@ class MongoContained:
             return getter(self)
         return None
 
-    def _m_set_place(self, which, value):
+    def _m_set_place(self, which: str, value: Any) -> None:
         setter = _class_setting(self, '_m_%s_setter' % which)
         if setter is not None:
             setter(self, value)
         setattr(self, '_v_' + which, value)
 
     @property
-    def __name__(self):
+    def __name__(self) -> Any:
         return self._m_place('name')
 
     @__name__.setter
-    def __name__(self, value):
+    def __name__(self, value: Any) -> None:
         self._m_set_place('name', value)
 
     @property
-    def __parent__(self):
+    def __parent__(self) -> Any:
         return self._m_place('parent')
 
     @__parent__.setter
-    def __parent__(self, value):
+    def __parent__(self, value: Any) -> None:
         self._m_set_place('parent', value)
 
 
@@ -195,7 +204,7 @@ if ILocation is not None:
     zope.interface.classImplements(MongoContained, ILocation)
 
 
-def _declares_location(cls):
+def _declares_location(cls: type) -> bool:
     """Whether instances of ``cls`` keep ``__name__`` and ``__parent__`` as
     stored data attributes (declared as plain data on the class, as
     ``zope.location``'s ``Location`` and ``zope.container``'s
@@ -204,7 +213,7 @@ def _declares_location(cls):
             and metadata.declares_data(cls, '__parent__'))
 
 
-def located(item, name, parent):
+def located(item: Any, name: Any, parent: Any) -> Any:
     """Tell ``item``, handed out by ``parent`` under ``name``, its location
     (a ``MongoContained`` item; others are left as they are)."""
     if isinstance(item, MongoContained):
@@ -213,7 +222,8 @@ def located(item, name, parent):
     return item
 
 
-def _place(item, name, parent, stored_parent=True):
+def _place(item: Any, name: Any, parent: Any,
+           stored_parent: bool = True) -> None:
     """Give ``item``, added to ``parent`` under ``name``, its location:
     ``MongoContained`` through its setters, a class declaring them as data
     by setting the (stored) attributes when they differ."""
@@ -227,7 +237,7 @@ def _place(item, name, parent, stored_parent=True):
             item.__parent__ = parent
 
 
-def _unplace(item, parent):
+def _unplace(item: Any, parent: Any) -> None:
     """Forget the location of ``item``, taken out of ``parent``."""
     if isinstance(item, MongoContained):
         item._v_name = item._v_parent = None
@@ -236,7 +246,7 @@ def _unplace(item, parent):
         item.__name__ = None
 
 
-def _old_location(item):
+def _old_location(item: Any) -> tuple[Any, Any]:
     """``(parent, name)`` of ``item`` before it is added somewhere."""
     try:
         return item.__parent__, item.__name__
@@ -245,7 +255,7 @@ def _old_location(item):
 
 
 # -- what a stored container may say about itself -----------------------------
-def _field_name_problem(name):
+def _field_name_problem(name: Any) -> Optional[str]:
     """Why ``name`` cannot be an item attribute a container queries and
     sets (``None`` if it can)."""
     if type(name) is not str:
@@ -260,7 +270,7 @@ def _field_name_problem(name):
     return None
 
 
-def _database_problem(name):
+def _database_problem(name: Any) -> Optional[str]:
     if name is None:
         return None
     if type(name) is not str:
@@ -270,16 +280,16 @@ def _database_problem(name):
     return None
 
 
-def _collection_problem(database, name):
+def _collection_problem(database: Any, name: Any) -> Optional[str]:
     if type(name) is not str:
         return 'must be a string, not %s' % type(name).__name__
-    problem = references.collection_problem(database, name)
+    problem: Optional[str] = references.collection_problem(database, name)
     if problem is None and name.startswith('system.'):
         problem = 'is a system collection'
     return problem
 
 
-def _location_allowed(cls, database, collection):
+def _location_allowed(cls: type, database: Any, collection: Any) -> bool:
     """Whether the class ``cls`` allows its instances to keep their items
     in ``collection`` of ``database`` (``None``: the default one)."""
     own_database = metadata.declared_attribute(cls, '_m_database', None)
@@ -296,7 +306,8 @@ def _location_allowed(cls, database, collection):
     return False
 
 
-def _setting_problem(cls, name, value, state):
+def _setting_problem(cls: type, name: str, value: Any,
+                     state: Any) -> Optional[str]:
     """Why the setting ``name`` of a container of class ``cls`` cannot be
     ``value`` (``state`` holds the other settings); ``None`` if it can."""
     if value is None:
@@ -333,7 +344,8 @@ def _setting_problem(cls, name, value, state):
     return 'is not a setting of %s' % cls.__name__
 
 
-def _stored_field_problem(cls, name, value, state):
+def _stored_field_problem(cls: type, name: str, value: Any,
+                          state: Any) -> Optional[str]:
     """Why a container of class ``cls`` cannot have the stored field
     ``name`` (``None`` if it can)."""
     if type(name) is not str:
@@ -353,15 +365,24 @@ class _Container:
 
     #: Remove an item's document when the item is taken out (``del``);
     #: false: only take it out (its name and parent are unset).
-    _m_remove_documents = True
+    _m_remove_documents: bool = True
 
     #: The settings stored with a container (given to its constructor).
-    _m_settings = ()
+    _m_settings: tuple[str, ...] = ()
 
     #: Its items are in its stored field ``data`` (a document).
     _m_has_data = False
 
-    def _m_dm(self):
+    if TYPE_CHECKING:
+        # What the concrete containers provide (to type checkers).
+        _p_jar: Any
+        _p_oid: Any
+        def keys(self) -> list[Any]: ...
+        def get(self, key: Any, default: Any = None) -> Any: ...
+        def __setitem__(self, key: Any, item: Any) -> None: ...
+        def __delitem__(self, key: Any) -> None: ...
+
+    def _m_dm(self) -> Any:
         """The ``MongoDataManager`` of the items (``None`` if the container
         is not stored)."""
         jar = self._p_jar
@@ -371,12 +392,12 @@ class _Container:
             return jar
         return _provided_data_manager(self)
 
-    def _m_hosted_elsewhere(self):
+    def _m_hosted_elsewhere(self) -> bool:
         jar = self._p_jar
         return jar is not None and \
             not interfaces.IMongoDataManager.providedBy(jar)
 
-    def _m_check_stored(self, state):
+    def _m_check_stored(self, state: Any) -> None:
         """Raise ``StoredDataError`` for a stored field of ``state`` that a
         container of this class cannot have."""
         if not isinstance(state, dict):
@@ -395,12 +416,12 @@ class _Container:
                 'Cannot load the %s: its items (data) must be a document, '
                 'not %s' % (cls.__name__, type(data).__name__)).at('data')
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         self._m_check_stored(state)
-        super().__setstate__(state)
+        super().__setstate__(state)  # type: ignore[misc]
 
-    def __getstate__(self):
-        state = super().__getstate__()
+    def __getstate__(self) -> Any:
+        state = super().__getstate__()  # type: ignore[misc]
         # What would be refused when loaded is refused when written.
         if isinstance(state, dict):
             cls = type(self)
@@ -413,14 +434,14 @@ class _Container:
         return state
 
     # -- mapping methods --------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         # A container is an object, true even when empty (unlike a dict).
         return True
 
-    def pop(self, key, *default):
+    def pop(self, key: Any, *default: Any) -> Any:
         """Remove the item named ``key`` and return it (``default``, if
         given, when there is none; else ``KeyError``)."""
         item = self.get(key, _MISSING)
@@ -431,7 +452,7 @@ class _Container:
         del self[key]
         return item
 
-    def setdefault(self, key, item):
+    def setdefault(self, key: Any, item: Any) -> Any:
         """Return the item named ``key``; add ``item`` under it first if
         there is none."""
         found = self.get(key, _MISSING)
@@ -440,7 +461,7 @@ class _Container:
             return item
         return found
 
-    def update(self, other=(), **more):
+    def update(self, other: Any = (), **more: Any) -> None:
         """Add the items of ``other`` (a mapping or pairs) and ``more``."""
         pairs = other.items() if isinstance(other, Mapping) else other
         for key, item in pairs:
@@ -448,13 +469,13 @@ class _Container:
         for key, item in more.items():
             self[key] = item
 
-    def clear(self):
+    def clear(self) -> None:
         """Take every item out (firing the events of each)."""
         for key in list(self.keys()):
             del self[key]
 
 
-def _state_token(jar):
+def _state_token(jar: Any) -> Any:
     # Changes at transaction boundaries and savepoint rollbacks: then what
     # a container learned is stale.
     return jar.state_generation
@@ -463,7 +484,11 @@ def _state_token(jar):
 class _ItemCache:
     """What a container learned about its items in one transaction."""
 
-    def __init__(self, txn, token):
+    items: dict[Any, Any]
+    missing: set[Any]
+    count: Optional[int]
+
+    def __init__(self, txn: Any, token: Any) -> None:
         self.txn = txn
         self.token = token
         self.items = {}         # key -> item known to be in the container
@@ -471,7 +496,7 @@ class _ItemCache:
         self.complete = False   # ``items`` holds every item
         self.count = None       # number of items, when known
 
-    def lookup(self, key):
+    def lookup(self, key: Any) -> Any:
         """Return ``(known, item)``; ``item`` is None for a missing key."""
         if key in self.items:
             return True, self.items[key]
@@ -479,32 +504,32 @@ class _ItemCache:
             return True, None
         return False, None
 
-    def found(self, key, item):
+    def found(self, key: Any, item: Any) -> None:
         if item is None:
             self.missing.add(key)
         else:
             self.items[key] = item
 
-    def added(self, key, item, new):
+    def added(self, key: Any, item: Any, new: bool) -> None:
         self.items[key] = item
         self.missing.discard(key)
         if new and self.count is not None:
             self.count += 1
 
-    def removed(self, key):
+    def removed(self, key: Any) -> None:
         self.items.pop(key, None)
         self.missing.add(key)
         if self.count is not None:
             self.count -= 1
 
-    def fill(self, items):
+    def fill(self, items: Any) -> None:
         self.items = items
         self.missing = set()
         self.complete = True
         self.count = len(items)
 
 
-def _sorted_keys(keys):
+def _sorted_keys(keys: Any) -> list[Any]:
     try:
         return sorted(keys)
     except TypeError:
@@ -516,19 +541,19 @@ class _LocatedResults:
     iterator; a refused document raises in its place and the next call
     carries on, as ``query.Results`` does)."""
 
-    def __init__(self, results, container):
+    def __init__(self, results: Any, container: 'MongoContainer') -> None:
         self._results = results
         self._container = container
 
-    def __iter__(self):
+    def __iter__(self) -> '_LocatedResults':
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         item = next(self._results)
         return located(item, self._container._m_key_of(item),
                        self._container)
 
-    def close(self):
+    def close(self) -> None:
         """Stop: close the cursor."""
         close = getattr(self._results, 'close', None)
         if close is not None:
@@ -576,18 +601,21 @@ class MongoContainer(_Container, persistent.Persistent):
     reference it by ``'zodb-<oid in hex>'``.
     """
 
-    _m_collection = None
-    _m_database = None
-    _m_allowed_locations = ()
-    _m_item_class = None
-    _m_mapping_key = 'key'
-    _m_parent_key = 'parent'
-    _m_allow_global = False
+    _m_collection: Optional[str] = None
+    _m_database: Optional[str] = None
+    _m_allowed_locations: tuple[Any, ...] = ()
+    _m_item_class: Optional[type] = None
+    _m_mapping_key: Optional[str] = 'key'
+    _m_parent_key: Optional[str] = 'parent'
+    _m_allow_global: bool = False
     _m_settings = ('_m_collection', '_m_database', '_m_mapping_key',
                    '_m_parent_key', '_m_allow_global')
 
-    def __init__(self, collection=None, database=None, mapping_key=None,
-                 parent_key=None, allow_global=None):
+    def __init__(self, collection: Optional[str] = None,
+                 database: Optional[str] = None,
+                 mapping_key: Optional[str] = None,
+                 parent_key: Optional[str] = None,
+                 allow_global: Optional[bool] = None) -> None:
         settings = {'_m_collection': collection, '_m_database': database,
                     '_m_mapping_key': mapping_key,
                     '_m_parent_key': parent_key,
@@ -611,7 +639,7 @@ class MongoContainer(_Container, persistent.Persistent):
             query.check_class(self._m_item_class)
 
     # -- where the items are --------------------------------------------------
-    def _m_location(self, jar):
+    def _m_location(self, jar: 'MongoDataManager') -> tuple[str, str]:
         """Return ``(database, collection)`` of the items."""
         cls = self._m_item_class
         if self._m_collection:
@@ -621,16 +649,18 @@ class MongoContainer(_Container, persistent.Persistent):
             return database, self._m_collection
         return jar._collection_name_of(cls)
 
-    def get_collection(self):
+    def get_collection(self) -> Optional[MongoCollection]:
         """The collection of the items (a ``MongoCollection``: its queries
         see this transaction's changes), for queries of your own; ``None``
         if the container is not stored."""
         jar = self._m_dm()
         if jar is None:
             return None
-        return jar.get_collection(*self._m_location(jar))
+        collection: MongoCollection = jar.get_collection(
+            *self._m_location(jar))
+        return collection
 
-    def _m_parent_value(self, jar):
+    def _m_parent_value(self, jar: Any) -> Any:
         """What an item's parent attribute holds: the container itself
         (stored as a reference), or for a container stored elsewhere its
         stable key ``'zodb-<oid in hex>'``."""
@@ -644,7 +674,7 @@ class MongoContainer(_Container, persistent.Persistent):
                 % (type(self).__name__, type(self._p_jar).__name__))
         return 'zodb-' + oid.hex()
 
-    def _m_parent_filter(self, jar):
+    def _m_parent_filter(self, jar: Any) -> dict[str, Any]:
         field = self._m_parent_key
         if field is None:
             return {}
@@ -652,7 +682,8 @@ class MongoContainer(_Container, persistent.Persistent):
             return {field: self._p_oid}
         return {field: self._m_parent_value(jar)}
 
-    def _m_filter(self, jar, key=None, extra=None, allow_global=None):
+    def _m_filter(self, jar: Any, key: Any = None, extra: Any = None,
+                  allow_global: Optional[bool] = None) -> dict[str, Any]:
         """The filter of this container's items (of the one named ``key``,
         and matching ``extra``), checked by the global-query guard and
         rewritten by the spec processors (``mongopersist.specs``)."""
@@ -667,7 +698,8 @@ class MongoContainer(_Container, persistent.Persistent):
                                    result)
         return result
 
-    def _m_guard(self, jar, filter, allow_global=None):
+    def _m_guard(self, jar: Any, filter: dict[str, Any],
+                 allow_global: Optional[bool] = None) -> None:
         if allow_global is None:
             allow_global = self._m_allow_global
         if allow_global:
@@ -680,19 +712,20 @@ class MongoContainer(_Container, persistent.Persistent):
             sharding.check_collection_query(jar, database, collection,
                                             filter, False)
 
-    def _m_key_filter(self, key):
-        field = self._m_mapping_key
+    def _m_key_filter(self, key: Any) -> dict[str, Any]:
+        field: str = self._m_mapping_key  # type: ignore[assignment]
         if key is None:
             return {field: {'$ne': None}}
         return {field: key}
 
-    def _m_key_of(self, item):
-        return getattr(item, self._m_mapping_key, None)
+    def _m_key_of(self, item: Any) -> Any:
+        return getattr(item, self._m_mapping_key,  # type: ignore[arg-type]
+                       None)
 
-    def _m_sort(self):
+    def _m_sort(self) -> Any:
         return [(self._m_mapping_key, pymongo.ASCENDING)]
 
-    def _m_valid_key(self, key):
+    def _m_valid_key(self, key: Any) -> Any:
         """Return true if an item could be stored under ``key``.
 
         Names are strings or (64-bit) integers: values, never queries
@@ -703,7 +736,7 @@ class MongoContainer(_Container, persistent.Persistent):
         return keys.is_key(key, _NAME_TYPES)
 
     # -- the per-transaction cache --------------------------------------------
-    def _m_cache(self, jar=None):
+    def _m_cache(self, jar: Any = None) -> Any:
         """Return this transaction's cache (``None`` if not stored)."""
         if jar is None:
             jar = self._m_dm()
@@ -716,7 +749,7 @@ class MongoContainer(_Container, persistent.Persistent):
             cache = self._v_m_cache = _ItemCache(txn, token)
         return cache
 
-    def _m_lookup(self, key):
+    def _m_lookup(self, key: Any) -> Any:
         """Return the item named ``key`` or ``None`` (one query at most)."""
         jar = self._m_dm()
         cache = self._m_cache(jar)
@@ -736,7 +769,7 @@ class MongoContainer(_Container, persistent.Persistent):
             located(item, key, self)
         return item
 
-    def _m_all(self):
+    def _m_all(self) -> Any:
         """Return the dict of all items, by key (one query at most)."""
         jar = self._m_dm()
         cache = self._m_cache(jar)
@@ -757,42 +790,42 @@ class MongoContainer(_Container, persistent.Persistent):
             located(item, key, self)
         return cache.items
 
-    def _m_forget(self, key):
+    def _m_forget(self, key: Any) -> None:
         """``key`` left this container (moved elsewhere)."""
         cache = getattr(self, '_v_m_cache', None)
         if cache is not None:
             cache.removed(key)
 
     # -- reading --------------------------------------------------------------
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         item = self._m_lookup(key)
         if item is None:
             raise KeyError(key)
         return item
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         """Return the item named ``key``, or ``default``."""
         item = self._m_lookup(key)
         return default if item is None else item
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return self._m_lookup(key) is not None
 
-    def keys(self):
+    def keys(self) -> list[Any]:
         """Return the list of item names, sorted when they can be."""
         return _sorted_keys(self._m_all())
 
-    def values(self):
+    def values(self) -> list[Any]:
         """Return the list of items, in the order of ``keys()``."""
         items = self._m_all()
         return [items[key] for key in _sorted_keys(items)]
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:
         """Return the list of ``(name, item)`` pairs, sorted by name."""
         items = self._m_all()
         return [(key, items[key]) for key in _sorted_keys(items)]
 
-    def __len__(self):
+    def __len__(self) -> int:
         jar = self._m_dm()
         cache = self._m_cache(jar)
         if cache is None:
@@ -801,10 +834,12 @@ class MongoContainer(_Container, persistent.Persistent):
             database, collection = self._m_location(jar)
             cache.count = jar.get_collection(
                 database, collection).count_documents(self._m_filter(jar))
-        return cache.count
+        count: int = cache.count
+        return count
 
-    def find(self, filter=None, sort=None, limit=0, skip=0,
-             allow_global=None):
+    def find(self, filter: query.Filter = None, sort: query.Sort = None,
+             limit: int = 0, skip: int = 0,
+             allow_global: Optional[bool] = None) -> Iterator[Any]:
         """Iterate the items whose documents also match ``filter``.
 
         Pages through the items with one query, without loading the others:
@@ -826,7 +861,8 @@ class MongoContainer(_Container, persistent.Persistent):
             sort=self._m_sort() if sort is None else sort,
             limit=limit, skip=skip), self)
 
-    def find_one(self, filter_or_id=None, sort=None, allow_global=None):
+    def find_one(self, filter_or_id: Any = None, sort: query.Sort = None,
+                 allow_global: Optional[bool] = None) -> Any:
         """Return the first item whose document also matches
         ``filter_or_id`` (a filter, or the ``_id`` of the item), or
         ``None``."""
@@ -843,7 +879,7 @@ class MongoContainer(_Container, persistent.Persistent):
             return None
         return located(item, self._m_key_of(item), self)
 
-    def _m_id_filter(self, filter_or_id):
+    def _m_id_filter(self, filter_or_id: Any) -> dict[str, Any]:
         if filter_or_id is None or isinstance(filter_or_id, Mapping):
             return query.check_filter(filter_or_id)
         if not references.is_id(filter_or_id):
@@ -851,8 +887,9 @@ class MongoContainer(_Container, persistent.Persistent):
                             % limits.quote(filter_or_id))
         return {'_id': filter_or_id}
 
-    def raw_find(self, filter=None, projection=None, sort=None, limit=0,
-                 skip=0, allow_global=None):
+    def raw_find(self, filter: query.Filter = None, projection: Any = None,
+                 sort: query.Sort = None, limit: int = 0, skip: int = 0,
+                 allow_global: Optional[bool] = None) -> Any:
         """Return a PyMongo cursor of the documents of the items that also
         match ``filter`` (plain documents, for reading; pending changes
         are written first).  Empty if the container is not stored."""
@@ -863,12 +900,14 @@ class MongoContainer(_Container, persistent.Persistent):
         sort = query.normalize_sort(sort)
         if sort:
             kwargs['sort'] = sort
-        return self.get_collection().find(
+        return self.get_collection().find(  # type: ignore[union-attr]
             self._m_filter(jar, extra=query.check_filter(filter),
                            allow_global=allow_global), projection, **kwargs)
 
-    def raw_find_one(self, filter_or_id=None, projection=None, sort=None,
-                     allow_global=None):
+    def raw_find_one(self, filter_or_id: Any = None, projection: Any = None,
+                     sort: query.Sort = None,
+                     allow_global: Optional[bool] = None
+                     ) -> Optional[dict[str, Any]]:
         """Return the document of the first item that also matches
         ``filter_or_id`` (a filter or an ``_id``), or ``None``."""
         jar = self._m_dm()
@@ -878,12 +917,12 @@ class MongoContainer(_Container, persistent.Persistent):
         sort = query.normalize_sort(sort)
         if sort:
             kwargs['sort'] = sort
-        return self.get_collection().find_one(
+        return self.get_collection().find_one(  # type: ignore[union-attr]
             self._m_filter(jar, extra=self._m_id_filter(filter_or_id),
                            allow_global=allow_global), projection, **kwargs)
 
     # -- writing --------------------------------------------------------------
-    def _m_check_item(self, item):
+    def _m_check_item(self, item: Any) -> Any:
         """Raise unless ``item`` can be an item of this container."""
         name = type(self).__name__
         jar = self._m_dm()
@@ -914,16 +953,17 @@ class MongoContainer(_Container, persistent.Persistent):
                                     + wanted))
         return jar
 
-    def _m_is_parent_of(self, item, jar):
+    def _m_is_parent_of(self, item: Any, jar: Any) -> bool:
         field = self._m_parent_key
         if field is None:
             return True
         value = getattr(item, field, None)
         if self._p_jar is jar:
             return value is self
-        return value == self._m_parent_value(jar)
+        same: bool = value == self._m_parent_value(jar)
+        return same
 
-    def _m_current_key(self, item, jar=None):
+    def _m_current_key(self, item: Any, jar: Any = None) -> Any:
         """The key ``item`` has in this container now, or ``None``."""
         if item._p_jar is None:
             return None
@@ -931,7 +971,7 @@ class MongoContainer(_Container, persistent.Persistent):
             return None
         return self._m_key_of(item)
 
-    def _m_old_location(self, item, jar):
+    def _m_old_location(self, item: Any, jar: Any) -> tuple[Any, Any]:
         """``(parent, name)`` of ``item`` before it is put here."""
         key = self._m_current_key(item, jar)
         if key is not None:
@@ -945,7 +985,7 @@ class MongoContainer(_Container, persistent.Persistent):
                 parent = None
         return parent, name
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         """Store ``item`` in the container under the name ``key``.
 
         Sets the item's key and parent attributes; an item stored under
@@ -981,7 +1021,7 @@ class MongoContainer(_Container, persistent.Persistent):
         events.added(item, self, key, old_parent, old_key)
         events.container_modified(self)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` under ``key``; without one, under the name it
         holds in its key attribute, else under its ``ObjectId`` (as a
         string).  Returns the name."""
@@ -995,7 +1035,7 @@ class MongoContainer(_Container, persistent.Persistent):
         self[key] = item
         return key
 
-    def _m_take_out(self, jar, key, item):
+    def _m_take_out(self, jar: Any, key: Any, item: Any) -> None:
         """Take ``item``, named ``key``, out of the container: remove its
         document (or unset its name and parent), fire the events."""
         if self._m_remove_documents:
@@ -1009,7 +1049,7 @@ class MongoContainer(_Container, persistent.Persistent):
         events.removed(item, self, key)
         _unplace(item, self)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         """Remove the item named ``key``: its document is deleted (unless
         ``_m_remove_documents`` is false).  Fires ``ObjectRemovedEvent``
         and ``ContainerModifiedEvent``."""
@@ -1019,7 +1059,7 @@ class MongoContainer(_Container, persistent.Persistent):
         self._m_take_out(self._m_dm(), key, item)
         events.container_modified(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         oid = self._p_oid
         if oid is None:
             return '<%s (not stored)>' % type(self).__name__
@@ -1032,7 +1072,7 @@ class AllItemsMongoContainer(MongoContainer):
 
     _m_parent_key = None
 
-    def _m_old_location(self, item, jar):
+    def _m_old_location(self, item: Any, jar: Any) -> tuple[Any, Any]:
         key = self._m_current_key(item, jar)
         if key is not None:
             return self, key
@@ -1048,19 +1088,19 @@ class IdNamesMongoContainer(MongoContainer):
 
     _m_mapping_key = None
 
-    def _m_key_filter(self, key):
+    def _m_key_filter(self, key: Any) -> dict[str, Any]:
         if key is None:
             return {}
         return {'_id': ObjectId(key)}
 
-    def _m_key_of(self, item):
+    def _m_key_of(self, item: Any) -> Any:
         oid = item._p_oid
         return None if oid is None else str(oid.id)
 
-    def _m_sort(self):
+    def _m_sort(self) -> Any:
         return [('_id', pymongo.ASCENDING)]
 
-    def _m_valid_key(self, key):
+    def _m_valid_key(self, key: Any) -> Any:
         if not isinstance(key, str):
             return False
         try:
@@ -1069,11 +1109,11 @@ class IdNamesMongoContainer(MongoContainer):
             return False
         return True
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         raise TypeError('%s names its items itself: use add(item), which '
                         'returns the name' % type(self).__name__)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` in the container; return its new name (its
         ``ObjectId`` as a string; ``key``, if given, must be it)."""
         jar = self._m_check_item(item)
@@ -1090,7 +1130,8 @@ class IdNamesMongoContainer(MongoContainer):
             return name
         if isinstance(old_parent, MongoContainer) and old_key is not None:
             old_parent._m_forget(old_key)
-        setattr(item, self._m_parent_key, self._m_parent_value(jar))
+        setattr(item, self._m_parent_key,  # type: ignore[arg-type]
+                self._m_parent_value(jar))
         cache.added(name, item, new=True)
         _place(item, name, self, stored_parent=not self._m_hosted_elsewhere())
         events.added(item, self, name, old_parent, old_key)
@@ -1104,48 +1145,48 @@ class _InDocumentContainer(_Container):
 
     _m_has_data = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.data = serialize.PersistentDict()
 
-    def _m_check(self, key, item):
+    def _m_check(self, key: Any, item: Any) -> None:
         """Raise unless ``item`` can be stored under ``key``."""
         if not keys.is_key(key):
             raise TypeError('%s names must be strings, not %s'
                             % (type(self).__name__, limits.quote(key)))
 
-    def _m_new_name(self, item):
+    def _m_new_name(self, item: Any) -> Any:
         return str(ObjectId())
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         if not keys.is_key(key):
             raise KeyError(key)
         return located(self.data[key], key, self)
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         """Return the item named ``key``, or ``default``."""
         if not keys.is_key(key) or key not in self.data:
             return default
         return located(self.data[key], key, self)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return keys.is_key(key) and key in self.data
 
-    def keys(self):
+    def keys(self) -> list[Any]:
         """Return the list of item names, sorted."""
         return _sorted_keys(self.data)
 
-    def values(self):
+    def values(self) -> list[Any]:
         """Return the list of items, in the order of ``keys()``."""
         return [self[key] for key in self.keys()]
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:
         """Return the list of ``(name, item)`` pairs, sorted by name."""
         return [(key, self[key]) for key in self.keys()]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def __setitem__(self, key, item):
+    def __setitem__(self, key: Any, item: Any) -> None:
         """Store ``item`` under ``key`` (replacing the item stored under
         it).  Fires ``ObjectAddedEvent`` (``ObjectMovedEvent``) and
         ``ContainerModifiedEvent``."""
@@ -1162,7 +1203,7 @@ class _InDocumentContainer(_Container):
         events.added(item, self, key, old_parent, old_name)
         events.container_modified(self)
 
-    def add(self, item, key=None):
+    def add(self, item: Any, key: Any = None) -> Any:
         """Store ``item`` under ``key``, or a new name (an ``ObjectId`` as
         a string) when none is given; return the name."""
         if key is None:
@@ -1170,13 +1211,13 @@ class _InDocumentContainer(_Container):
         self[key] = item
         return key
 
-    def _m_take_out(self, key, item):
+    def _m_take_out(self, key: Any, item: Any) -> None:
         del self.data[key]
         self._p_changed = True
         events.removed(item, self, key)
         _unplace(item, self)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         """Take out the item named ``key``.  Fires ``ObjectRemovedEvent``
         and ``ContainerModifiedEvent``."""
         if not keys.is_key(key):
@@ -1184,7 +1225,7 @@ class _InDocumentContainer(_Container):
         self._m_take_out(key, self.data[key])
         events.container_modified(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s with %d items>' % (type(self).__name__, len(self.data))
 
 
@@ -1200,7 +1241,7 @@ class SimpleMongoContainer(_InDocumentContainer, persistent.Persistent):
     removes its document (unless ``_m_remove_documents`` is false).
     """
 
-    def _m_check(self, key, item):
+    def _m_check(self, key: Any, item: Any) -> None:
         super()._m_check(key, item)
         if not isinstance(item, persistent.Persistent) or \
                 metadata.is_sub_object(type(item)):
@@ -1214,7 +1255,7 @@ class SimpleMongoContainer(_InDocumentContainer, persistent.Persistent):
             raise ValueError('%s belongs to another data manager (%r)'
                              % (limits.quote(item), item._p_jar))
 
-    def _m_take_out(self, key, item):
+    def _m_take_out(self, key: Any, item: Any) -> None:
         super()._m_take_out(key, item)
         if self._m_remove_documents and isinstance(
                 item, persistent.Persistent) and item._p_jar is not None \
@@ -1233,7 +1274,7 @@ class EmbeddedMongoContainer(_InDocumentContainer, persistent.Persistent):
     ``SubDocumentMongoContainer`` (see ``docs/containers.rst``).
     """
 
-    def _m_check(self, key, item):
+    def _m_check(self, key: Any, item: Any) -> None:
         super()._m_check(key, item)
         if isinstance(item, persistent.Persistent) and \
                 not metadata.is_sub_object(type(item)):

@@ -20,10 +20,14 @@ about their changes).  The work is shared out:
   keys, declared indexes, counters).
 """
 import threading
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, Callable, Literal, NoReturn, Optional, TypeVar
 
 import persistent
 import transaction
 import zope.interface
+from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
 from mongopersist import (
@@ -37,8 +41,11 @@ from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
 
+#: A persistent class queried, and its instances found.
+T = TypeVar('T')
 
-def p64(number):
+
+def p64(number: int) -> bytes:
     """Return ``number`` as the 8-byte string persistent uses for serials."""
     return int(number).to_bytes(8, 'big')
 
@@ -97,31 +104,50 @@ class MongoDataManager:
     name = 'mongopersist'
 
     #: The ``transactions`` mode of data managers created without one.
-    default_transactions = 'auto'
+    default_transactions: str = 'auto'
 
     #: What a query of a sharded class that does not pin its shard key
     #: does: ``'error'`` or ``'warn'``; ``None`` follows the process-wide
     #: ``mongopersist.sharding.global_queries()``.
-    global_queries = None
+    global_queries: Optional[str] = None
 
-    def __init__(self, client, default_database=None, root_database=None,
-                 root_collection='persistence_root', detect_conflicts=False,
-                 conflict_handler=None, serializers=None,
-                 transaction_manager=None, transactions=None,
-                 trusted_modules=(), allowed_databases=(),
-                 broken_objects=False, cache_size=DEFAULT_SIZE,
-                 watch_changes=False, deployment=None):
+    #: Called with this data manager by ``close()`` instead of shutting it
+    #: down: the pool of the ``Store`` that opened it.
+    _release: Optional[Callable[['MongoDataManager'], None]]
+
+    # The bookkeeping of the running transaction (set by
+    # ``_reset_transaction_state``): oids and ids to objects and documents.
+    _prefetched: dict[Any, Any]
+    _new: dict[Any, Any]
+    _inserted: dict[Any, Any]
+    _registered: dict[int, Any]
+    _changed_sub: dict[int, Any]
+    _removed: dict[Any, Any]
+    _deleted: dict[Any, Any]
+    _written_oids: list[Any]
+    _replaced_docs: list[tuple[Any, Any]]
+
+    def __init__(self, client: Any, default_database: Optional[str] = None,
+                 root_database: Optional[str] = None,
+                 root_collection: str = 'persistence_root',
+                 detect_conflicts: bool = False,
+                 conflict_handler: Any = None,
+                 serializers: Optional[Iterable[Any]] = None,
+                 transaction_manager: Any = None,
+                 transactions: Optional[str] = None,
+                 trusted_modules: Iterable[str] = (),
+                 allowed_databases: Iterable[str] = (),
+                 broken_objects: bool = False, cache_size: int = DEFAULT_SIZE,
+                 watch_changes: bool = False, deployment: Any = None) -> None:
         settings.refuse_unacknowledged(client)
         self._client = self._conn = client
         if default_database is None:
             default_database = client.get_default_database().name
-        self.default_database = default_database
-        self.root_database = root_database or default_database
-        #: Called with this data manager by ``close()`` instead of shutting
-        #: it down: the pool of the ``Store`` that opened it.
+        self.default_database: str = default_database
+        self.root_database: str = root_database or default_database
         self._release = None
         self._closed = False
-        self._watcher = None
+        self._watcher: Any = None
         self.conflict_handler = conflict_handler or (
             conflict.SimpleSerialConflictHandler if detect_conflicts
             else conflict.NoCheckConflictHandler)
@@ -139,9 +165,10 @@ class MongoDataManager:
         self.root = Root(self, self.root_database, root_collection)
         self._transactions_mode = sessions.check_mode(
             transactions or self.default_transactions)
-        self._transactions = None   # learnt on first need (no I/O here)
+        # Learnt on first need (no I/O here).
+        self._transactions: Optional[bool] = None
         self._deployment = deployment or sessions.Deployment(client)
-        self._server_txn = None
+        self._server_txn: Any = None
         self._journal = journal.Journal(self)
         # The identity map, the strong cache and the loaded documents.
         self._cache = ObjectCache(cache_size)
@@ -160,10 +187,10 @@ class MongoDataManager:
         self._activated = False
         #: Oids whose writes the last abort or savepoint rollback could not
         #: take back, because somebody else changed the document since.
-        self.unrestored = []
+        self.unrestored: list[Any] = []
         self._bind(transaction_manager or transaction.manager)
 
-    def _bind(self, transaction_manager):
+    def _bind(self, transaction_manager: Any) -> None:
         """Follow the transactions of ``transaction_manager`` from now on."""
         self.transaction_manager = transaction_manager
         # A thread-local manager tells this data manager about the
@@ -173,7 +200,7 @@ class MongoDataManager:
             else None)
         transaction_manager.registerSynch(self)
 
-    def _reset_transaction_state(self):
+    def _reset_transaction_state(self) -> None:
         # Changes whenever what the data manager knows may have gone stale
         # (a transaction boundary, a savepoint rollback): caches compare it.
         self.state_generation += 1
@@ -194,33 +221,34 @@ class MongoDataManager:
         self._discovered = None     # new objects found by a running flush
         self._round_trips = 0       # commands sent to write (``logs``)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %s>' % (self.__class__.__name__, self.default_database)
 
     @property
-    def _loaded_docs(self):
+    def _loaded_docs(self) -> Any:
         """oid -> document as loaded or last written (kept by the cache
         across transactions while its object lives)."""
         return self._cache.docs
 
     @_loaded_docs.setter
-    def _loaded_docs(self, docs):
+    def _loaded_docs(self, docs: Any) -> None:
         self._cache.docs = docs
 
     @property
-    def cache_size(self):
+    def cache_size(self) -> int:
         """How many recently used objects stay alive across transactions."""
-        return self._cache.size
+        size: int = self._cache.size
+        return size
 
     @property
-    def conflict_handler(self):
+    def conflict_handler(self) -> Any:
         """The conflict handler (``mongopersist.conflict``).  Assigning one
         (a handler or its class) also sets ``detect_conflicts``: the two
         are one setting."""
         return self._conflict_handler
 
     @conflict_handler.setter
-    def conflict_handler(self, handler):
+    def conflict_handler(self, handler: Any) -> None:
         if isinstance(handler, type):
             handler = handler(self)
         if self._watcher is not None and not handler.detects_conflicts:
@@ -230,25 +258,27 @@ class MongoDataManager:
         self._conflict_handler = handler
 
     @property
-    def detect_conflicts(self):
+    def detect_conflicts(self) -> bool:
         """Whether documents keep ``_py_serial`` and commits refuse to
         overwrite what others changed (the conflict handler's
         ``detects_conflicts``).  Assigning it switches to the default
         handler of that kind when the current one differs."""
-        return self._conflict_handler.detects_conflicts
+        detects: bool = self._conflict_handler.detects_conflicts
+        return detects
 
     @detect_conflicts.setter
-    def detect_conflicts(self, value):
+    def detect_conflicts(self, value: bool) -> None:
         if bool(value) != self.detect_conflicts:
             self.conflict_handler = (conflict.SimpleSerialConflictHandler
                                      if value
                                      else conflict.NoCheckConflictHandler)
 
-    def _watched_databases(self):
+    def _watched_databases(self) -> set[str]:
         return set(self._databases)
 
     # -- collections ------------------------------------------------------
-    def get_collection(self, db_name, coll_name):
+    def get_collection(self, db_name: str,
+                       coll_name: str) -> MongoCollection:
         """Return the collection ``coll_name`` of database ``db_name``.
 
         The collection is a ``mongopersist.collection.MongoCollection``: its
@@ -257,11 +287,11 @@ class MongoDataManager:
         """
         return MongoCollection(self, self._raw_collection(db_name, coll_name))
 
-    def _raw_collection(self, db_name, coll_name):
+    def _raw_collection(self, db_name: str, coll_name: str) -> Any:
         """The PyMongo collection itself, for the data manager's own use."""
         return self._client[db_name][coll_name]
 
-    def get_collection_of_object(self, obj):
+    def get_collection_of_object(self, obj: Any) -> MongoCollection:
         """Return the collection that stores ``obj`` (or its class)."""
         if not isinstance(obj, type) and obj._p_oid is not None:
             oid = obj._p_oid
@@ -269,14 +299,15 @@ class MongoDataManager:
         db_name, coll_name = self._collection_name_of(obj)
         return self.get_collection(db_name, coll_name)
 
-    def _collection_name_of(self, obj):
+    def _collection_name_of(self, obj: Any) -> tuple[str, str]:
         cls = obj if isinstance(obj, type) else type(obj)
         return (metadata.database_name(cls, self.default_database),
                 metadata.collection_name(cls))
 
     # -- object queries (mongopersist.query) ------------------------------
-    def find_objects(self, cls, filter=None, sort=None, limit=0, skip=0,
-                     allow_global=False):
+    def find_objects(self, cls: type[T], filter: query.Filter = None,
+                     sort: query.Sort = None, limit: int = 0, skip: int = 0,
+                     allow_global: bool = False) -> Iterator[T]:
         """Iterate the instances of ``cls`` whose documents match ``filter``.
 
         One query for all results; objects already loaded are returned as
@@ -288,23 +319,25 @@ class MongoDataManager:
         return query.find_objects(self, cls, filter, sort=sort, limit=limit,
                                   skip=skip, allow_global=allow_global)
 
-    def find_one_object(self, cls, filter=None, allow_global=False):
+    def find_one_object(self, cls: type[T], filter: query.Filter = None,
+                        allow_global: bool = False) -> Optional[T]:
         """Return an instance of ``cls`` whose document matches, or None."""
         return query.find_one_object(self, cls, filter,
                                      allow_global=allow_global)
 
-    def count(self, cls, filter=None, allow_global=False):
+    def count(self, cls: type, filter: query.Filter = None,
+              allow_global: bool = False) -> int:
         """Return how many instances of ``cls`` have a matching document."""
         return query.count(self, cls, filter, allow_global=allow_global)
 
     # -- scale-out (mongopersist.indexes, .sequence) --------------------------
-    def ensure_indexes(self, *classes):
+    def ensure_indexes(self, *classes: type) -> list[Any]:
         """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
         that MongoDB lacks; return the ``indexes.CreatedIndex`` list.
         Idempotent; never drops an index (see ``mongopersist.indexes``)."""
         return indexes.ensure_indexes(self, *classes)
 
-    def next_sequence(self, name, step=1):
+    def next_sequence(self, name: str, step: int = 1) -> int:
         """Return the next value of the counter ``name`` (1, 2, ...): one
         atomic ``findAndModify``, outside the transaction (an abort leaves
         a gap, two callers never get the same value).  Usable as
@@ -313,12 +346,12 @@ class MongoDataManager:
 
     # -- the transaction ----------------------------------------------------
     @property
-    def _session(self):
+    def _session(self) -> Any:
         """The session of the running server transaction, or ``None``."""
         server_txn = self._server_txn
         return server_txn.session if server_txn is not None else None
 
-    def _check_thread(self):
+    def _check_thread(self) -> None:
         """Refuse use once closed, and from a thread whose transactions
         this cannot hear."""
         if self._closed:
@@ -334,7 +367,7 @@ class MongoDataManager:
                 'one at a time' % (self,))
 
     @property
-    def transactions(self):
+    def transactions(self) -> bool:
         """Whether this data manager runs server transactions.
 
         Decided on first use from the ``transactions`` mode and the
@@ -346,7 +379,7 @@ class MongoDataManager:
                                                  self._transactions_mode)
         return self._transactions
 
-    def _use(self, ref=None):
+    def _use(self, ref: Any = None) -> None:
         """Check the thread; validate the held objects of the collection of
         ``ref`` at the first use of that collection in a transaction
         (``CacheValidator.use``)."""
@@ -354,13 +387,13 @@ class MongoDataManager:
         if ref is not None:
             self._validator.use(ref)
 
-    def _use_document(self, ref):
+    def _use_document(self, ref: Any) -> None:
         """Check the thread; a query read the document of ``ref`` now
         (``CacheValidator.use_document``)."""
         self._check_thread()
         self._validator.use_document(ref)
 
-    def _join_txn(self):
+    def _join_txn(self) -> None:
         self._use()
         txn = self.transaction_manager.get()
         if self._joined is not txn:
@@ -377,7 +410,7 @@ class MongoDataManager:
                 self._server_txn = sessions.ServerTransaction(self._client)
 
     # -- objects --------------------------------------------------------------
-    def insert(self, obj, oid=None):
+    def insert(self, obj: Any, oid: Any = None) -> DBRef:
         """Add the new persistent ``obj``; it is written at commit.
 
         ``oid`` is the ``_id`` to use (default: a new ``ObjectId``).
@@ -412,7 +445,7 @@ class MongoDataManager:
         self._join_txn()
         return ref
 
-    def _forget_new(self, objects):
+    def _forget_new(self, objects: Iterable[Any]) -> None:
         """Take back ``insert`` of objects (their writes are undone apart)."""
         for obj in objects:
             ref = obj._p_oid
@@ -423,7 +456,7 @@ class MongoDataManager:
                 self._registered.pop(id(obj), None)
                 _detach(obj)
 
-    def dump(self, obj):
+    def dump(self, obj: Any) -> DBRef:
         """Return the ``DBRef`` of ``obj``, inserting it if it is new."""
         jar = obj._p_jar
         if jar is self and obj._p_oid is not None:
@@ -434,7 +467,7 @@ class MongoDataManager:
         self.insert(obj)
         return sharding.reference(obj)
 
-    def load(self, dbref):
+    def load(self, dbref: DBRef) -> Any:
         """Return the object stored under ``dbref``, usually as a ghost."""
         self._check_thread()
         cache = self._cache
@@ -462,7 +495,7 @@ class MongoDataManager:
             self._batches.found(obj._p_oid)
         return obj
 
-    def prefetch(self, objects_or_refs):
+    def prefetch(self, objects_or_refs: Iterable[Any]) -> list[Any]:
         """Read the documents of several objects in one query per collection.
 
         ``objects_or_refs`` is an iterable of persistent objects of this
@@ -477,7 +510,7 @@ class MongoDataManager:
         self._use()
         return self._batches.prefetch(objects_or_refs)
 
-    def _load_new(self, dbref, stored):
+    def _load_new(self, dbref: Any, stored: Any) -> Any:
         """The ghost of ``dbref``, which is not in the identity map
         (``stored``: the reference as stored, maybe with a shard key)."""
         self._check_reference(dbref)
@@ -495,14 +528,15 @@ class MongoDataManager:
             self._prefetched[dbref] = doc
         return self._new_ghost(cls, dbref)
 
-    def _check_reference(self, dbref):
+    def _check_reference(self, dbref: Any) -> None:
         """Refuse a stored reference this data manager may not follow
         (``references.check_reference``): into a database not allowed, to
         a collection that is not one, or with an ``_id`` that is not a
         single value."""
         references.check_reference(self, dbref)
 
-    def _object_from_document(self, db_name, coll_name, doc):
+    def _object_from_document(self, db_name: str, coll_name: str,
+                              doc: dict[str, Any]) -> Any:
         """Return the object stored as ``doc``, filled from it if needed.
 
         For query results: the identity map holds (an object already loaded
@@ -546,7 +580,7 @@ class MongoDataManager:
             obj._p_activate()
         return obj
 
-    def _new_ghost(self, cls, dbref):
+    def _new_ghost(self, cls: Any, dbref: Any) -> Any:
         obj = cls.__new__(cls)
         obj._p_jar = self
         obj._p_oid = dbref
@@ -554,7 +588,7 @@ class MongoDataManager:
         self._cache[dbref] = obj
         return obj
 
-    def _class_of_document(self, dbref, doc):
+    def _class_of_document(self, dbref: Any, doc: dict[str, Any]) -> Any:
         # The error context of ``_reading``, inline: this runs for every
         # query result, and a ``try`` costs nothing until something raises.
         self._documents_read += 1
@@ -570,7 +604,7 @@ class MongoDataManager:
         finally:
             self._documents_read -= 1
 
-    def _or_broken(self, find_class, *args):
+    def _or_broken(self, find_class: Callable[..., Any], *args: Any) -> Any:
         """``find_class(*args)``, or with ``broken_objects`` the broken
         placeholder class of a name that is unknown or refused."""
         try:
@@ -580,11 +614,11 @@ class MongoDataManager:
                 raise
             return broken.persistent_broken_class(error.name)
 
-    def _reading(self, dbref):
+    def _reading(self, dbref: Any) -> '_Reading':
         """Name the document ``dbref`` in errors about its stored data."""
         return _Reading(self, dbref)
 
-    def _find_document(self, dbref):
+    def _find_document(self, dbref: Any) -> Any:
         coll = self._raw_collection(dbref.database, dbref.collection)
         doc = sharding.find_document(coll, dbref, session=self._session)
         if doc is None:
@@ -594,7 +628,7 @@ class MongoDataManager:
                     limits.excerpt(dbref.collection)))
         return doc
 
-    def remove(self, obj):
+    def remove(self, obj: Any) -> None:
         """Remove the document of ``obj`` when the transaction commits."""
         ref = obj._p_oid
         if obj._p_jar is not self or ref is None:
@@ -610,7 +644,7 @@ class MongoDataManager:
         self._join_txn()
 
     # -- IPersistentDataManager ---------------------------------------------
-    def setstate(self, obj):
+    def setstate(self, obj: Any) -> None:
         """Load the state of the ghost ``obj`` from its document."""
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
@@ -625,7 +659,7 @@ class MongoDataManager:
         self._activate(obj, doc)
         self._cache.used(ref, obj)
 
-    def _activate(self, obj, doc):
+    def _activate(self, obj: Any, doc: dict[str, Any]) -> None:
         ref = obj._p_oid
         # The error context of ``_reading``, inline (see
         # ``_class_of_document``).
@@ -657,7 +691,7 @@ class MongoDataManager:
         self._activated = True
         obj._p_serial = p64(serial)
 
-    def register(self, obj):
+    def register(self, obj: Any) -> None:
         """Hear that ``obj`` changed: its document is written at commit.
 
         persistent calls it for the objects of this data manager.  Called
@@ -706,13 +740,13 @@ class MongoDataManager:
         self._registered[id(obj)] = obj
         self._join_txn()
 
-    def oldstate(self, obj, tid):
+    def oldstate(self, obj: Any, tid: bytes) -> Any:
         """``KeyError``, as ``IPersistentDataManager`` says for a revision
         that does not exist: MongoDB keeps no old revisions."""
         raise KeyError(tid)
 
     # -- writing ----------------------------------------------------------
-    def _store_now(self, obj):
+    def _store_now(self, obj: Any) -> DBRef:
         """Write ``obj`` (and new objects it references) immediately."""
         if not isinstance(obj, persistent.Persistent):
             raise TypeError('Only persistent objects can be stored in the '
@@ -732,7 +766,9 @@ class MongoDataManager:
                 raise
         return sharding.reference(obj)
 
-    def flush(self, collections=None):
+    def flush(self,
+              collections: Optional[Iterable[tuple[str, str]]] = None
+              ) -> None:
         """Write pending changes of this transaction now.
 
         ``collections`` limits the flush to objects stored in those
@@ -740,7 +776,7 @@ class MongoDataManager:
         written too).  Without a server transaction, the writes are visible
         to others at once; an abort later takes them back.
         """
-        def wanted(obj):
+        def wanted(obj: Any) -> bool:
             return collections is None or (
                 obj._p_oid.database, obj._p_oid.collection) in collections
         objects = [obj for obj in self._new.values() if wanted(obj)] + [
@@ -751,7 +787,8 @@ class MongoDataManager:
             return
         self._write_now(objects, removed)
 
-    def _write_now(self, objects, removed):
+    def _write_now(self, objects: Iterable[Any],
+                   removed: Iterable[Any]) -> None:
         """Run the commit pipeline for ``objects`` and ``removed`` now.
 
         Written objects are *saved* again (``_p_changed`` false, their
@@ -783,7 +820,7 @@ class MongoDataManager:
                 del self._changed_sub[key]
                 sub._p_changed = False
 
-    def _written(self, write):
+    def _written(self, write: Any) -> None:
         """Record a write that reached MongoDB (called by the pipeline).
 
         The undo entry keeps the version to put back and the document as
@@ -808,16 +845,17 @@ class MongoDataManager:
             self._loaded_docs[ref] = write.doc
             sharding.remember(ref, type(write.obj), write.doc)
 
-    def _written_this_transaction(self):
+    def _written_this_transaction(self) -> list[Any]:
         return list(self._written_oids)
 
-    def _remember_root_change(self, collection, name, previous, written):
+    def _remember_root_change(self, collection: Any, name: str,
+                              previous: Any, written: Any) -> None:
         """Record a root entry change: ``written`` is the entry now stored
         (``None`` if deleted), ``previous`` the one it replaced."""
         self._undo.root_changed(collection, name, previous, written)
         self._join_txn()
 
-    def _undo_writes(self, since=0):
+    def _undo_writes(self, since: int = 0) -> Any:
         """Take back this transaction's writes after the ``since``-th.
 
         Used on abort without a server transaction, and to roll back to a
@@ -832,10 +870,10 @@ class MongoDataManager:
         return put_back
 
     # -- IDataManager ---------------------------------------------------
-    def sortKey(self):
+    def sortKey(self) -> str:
         return 'mongopersist:%s:%s' % (self.root_database, id(self))
 
-    def abort(self, txn):
+    def abort(self, txn: Any) -> None:
         """Forget this transaction's changes and take back its writes.
 
         Writes that cannot be taken back safely (the document changed
@@ -858,10 +896,10 @@ class MongoDataManager:
         finally:
             self._end_transaction(committed=False)
 
-    def tpc_begin(self, txn):
+    def tpc_begin(self, txn: Any) -> None:
         pass
 
-    def commit(self, txn):
+    def commit(self, txn: Any) -> None:
         """Write every pending change (inside the server transaction)."""
         try:
             self._journal.committing()
@@ -872,32 +910,32 @@ class MongoDataManager:
                     'Commit failed and can be retried: %s' % error) from error
             raise
 
-    def tpc_vote(self, txn):
+    def tpc_vote(self, txn: Any) -> None:
         """Commit the server transaction; a failure aborts everything."""
         if self._server_txn is not None:
             self._server_txn.commit()
 
-    def tpc_finish(self, txn):
+    def tpc_finish(self, txn: Any) -> None:
         """Forget the transaction's bookkeeping; never fails."""
         self._journal.finished()
         logs.committed(self)
         self._end_transaction(committed=True)
 
-    def should_retry(self, error):
+    def should_retry(self, error: BaseException) -> bool:
         """Tell ``transaction`` whether ``error`` is worth a retry."""
         if isinstance(error, (interfaces.ConflictError,
                               interfaces.TransientTransactionError)):
             return True
         return sessions.is_transient(error)
 
-    def savepoint(self):
+    def savepoint(self) -> Savepoint:
         """Return a savepoint to roll this data manager back to."""
         return Savepoint(self)
 
-    def tpc_abort(self, txn):
+    def tpc_abort(self, txn: Any) -> None:
         self.abort(txn)
 
-    def _end_transaction(self, committed):
+    def _end_transaction(self, committed: bool) -> None:
         self._journal.forget()
         server_txn, self._server_txn = self._server_txn, None
         if server_txn is not None:
@@ -907,7 +945,8 @@ class MongoDataManager:
             # Still registered: objects holding values that do not report
             # changes (a new object's plain list).  They reload (from the
             # document written, once validated) so that they do.
-            unsure = [obj._p_oid for obj in self._registered.values()]
+            unsure: Iterable[Any] = [
+                obj._p_oid for obj in self._registered.values()]
             for obj in self._deleted.values():
                 # Removed for good: the object may be inserted again.
                 _detach(obj)
@@ -933,7 +972,7 @@ class MongoDataManager:
         self._boundary()
         self._invalidated = True
 
-    def _touched(self):
+    def _touched(self) -> set[Any]:
         """The oids of every object this transaction changed or wrote."""
         touched = set(self._written_oids)
         touched.update(obj._p_oid for obj in self._registered.values())
@@ -945,10 +984,10 @@ class MongoDataManager:
         return touched
 
     # -- transaction boundaries: what the cache holds may be stale --------
-    def _explicit(self):
+    def _explicit(self) -> bool:
         return bool(getattr(self.transaction_manager, 'explicit', False))
 
-    def _boundary(self):
+    def _boundary(self) -> None:
         """A transaction ended: from now on, what the cache holds may be
         stale until validated (``CacheValidator.boundary``)."""
         self._activated = False
@@ -956,7 +995,7 @@ class MongoDataManager:
         self._batches.clear()
         self._validator.boundary(self._explicit())
 
-    def _validate_at_begin(self):
+    def _validate_at_begin(self) -> None:
         """``begin()`` of an explicit manager (or of the watcher's
         transaction): validate what the cache holds now
         (``CacheValidator.validate_at_begin``)."""
@@ -964,16 +1003,16 @@ class MongoDataManager:
         self._validator.validate_at_begin()
 
     # -- ISynchronizer: fresh state in every transaction ------------------
-    def beforeCompletion(self, txn):
+    def beforeCompletion(self, txn: Any) -> None:
         pass
 
-    def afterCompletion(self, txn):
+    def afterCompletion(self, txn: Any) -> None:
         """A transaction ended: what the cache holds may be stale."""
         if self._joined is None and not self._invalidated:
             self._boundary()
         self._invalidated = False
 
-    def newTransaction(self, txn):
+    def newTransaction(self, txn: Any) -> None:
         """``begin()``: validate held objects now (they may be read before
         this data manager is asked for anything)."""
         if self._joined is None and self._activated:
@@ -983,13 +1022,13 @@ class MongoDataManager:
                 self._watcher is not None or self._explicit()):
             self._validate_at_begin()
 
-    def _busy(self):
+    def _busy(self) -> bool:
         """Whether this data manager takes part in a transaction."""
         return self._joined is not None or bool(
             self._new or self._registered or self._removed
             or self._changed_sub)
 
-    def close(self):
+    def close(self) -> None:
         """End the use of this data manager; closing twice does nothing.
 
         It stops following its transaction manager and refuses further use
@@ -1020,7 +1059,7 @@ class MongoDataManager:
         else:
             self._shut_down()
 
-    def _reopen(self, transaction_manager):
+    def _reopen(self, transaction_manager: Any) -> None:
         """Opened again (by a store's pool) for ``transaction_manager``:
         follow it; validate what the cache holds now if a transaction of
         an explicit manager is running already (it began while this data
@@ -1037,7 +1076,7 @@ class MongoDataManager:
                 return
             self._validate_at_begin()
 
-    def _shut_down(self):
+    def _shut_down(self) -> None:
         """Stop watching for changes (the data manager is done for)."""
         if self._watcher is not None:
             self._watcher.close()
@@ -1046,7 +1085,7 @@ class MongoDataManager:
 _SETSTATE = persistent.Persistent.__setstate__
 
 
-def _detach(obj):
+def _detach(obj: Any) -> None:
     """Make ``obj`` a new object again, as ZODB does: no jar, no oid.
 
     Deleting (rather than setting ``None``) is what persistent takes as
@@ -1057,7 +1096,7 @@ def _detach(obj):
     del obj._p_oid
 
 
-def _raise_located(error, ref):
+def _raise_located(error: BaseException, ref: Any) -> NoReturn:
     """Raise ``error``, raised while reading the document of ``ref`` (call
     it from the block handling it): a ``StoredDataError`` naming the
     document, any other malformed-data error as one, anything else as it
@@ -1079,15 +1118,17 @@ class _Reading:
 
     __slots__ = ('jar', 'ref')
 
-    def __init__(self, jar, ref):
+    def __init__(self, jar: MongoDataManager, ref: Any) -> None:
         self.jar = jar
         self.ref = ref
 
-    def __enter__(self):
+    def __enter__(self) -> '_Reading':
         self.jar._documents_read += 1
         return self
 
-    def __exit__(self, kind, error, tb):
+    def __exit__(self, kind: Optional[type[BaseException]],
+                 error: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self.jar._documents_read -= 1
         if error is not None:
             _raise_located(error, self.ref)

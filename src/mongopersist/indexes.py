@@ -23,6 +23,7 @@ duplicate values (``duplicate``), not PyMongo's ``BulkWriteError``.
 """
 import collections
 import re
+from typing import Any
 
 from mongopersist import interfaces, limits, metadata
 
@@ -115,7 +116,7 @@ def missing_indexes(jar, *classes):
             for model in missing]
 
 
-def ensure_indexes(jar, *classes):
+def ensure_indexes(jar: Any, *classes: type) -> list[CreatedIndex]:
     """Create the indexes ``classes`` declare that MongoDB lacks.
 
     Returns the list of ``CreatedIndex`` made (empty when all exist).

@@ -1,4 +1,7 @@
 """Interfaces and exceptions of mongopersist."""
+from collections.abc import Iterable
+from typing import Any, Optional
+
 import transaction.interfaces
 import zope.interface
 from pymongo.errors import ServerSelectionTimeoutError
@@ -18,7 +21,7 @@ class CircularReferenceError(MongoPersistError):
     ``args[0]`` is the object at fault.
     """
 
-    def __init__(self, obj, path=None):
+    def __init__(self, obj: Any, path: Optional[str] = None) -> None:
         super().__init__(obj)
         self.obj = obj
         self.path = path
@@ -40,7 +43,8 @@ class UnstorableObjectError(MongoPersistError, TypeError):
     ``__slots__``), as soon as one meets a data manager, stored or loaded.
     """
 
-    def __init__(self, message, obj=None, path=None):
+    def __init__(self, message: str, obj: Any = None,
+                 path: Optional[str] = None) -> None:
         super().__init__(message)
         self.obj = obj
         self.path = path
@@ -72,10 +76,11 @@ class StoredDataError(MongoPersistError):
     #: Internal: the stored value (dict, array, reference) whose reading
     #: raised the error, as far as ``path`` locates it; the reader finds
     #: it by identity in the value holding it (``serialize._locate``).
-    stored_value = None
+    stored_value: Any = None
 
-    def __init__(self, message, database=None, collection=None, id=None,
-                 path=None):
+    def __init__(self, message: str, database: Optional[str] = None,
+                 collection: Optional[str] = None, id: Any = None,
+                 path: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message
         self.database = database
@@ -83,13 +88,14 @@ class StoredDataError(MongoPersistError):
         self.id = id
         self.path = path
 
-    def locate(self, database, collection, id):
+    def locate(self, database: Optional[str], collection: Optional[str],
+               id: Any) -> 'StoredDataError':
         """Name the document the error was found in (if not named yet)."""
         if self.database is None and self.collection is None:
             self.database, self.collection, self.id = database, collection, id
         return self
 
-    def at(self, *names):
+    def at(self, *names: Any) -> 'StoredDataError':
         """Prefix ``names`` to the field path (from the inside out)."""
         parts = [str(name) for name in names]
         if self.path:
@@ -120,7 +126,8 @@ class UnknownTypeError(StoredDataError, LookupError):
     this error, and nothing named by the document is imported or called.
     """
 
-    def __init__(self, message, name=None, **location):
+    def __init__(self, message: str, name: Optional[str] = None,
+                 **location: Any) -> None:
         super().__init__(message, **location)
         self.name = name
 
@@ -169,9 +176,12 @@ class ConflictError(MongoPersistError, transaction.interfaces.TransientError):
     document was removed).
     """
 
-    def __init__(self, message=None, object=None, orig_state=None,
-                 cur_state=None, new_state=None, oid=None,
-                 start_serial=None, current_serial=None):
+    def __init__(self, message: Optional[str] = None, object: Any = None,
+                 orig_state: Optional[dict[str, Any]] = None,
+                 cur_state: Optional[dict[str, Any]] = None,
+                 new_state: Optional[dict[str, Any]] = None, oid: Any = None,
+                 start_serial: Any = None,
+                 current_serial: Any = None) -> None:
         self.message = message or 'database conflict error'
         self.object = object
         self.orig_state = orig_state
@@ -213,7 +223,7 @@ class ConfigurationError(MongoPersistError, ValueError):
     from a settings mapping).
     """
 
-    def __init__(self, message, setting=None):
+    def __init__(self, message: str, setting: Optional[str] = None) -> None:
         super().__init__(message)
         self.setting = setting
 
@@ -242,7 +252,9 @@ class CommitError(MongoPersistError):
     documents that were and were not written before the failure.
     """
 
-    def __init__(self, message, written=(), not_written=(), cause=None):
+    def __init__(self, message: str, written: Iterable[Any] = (),
+                 not_written: Iterable[Any] = (),
+                 cause: Optional[BaseException] = None) -> None:
         self.written = list(written)
         self.not_written = list(not_written)
         self.cause = cause
@@ -268,8 +280,10 @@ class CommitOutcomeUnknownError(CommitError):
     (``unsure`` lists the documents in question) before running it again.
     """
 
-    def __init__(self, message, written=(), not_written=(), cause=None,
-                 unsure=()):
+    def __init__(self, message: str, written: Iterable[Any] = (),
+                 not_written: Iterable[Any] = (),
+                 cause: Optional[BaseException] = None,
+                 unsure: Iterable[Any] = ()) -> None:
         self.unsure = list(unsure)
         if self.unsure:
             message += '; may or may not have been written: %s' % (
@@ -298,7 +312,8 @@ class GlobalQueryError(MongoPersistError):
     ``allow_global=True`` to send it anyway (see ``docs/scaling.rst``).
     """
 
-    def __init__(self, message, cls=None, missing=()):
+    def __init__(self, message: str, cls: Optional[type] = None,
+                 missing: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.cls = cls
         self.missing = tuple(missing)
@@ -314,7 +329,8 @@ class ShardKeyError(MongoPersistError):
     changed outside a server transaction, or a new document lacks one.
     Raised before anything of the flush is written."""
 
-    def __init__(self, message, obj=None, fields=()):
+    def __init__(self, message: str, obj: Any = None,
+                 fields: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.obj = obj
         self.fields = tuple(fields)
@@ -330,8 +346,10 @@ class UniqueIndexError(CommitError):
     what was (an abort takes it back).
     """
 
-    def __init__(self, message, index=None, database=None, collection=None,
-                 key=None, oid=None, **kwargs):
+    def __init__(self, message: str, index: Optional[str] = None,
+                 database: Optional[str] = None,
+                 collection: Optional[str] = None, key: Any = None,
+                 oid: Any = None, **kwargs: Any) -> None:
         self.index = index
         self.database = database
         self.collection = collection
@@ -431,7 +449,7 @@ class IMongoDataManager(IPersistentDataManager, ISavepointDataManager):
     cache_size = zope.interface.Attribute(
         'How many recently used objects stay loaded across transactions.')
 
-    def close():
+    def close():  # type: ignore[misc]  # zope.interface: no self
         """End the use of the data manager: back to its store's pool
         (``Store.open``), else stop watching for changes
         (``watch_changes``).  Refused in a transaction; a closed data
@@ -448,7 +466,7 @@ class IMongoDataManagerProvider(zope.interface.Interface):
     ``zope.component``, a utility providing this interface is found too).
     """
 
-    def get():
+    def get():  # type: ignore[misc]  # zope.interface: no self
         """Return the ``MongoDataManager`` of the current transaction."""
 
 
@@ -478,7 +496,7 @@ class IMongoContainer(zope.interface.Interface):
         """Put ``item`` into the container, choosing a name when none is
         given; return the name."""
 
-    def keys():
+    def keys():  # type: ignore[misc]  # zope.interface: no self
         """Return the list of names."""
 
 

@@ -21,14 +21,19 @@ or deletion with a key that is not of the mapping's key type
 Listing shows the stored keys as they are, of whatever type another writer
 stored; those of another type cannot be looked up.
 """
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import persistent
 
 from mongopersist import keys, limits, metadata, query, sharding, specs
+from mongopersist.collection import MongoCollection
+
+if TYPE_CHECKING:
+    from mongopersist.datamanager import MongoDataManager
 
 
-class MongoCollectionMapping(MutableMapping):
+class MongoCollectionMapping(MutableMapping[Any, Any]):
     """The objects of a collection, keyed by one of their attributes.
 
     Class attributes to set in subclasses:
@@ -58,13 +63,15 @@ class MongoCollectionMapping(MutableMapping):
         they raise ``interfaces.GlobalQueryError`` (``mongopersist.sharding``).
     """
 
-    __mongo_collection__ = None
-    __mongo_database__ = None
-    __mongo_mapping_key__ = 'key'
-    __mongo_key_type__ = str
-    __mongo_filter__ = None
+    # Required: every subclass names its collection (checked when made).
+    __mongo_collection__: str = None  # type: ignore[assignment]
+    __mongo_database__: Optional[str] = None
+    __mongo_mapping_key__: str = 'key'
+    __mongo_key_type__: Any = str
+    __mongo_filter__: Any = None
 
-    def __init__(self, jar, allow_global=False):
+    def __init__(self, jar: 'MongoDataManager',
+                 allow_global: bool = False) -> None:
         if not self.__mongo_collection__:
             raise TypeError('%s must name its collection in '
                             '__mongo_collection__' % type(self).__name__)
@@ -75,16 +82,16 @@ class MongoCollectionMapping(MutableMapping):
 
     # -- where the objects are ------------------------------------------------
     @property
-    def _m_database(self):
+    def _m_database(self) -> str:
         return self.__mongo_database__ or self._m_jar.default_database
 
     @property
-    def _m_collection(self):
+    def _m_collection(self) -> MongoCollection:
         """The collection (flushing before queries) behind the mapping."""
         return self._m_jar.get_collection(self._m_database,
                                           self.__mongo_collection__)
 
-    def _m_filter(self, key=None):
+    def _m_filter(self, key: Any = None) -> dict[str, Any]:
         """Return the filter of the mapping's documents (under ``key``),
         rewritten by the spec processors (``mongopersist.specs``)."""
         extra = self.__mongo_filter__
@@ -101,19 +108,20 @@ class MongoCollectionMapping(MutableMapping):
                 self._m_database, self.__mongo_collection__), result)
         return result
 
-    def _m_find(self, filter, sort=None):
+    def _m_find(self, filter: query.Filter,
+                sort: query.Sort = None) -> query.Results:
         return query.find_in_collection(
             self._m_jar, self._m_database, self.__mongo_collection__, filter,
             sort=sort)
 
-    def _m_sort(self):
+    def _m_sort(self) -> list[tuple[str, int]]:
         return [(self.__mongo_mapping_key__, 1)]
 
-    def _m_check_key(self, key):
+    def _m_check_key(self, key: object) -> None:
         keys.check_key(key, self._m_key_types, type(self).__name__)
 
     # -- reading --------------------------------------------------------------
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         self._m_check_key(key)
         obj = query.find_one_in_collection(
             self._m_jar, self._m_database, self.__mongo_collection__,
@@ -122,37 +130,37 @@ class MongoCollectionMapping(MutableMapping):
             raise KeyError(key)
         return obj
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         if not keys.is_key(key, self._m_key_types):
             return False
         return self._m_collection.count_documents(
             self._m_filter(key), limit=1) > 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         field = self.__mongo_mapping_key__
         cursor = self._m_collection.find(
             self._m_filter(), {field: 1}, sort=self._m_sort())
         for doc in cursor:
             yield doc[field]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._m_collection.count_documents(self._m_filter())
 
-    def keys(self):
+    def keys(self) -> list[Any]:  # type: ignore[override]
         """Return the list of keys, sorted (one query)."""
         return list(self)
 
-    def values(self):
+    def values(self) -> list[Any]:  # type: ignore[override]
         """Return the list of objects, sorted by key (one query)."""
         return list(self._m_find(self._m_filter(), sort=self._m_sort()))
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
         """Return the list of ``(key, object)`` pairs, sorted (one query)."""
         field = self.__mongo_mapping_key__
         return [(getattr(obj, field), obj) for obj in self.values()]
 
     # -- writing --------------------------------------------------------------
-    def _m_check_value(self, obj):
+    def _m_check_value(self, obj: object) -> None:
         name = type(self).__name__
         if not isinstance(obj, persistent.Persistent):
             raise TypeError('%s can only hold persistent objects, not %s'
@@ -174,7 +182,7 @@ class MongoCollectionMapping(MutableMapping):
             raise ValueError('%s belongs to another data manager (%r)'
                              % (limits.quote(obj), obj._p_jar))
 
-    def __setitem__(self, key, obj):
+    def __setitem__(self, key: Any, obj: Any) -> None:
         """Put ``obj`` under ``key``: sets its key attribute and stores it.
 
         An object previously under ``key`` loses its key (it stays stored).
@@ -192,12 +200,12 @@ class MongoCollectionMapping(MutableMapping):
         if obj._p_jar is None:
             self._m_jar.insert(obj)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         """Take the object out of the mapping; it stays stored."""
         self._m_check_key(key)
         self._m_clear_key(self[key])
 
-    def _m_clear_key(self, obj):
+    def _m_clear_key(self, obj: Any) -> None:
         field = self.__mongo_mapping_key__
         obj._p_activate()
         if field in obj.__dict__:
@@ -206,7 +214,7 @@ class MongoCollectionMapping(MutableMapping):
             # A class attribute supplies the key: hide it.
             setattr(obj, field, None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %s.%s by %r>' % (
             type(self).__name__, self._m_database, self.__mongo_collection__,
             self.__mongo_mapping_key__)

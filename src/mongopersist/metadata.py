@@ -27,11 +27,17 @@ import enum
 import importlib
 import sys
 import threading
+from typing import Any, Callable, Optional, TypeVar
 
 import persistent
 from bson.dbref import DBRef
 
 from mongopersist import factories, interfaces, limits
+
+#: What register_type, register_factory and register_global return: what
+#: they were given.
+T = TypeVar('T')
+F = TypeVar('F', bound=Callable[..., Any])
 
 #: The kinds of names ``TypeRegistry.resolve`` knows.
 KINDS = ('persistent', 'sub_object', 'value', 'enum', 'factory', 'class',
@@ -207,7 +213,8 @@ class TypeRegistry:
             raise ValueError('Not a module name prefix: %r' % (prefix,))
         return prefix
 
-    def register_type(self, cls, name=None):
+    def register_type(self, cls: type[T], name: Optional[str] = None
+                      ) -> type[T]:
         """Allow loading ``cls``; with ``name``, the stored ``name`` (an
         alias, for example the class's name before a rename) loads as
         ``cls``.  Documents written later use ``cls``'s own name."""
@@ -219,7 +226,7 @@ class TypeRegistry:
             self._modules_changed()
         return cls
 
-    def register_factory(self, func, name=None):
+    def register_factory(self, func: F, name: Optional[str] = None) -> F:
         """Allow ``_py_factory`` to name ``func`` (under ``name``, default
         its dotted name).  It will be called with stored arguments."""
         if not callable(func):
@@ -229,7 +236,7 @@ class TypeRegistry:
             self._factories[name or _own_name(func)] = func
         return func
 
-    def register_global(self, obj, name=None):
+    def register_global(self, obj: T, name: Optional[str] = None) -> T:
         """Allow a stored value to name the function or module-level
         object ``obj`` (under ``name``, default its dotted name).
 
@@ -248,7 +255,7 @@ class TypeRegistry:
             self._globals[name] = obj
         return obj
 
-    def trust_modules(self, *prefixes):
+    def trust_modules(self, *prefixes: str) -> None:
         """Allow every class under the module name ``prefixes`` (the module
         and its submodules), importing such modules when a stored name
         needs them."""
@@ -465,7 +472,7 @@ REGISTRY = TypeRegistry()
 REGISTRY._types = _known_types
 
 
-def register_type(cls, name=None):
+def register_type(cls: type[T], name: Optional[str] = None) -> type[T]:
     """Allow loading ``cls`` in this process (see ``TypeRegistry``).
 
     With ``name``, an alias: documents that name ``name`` (for example
@@ -476,12 +483,12 @@ def register_type(cls, name=None):
     return REGISTRY.register_type(cls, name)
 
 
-def register_factory(func, name=None):
+def register_factory(func: F, name: Optional[str] = None) -> F:
     """Allow ``_py_factory`` to name ``func`` in this process."""
     return REGISTRY.register_factory(func, name)
 
 
-def register_global(obj, name=None):
+def register_global(obj: T, name: Optional[str] = None) -> T:
     """Allow stored values to name the function or object ``obj`` in this
     process (see ``TypeRegistry.register_global``)."""
     return REGISTRY.register_global(obj, name)
@@ -515,7 +522,7 @@ def global_name(obj, name=None):
     return dotted
 
 
-def trust_modules(*prefixes):
+def trust_modules(*prefixes: str) -> None:
     """Allow loading every class under the module ``prefixes`` (and
     importing those modules when needed), in this process."""
     REGISTRY.trust_modules(*prefixes)
@@ -560,7 +567,7 @@ def declared_attribute(cls, name, default=None):
     return default
 
 
-def declares_data(cls, name):
+def declares_data(cls: type, name: str) -> bool:
     """Whether ``cls`` (or a base) declares ``name`` as plain data: a
     value that is neither callable nor a descriptor (``__name__ = None``
     as ``zope.location`` declares it), which an instance may set."""

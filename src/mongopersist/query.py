@@ -19,16 +19,31 @@ delegate here.  A query
   belong to the first class stored there (see ``mongopersist.typemap``).
 """
 import collections
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import persistent
 import pymongo
+from pymongo.cursor import Cursor
 
 from mongopersist import batching, interfaces, limits, metadata, sharding
 from mongopersist.serialize import PY_PERSISTENT_TYPE
 
+if TYPE_CHECKING:
+    from mongopersist.datamanager import MongoDataManager
 
-def check_class(cls):
+#: A persistent class queried, and its instances found.
+T = TypeVar('T')
+#: A query filter: a MongoDB query document (``None``: everything).
+Filter = Optional[Mapping[str, Any]]
+#: A sort: a key name, a dict, or a list of key names and ``(key,
+#: direction)`` pairs (``None``: the server's order).
+Sort = Any
+#: PyMongo's sort: ``(key, direction)`` pairs.
+SortPairs = list[tuple[str, Any]]
+
+
+def check_class(cls: object) -> None:
     """Raise ``TypeError`` unless ``cls`` stores documents of its own."""
     if not (isinstance(cls, type) and issubclass(cls, persistent.Persistent)):
         raise TypeError('Objects can only be queried by a persistent class '
@@ -41,10 +56,11 @@ def check_class(cls):
             % cls.__name__)
 
 
-def subclasses(cls):
+def subclasses(cls: type) -> list[type]:
     """Return ``cls`` and all its subclasses known to this process."""
     found = [cls]
     index = 0
+    sub: type
     while index < len(found):
         for sub in found[index].__subclasses__():
             if sub not in found:
@@ -53,7 +69,7 @@ def subclasses(cls):
     return found
 
 
-def _is_subclass(dm, name, cls):
+def _is_subclass(dm: 'MongoDataManager', name: str, cls: type) -> bool:
     try:
         found = dm.type_registry.resolve(name, 'persistent')
     except interfaces.StoredDataError:
@@ -61,7 +77,7 @@ def _is_subclass(dm, name, cls):
     return issubclass(found, cls)
 
 
-def type_filter(dm, cls):
+def type_filter(dm: 'MongoDataManager', cls: type) -> dict[str, Any]:
     """Return the filter keeping only instances of ``cls`` (or subclasses).
 
     Returns ``{}`` when every class stored in the collection qualifies (the
@@ -83,7 +99,7 @@ def type_filter(dm, cls):
     return {PY_PERSISTENT_TYPE: {'$in': values}}
 
 
-def check_filter(filter):
+def check_filter(filter: object) -> dict[str, Any]:
     """Return ``filter`` as a dict; raise ``TypeError`` if it is not one."""
     if filter is None:
         return {}
@@ -93,7 +109,7 @@ def check_filter(filter):
     return dict(filter)
 
 
-def combine(*filters):
+def combine(*filters: Filter) -> dict[str, Any]:
     """Return a filter matching what every one of ``filters`` matches."""
     parts = [f for f in filters if f]
     if not parts:
@@ -103,7 +119,7 @@ def combine(*filters):
     return {'$and': parts}
 
 
-def normalize_sort(sort):
+def normalize_sort(sort: Sort) -> Optional[SortPairs]:
     """Return ``sort`` as PyMongo's list of ``(key, direction)`` pairs.
 
     Accepts ``None``, a key name (ascending), a dict, or a list of key
@@ -125,7 +141,7 @@ def normalize_sort(sort):
     return result
 
 
-def _check_count(name, value):
+def _check_count(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError('%s must be an integer, not %s'
                         % (name, limits.quote(value)))
@@ -134,8 +150,11 @@ def _check_count(name, value):
                          % (name, limits.quote(value)))
 
 
-def find_in_collection(dm, database, collection, filter=None, sort=None,
-                       limit=0, skip=0, batch_size=0, instances_of=None):
+def find_in_collection(dm: 'MongoDataManager', database: str,
+                       collection: str, filter: Filter = None,
+                       sort: Sort = None, limit: int = 0, skip: int = 0,
+                       batch_size: int = 0,
+                       instances_of: Optional[type] = None) -> 'Results':
     """Iterate the objects stored as documents matching ``filter``.
 
     The query starts at once (pending changes of the collection are
@@ -163,7 +182,7 @@ class _Refused:
 
     __slots__ = ('error',)
 
-    def __init__(self, error):
+    def __init__(self, error: interfaces.StoredDataError) -> None:
         self.error = error
 
 
@@ -179,20 +198,22 @@ class Results:
     (a class), objects of other classes are left out.
     """
 
-    def __init__(self, dm, database, collection, cursor, instances_of=None):
+    def __init__(self, dm: 'MongoDataManager', database: str,
+                 collection: str, cursor: 'Cursor[Any]',
+                 instances_of: Optional[type] = None) -> None:
         self._dm = dm
         self._database = database
         self._collection = collection
         self._cursor = cursor
         self._pages = batching.pages(cursor)
-        self._ready = collections.deque()
+        self._ready: collections.deque[Any] = collections.deque()
         self._instances_of = instances_of
         self._refreshed = False
 
-    def __iter__(self):
+    def __iter__(self) -> 'Results':
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         while True:
             while not self._ready:
                 self._read_page()
@@ -207,7 +228,7 @@ class Results:
                 self._dm._types.refresh(self._database, self._collection)
                 self._refreshed = True
 
-    def _read_page(self):
+    def _read_page(self) -> None:
         try:
             page = next(self._pages)
         except BaseException:
@@ -232,15 +253,16 @@ class Results:
             if grouping:
                 batches.stop()
 
-    def close(self):
+    def close(self) -> None:
         """Stop: close the cursor (iterating on ends at once)."""
         self._ready.clear()
         self._pages = iter(())
         self._cursor.close()
 
 
-def find_one_in_collection(dm, database, collection, filter=None, sort=None,
-                           flush=True):
+def find_one_in_collection(dm: 'MongoDataManager', database: str,
+                           collection: str, filter: Filter = None,
+                           sort: Sort = None, flush: bool = True) -> Any:
     """Return the object of the first document matching, or ``None``.
 
     With ``flush=False`` the transaction's pending changes are not written
@@ -250,6 +272,7 @@ def find_one_in_collection(dm, database, collection, filter=None, sort=None,
     sort = normalize_sort(sort)
     if sort:
         kwargs['sort'] = sort
+    coll: Any
     if flush:
         coll = dm.get_collection(database, collection)
     else:
@@ -261,8 +284,10 @@ def find_one_in_collection(dm, database, collection, filter=None, sort=None,
     return dm._object_from_document(database, collection, doc)
 
 
-def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
-                 batch_size=0, allow_global=False):
+def find_objects(dm: 'MongoDataManager', cls: type[T], filter: Filter = None,
+                 sort: Sort = None, limit: int = 0, skip: int = 0,
+                 batch_size: int = 0,
+                 allow_global: bool = False) -> Iterator[T]:
     """Iterate the instances of ``cls`` whose documents match ``filter``.
 
     ``sort`` is a key name or a list of ``(key, direction)`` pairs;
@@ -276,7 +301,9 @@ def find_objects(dm, cls, filter=None, sort=None, limit=0, skip=0,
                               instances_of=cls)
 
 
-def find_one_object(dm, cls, filter=None, sort=None, allow_global=False):
+def find_one_object(dm: 'MongoDataManager', cls: type[T],
+                    filter: Filter = None, sort: Sort = None,
+                    allow_global: bool = False) -> Optional[T]:
     """Return an instance of ``cls`` whose document matches, or ``None``."""
     database, collection, query = _class_query(dm, cls, filter, allow_global)
     obj = find_one_in_collection(dm, database, collection, query, sort=sort)
@@ -289,13 +316,15 @@ def find_one_object(dm, cls, filter=None, sort=None, allow_global=False):
     return obj if isinstance(obj, cls) else None
 
 
-def count(dm, cls, filter=None, allow_global=False):
+def count(dm: 'MongoDataManager', cls: type, filter: Filter = None,
+          allow_global: bool = False) -> int:
     """Return how many instances of ``cls`` have a document matching."""
     database, collection, query = _class_query(dm, cls, filter, allow_global)
     return dm.get_collection(database, collection).count_documents(query)
 
 
-def _class_query(dm, cls, filter, allow_global):
+def _class_query(dm: 'MongoDataManager', cls: type, filter: Filter,
+                 allow_global: bool) -> tuple[str, str, dict[str, Any]]:
     """Where instances of ``cls`` are, and the filter that finds them."""
     check_class(cls)
     filter = check_filter(filter)

@@ -46,16 +46,8 @@ class FrozenState:
 
     def __init__(self, state):
         objects = []
-
-        def persistent_id(obj):
-            if _shared(obj):
-                objects.append(obj)
-                return len(objects) - 1
-            return None
-
         buffer = io.BytesIO()
-        pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
-        pickler.persistent_id = persistent_id
+        pickler = _StatePickler(buffer, objects)
         try:
             pickler.dump(state)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -70,9 +62,34 @@ class FrozenState:
     def thaw(self):
         if self._data is None:
             return _deep_copy(self._copy)
-        unpickler = pickle.Unpickler(io.BytesIO(self._data))
-        unpickler.persistent_load = self._objects.__getitem__
-        return unpickler.load()
+        return _StateUnpickler(io.BytesIO(self._data), self._objects).load()
+
+
+# Persistent ids by subclassing: Python 3.13.0 refuses to set them as
+# attributes of a pickler (``persistent_id`` is read-only there).
+class _StatePickler(pickle.Pickler):
+    """Pickles a state; ``_shared`` objects become indexes in ``objects``."""
+
+    def __init__(self, file, objects):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._objects = objects
+
+    def persistent_id(self, obj):
+        if _shared(obj):
+            self._objects.append(obj)
+            return len(self._objects) - 1
+        return None
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Unpickles a state, the ``_shared`` objects taken from ``objects``."""
+
+    def __init__(self, file, objects):
+        super().__init__(file)
+        self._objects = objects
+
+    def persistent_load(self, pid):
+        return self._objects[pid]
 
 
 def _deep_copy(state):

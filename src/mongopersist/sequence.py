@@ -12,6 +12,8 @@ suit human-readable ids and ``dm.insert(obj, oid=dm.next_sequence(...))``.
 On a sharded cluster the counter collection needs no shard key: each call
 names its document by ``_id``.
 """
+from typing import Any
+
 import pymongo
 from bson.int64 import Int64
 from pymongo.errors import DuplicateKeyError, OperationFailure
@@ -21,7 +23,7 @@ from mongopersist import interfaces, limits
 SEQUENCE_COLLECTION = 'persistence_sequences'
 
 
-def next_value(jar, name, step=1):
+def next_value(jar: Any, name: str, step: int = 1) -> int:
     """Add ``step`` to the counter ``name`` and return its new value."""
     if not isinstance(name, str) or not name:
         raise TypeError('A sequence name must be a non-empty string, not %r'

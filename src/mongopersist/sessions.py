@@ -122,7 +122,7 @@ def choose(deployment, mode):
     return supported
 
 
-def is_transient(error):
+def is_transient(error: BaseException) -> bool:
     """Return true if ``error`` means: retry the whole transaction.
 
     A ``CommitError`` is judged by the PyMongo error that caused it; a

@@ -21,6 +21,7 @@ client options holding secrets (``password``, ...) are not echoed.
 import dataclasses
 import re
 import urllib.parse
+from typing import Optional
 
 from pymongo import ReadPreference
 from pymongo.read_preferences import _ServerMode
@@ -147,19 +148,19 @@ def _shown_option(name, value):
 class StoreSettings:
     """What a ``Store`` is made of, checked (see ``Store`` for each)."""
 
-    uri: str = None
-    database: str = None
+    uri: Optional[str] = None
+    database: Optional[str] = None
     detect_conflicts: bool = True
     transactions: str = 'auto'
-    write_concern: WriteConcern = None
-    read_preference: _ServerMode = None
+    write_concern: Optional[WriteConcern] = None
+    read_preference: Optional[_ServerMode] = None
     trusted_modules: tuple = ()
     allowed_databases: tuple = ()
     broken_objects: bool = False
-    cache_size: int = None
+    cache_size: Optional[int] = None
     pool_size: int = 7
     attempts: int = 3
-    global_queries: str = None
+    global_queries: Optional[str] = None
     client_options: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -34,6 +34,8 @@ import re
 import sys
 import warnings
 
+from typing import Any
+
 import bson
 from bson.dbref import DBRef
 
@@ -175,7 +177,7 @@ def remember(ref, cls, doc):
 
 
 # -- references and loads ---------------------------------------------------
-def reference(obj):
+def reference(obj: Any) -> DBRef:
     """Return the reference that stores a pointer to ``obj``.
 
     Its oid, or for a class with a shard key a ``DBRef`` that also holds

@@ -15,6 +15,9 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, ContextManager, Optional
 
 import transaction
 from pymongo.errors import ServerSelectionTimeoutError
@@ -23,6 +26,10 @@ from mongopersist import logs, reachability, sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
 from mongopersist.pool import DataManagerPool
+
+#: A MongoDB client: a ``pymongo.MongoClient``, or one that behaves as it
+#: does (the in-process stand-in's ``mongomock.MongoClient``).
+Client = Any
 
 LOG = logs.TRANSACTION
 
@@ -39,7 +46,8 @@ class InMemoryStoreWarning(UserWarning):
     """The store keeps its data in this process's memory only."""
 
 
-def retry_delay(retry, base=RETRY_DELAY, cap=MAX_RETRY_DELAY):
+def retry_delay(retry: int, base: float = RETRY_DELAY,
+                cap: float = MAX_RETRY_DELAY) -> float:
     """Seconds to wait before the ``retry``-th retry (1 for the first).
 
     Exponential backoff with full jitter: a random time up to
@@ -49,7 +57,7 @@ def retry_delay(retry, base=RETRY_DELAY, cap=MAX_RETRY_DELAY):
     return random.uniform(0, min(cap, base * 2 ** max(retry - 1, 0)))
 
 
-def connect(uri=None, **options):
+def connect(uri: Optional[str] = None, **options: Any) -> 'Store':
     """Return the ``Store`` of an application.
 
     :param uri: a MongoDB URI (``mongodb://...``, ``mongodb+srv://...``);
@@ -76,7 +84,8 @@ def connect(uri=None, **options):
     return Store.from_settings(settings.check_options(uri, **options))
 
 
-def store_from_settings(settings_map, prefix=settings.PREFIX):
+def store_from_settings(settings_map: Mapping[str, Any],
+                        prefix: str = settings.PREFIX) -> 'Store':
     """Return a ``Store`` from a flat settings mapping (a ``.ini`` file).
 
     Reads the keys starting with ``prefix``: ``uri``, ``database``,
@@ -139,20 +148,24 @@ class Store:
     data managers of: ``MongoDataManager`` or a subclass.
     """
 
-    data_manager_class = MongoDataManager
+    data_manager_class: type[MongoDataManager] = MongoDataManager
     #: The ``fileserver.Lease`` of a ``file://`` store (given back by
     #: ``close``).
-    _lease = None
+    _lease: Any = None
     #: The URI the store was made from (``from_settings``), if any: its
     #: credentials are scrubbed from messages.
-    _uri = None
+    _uri: Optional[str] = None
+    _global_queries: Optional[str]
 
-    def __init__(self, client, database=None, detect_conflicts=True,
-                 transactions='auto', trusted_modules=(),
-                 allowed_databases=(), broken_objects=False, cache_size=None,
-                 attempts=3, owns_client=False, in_memory=False,
-                 pool_size=settings.StoreSettings.pool_size,
-                 global_queries=None):
+    def __init__(self, client: Client, database: Optional[str] = None,
+                 detect_conflicts: bool = True, transactions: str = 'auto',
+                 trusted_modules: Iterable[str] = (),
+                 allowed_databases: Iterable[str] = (),
+                 broken_objects: bool = False,
+                 cache_size: Optional[int] = None, attempts: int = 3,
+                 owns_client: bool = False, in_memory: bool = False,
+                 pool_size: int = settings.StoreSettings.pool_size,
+                 global_queries: Optional[str] = None) -> None:
         settings.refuse_unacknowledged(client)
         checked = settings.check_options(
             database=database, detect_conflicts=detect_conflicts,
@@ -183,7 +196,7 @@ class Store:
         self.deployment = sessions.Deployment(client)
 
     @classmethod
-    def from_settings(cls, found):
+    def from_settings(cls, found: settings.StoreSettings) -> 'Store':
         """Make the client ``found`` (``settings.StoreSettings``) names,
         and the store around it."""
         lease = None
@@ -219,23 +232,23 @@ class Store:
         store._uri = found.uri
         return store
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = 'in memory' if self.in_memory else 'on MongoDB'
         if self._lease is not None:
             where = 'in %s' % self._lease.path
         return '<Store %s %s>' % (self.database, where)
 
     @property
-    def write_concern(self):
+    def write_concern(self) -> Any:
         """The write concern of every write and transaction commit."""
         return getattr(self.client, 'write_concern', None)
 
     @property
-    def read_preference(self):
+    def read_preference(self) -> Any:
         """Where reads outside a server transaction go."""
         return getattr(self.client, 'read_preference', None)
 
-    def open(self, transaction_manager=None):
+    def open(self, transaction_manager: Any = None) -> MongoDataManager:
         """Return a data manager for the calling thread or request.
 
         It follows the transactions of ``transaction_manager``; the default,
@@ -264,15 +277,16 @@ class Store:
             broken_objects=self.broken_objects,
             transaction_manager=manager,
             deployment=self.deployment)
-        if self.cache_size is not None and _takes(self.data_manager_class,
-                                                  'cache_size'):
+        if self.cache_size is not None and _takes(
+                self.data_manager_class,  # type: ignore[arg-type]
+                'cache_size'):
             options['cache_size'] = self.cache_size
         dm = self.data_manager_class(self.client, **options)
         dm._release = self.pool.give_back
         return self._configured(dm)
 
     @property
-    def global_queries(self):
+    def global_queries(self) -> Optional[str]:
         """What a query of a sharded class that does not pin its shard key
         does in this store's data managers: ``'error'``, ``'warn'`` (for
         development), or ``None`` for the process-wide policy
@@ -281,15 +295,15 @@ class Store:
         return self._global_queries
 
     @global_queries.setter
-    def global_queries(self, policy):
+    def global_queries(self, policy: Optional[str]) -> None:
         self._global_queries = settings.global_queries(policy)
 
-    def _configured(self, dm):
+    def _configured(self, dm: MongoDataManager) -> MongoDataManager:
         # Store-wide settings a data manager has as attributes.
         dm.global_queries = self.global_queries
         return dm
 
-    def ensure_indexes(self, *classes):
+    def ensure_indexes(self, *classes: type) -> list[Any]:
         """Create the indexes ``classes`` declare (``_p_mongo_indexes``)
         that MongoDB lacks; return what was created (see
         ``MongoDataManager.ensure_indexes``).  Run it at deployment or
@@ -301,7 +315,7 @@ class Store:
             finally:
                 self.give_back(dm)
 
-    def translate_unreachable(self):
+    def translate_unreachable(self) -> ContextManager[None]:
         """A context manager: PyMongo's ``ServerSelectionTimeoutError``
         raised in it (no server answered within ``serverSelectionTimeoutMS``)
         is raised as ``ServerUnreachableError``, one line naming this
@@ -313,7 +327,7 @@ class Store:
             what = 'the file:// store in %s' % self._lease.path
         return reachability.translated(self.client, self._uri, what)
 
-    def give_back(self, dm):
+    def give_back(self, dm: MongoDataManager) -> None:
         """Return ``dm`` to the pool: its request or unit of work is over.
 
         What ``Store.transaction()`` and the web layers call when their
@@ -331,7 +345,9 @@ class Store:
             dm.transaction_manager.abort()
         dm.close()
 
-    def transaction(self, attempts=None, transaction_manager=None):
+    def transaction(self, attempts: Optional[int] = None,
+                    transaction_manager: Any = None
+                    ) -> 'TransactionAttempts':
         """Run a unit of work in a transaction of its own.
 
         Used in a ``with`` statement it yields a data manager, commits
@@ -354,7 +370,7 @@ class Store:
         return TransactionAttempts(self, attempts or self.attempts,
                                    transaction_manager)
 
-    def close(self):
+    def close(self) -> None:
         """Shut the pooled data managers down; close the client if the
         store made it (and give a ``file://`` store's server back)."""
         self.pool.clear()
@@ -367,30 +383,32 @@ class Store:
 class TransactionAttempts:
     """The attempts at one unit of work (see ``Store.transaction``)."""
 
-    def __init__(self, store, attempts, transaction_manager=None):
+    def __init__(self, store: Store, attempts: int,
+                 transaction_manager: Any = None) -> None:
         self.store = store
         self.attempts = attempts
         self.transaction_manager = (
             transaction_manager
             or transaction.TransactionManager(explicit=True))
-        self._dm = None
-        self._single = None
+        self._dm: Optional[MongoDataManager] = None
+        self._single: Optional[Attempt] = None
 
     @property
-    def dm(self):
+    def dm(self) -> MongoDataManager:
         """The data manager of this unit of work (opened on first need)."""
         if self._dm is None:
             self._dm = self.store.open(self.transaction_manager)
         return self._dm
 
-    def give_back(self):
+    def give_back(self) -> None:
         """The unit of work is over: its data manager goes back to the
         store's pool."""
         dm, self._dm = self._dm, None
         if dm is not None:
             self.store.give_back(dm)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator['Attempt']:
+        attempt: Attempt
         try:
             for number in range(self.attempts):
                 if number:
@@ -407,11 +425,14 @@ class TransactionAttempts:
             # Also when the loop is left early.
             self.give_back()
 
-    def __enter__(self):
+    def __enter__(self) -> MongoDataManager:
         self._single = Attempt(self, last=True, number=1)
         return self._single.__enter__()
 
-    def __exit__(self, kind, error, tb):
+    def __exit__(self, kind: Optional[type[BaseException]],
+                 error: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> bool:
+        assert self._single is not None
         return self._single.__exit__(kind, error, tb)
 
 
@@ -424,7 +445,8 @@ class Attempt:
     it is retried, the data manager goes back to the store's pool.
     """
 
-    def __init__(self, attempts, last, number=1):
+    def __init__(self, attempts: TransactionAttempts, last: bool,
+                 number: int = 1) -> None:
         self._attempts = attempts
         #: The transaction manager this attempt runs in.
         self.transaction_manager = attempts.transaction_manager
@@ -433,13 +455,15 @@ class Attempt:
         self.number = number
         self.retry = False
         #: The retryable error this attempt ended in, if any.
-        self.error = None
+        self.error: Optional[Exception] = None
 
-    def __enter__(self):
+    def __enter__(self) -> MongoDataManager:
         self.transaction_manager.begin()
         return self._attempts.dm
 
-    def __exit__(self, kind, error, tb):
+    def __exit__(self, kind: Optional[type[BaseException]],
+                 error: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> bool:
         try:
             with self._attempts.store.translate_unreachable():
                 handled = self._finish(error)
@@ -452,7 +476,7 @@ class Attempt:
             if not self.retry:
                 self._attempts.give_back()
 
-    def _finish(self, error):
+    def _finish(self, error: Optional[BaseException]) -> bool:
         manager = self.transaction_manager
         if error is None:
             try:
@@ -470,7 +494,7 @@ class Attempt:
             return False
         return not self._give_up(manager, error)
 
-    def _give_up(self, manager, error):
+    def _give_up(self, manager: Any, error: Exception) -> bool:
         """Abort; return whether ``error`` is to be raised (no retry)."""
         try:
             retryable = manager.get().isRetryableError(error)
@@ -486,14 +510,15 @@ class Attempt:
 
 
 @functools.lru_cache(maxsize=None)
-def _takes(cls, argument):
+def _takes(cls: Any, argument: str) -> bool:
     """Whether ``cls(...)`` takes ``argument``."""
     return argument in inspect.signature(cls).parameters
 
 
-def _default_database(client):
+def _default_database(client: Client) -> str:
     try:
-        return client.get_default_database().name
+        name: str = client.get_default_database().name
+        return name
     except Exception:
         raise ConfigurationError(
             'name the database: database=... (or mongopersist.database in '
@@ -501,7 +526,7 @@ def _default_database(client):
             'database') from None
 
 
-def _memory_client(found):
+def _memory_client(found: settings.StoreSettings) -> Client:
     warnings.warn(
         'mongopersist store %r on the in-process stand-in (memory://): the '
         'data lives in this process\'s memory only and is lost when it '
@@ -516,7 +541,8 @@ def _memory_client(found):
             % settings.MEMORY_URI, 'uri') from None
 
 
-def _mongo_client(found, uri=None):
+def _mongo_client(found: settings.StoreSettings,
+                  uri: Optional[str] = None) -> Client:
     import pymongo
     options = dict(found.client_options)
     concern = found.write_concern

@@ -42,7 +42,9 @@ _NAME_MAP = ('name map',)
 # id(client) -> (weak reference to the client, {(database, collection of
 # the type map): {(database, collection): [type names]}})
 _shared = {}
-_shared_lock = threading.Lock()
+# Reentrant: a client's weakref callback (``forget``) takes it, and runs
+# wherever the client is collected, also inside a section holding it.
+_shared_lock = threading.RLock()
 
 
 def _process_cache(client, database, collection):

@@ -33,7 +33,7 @@ from bson import json_util
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from mongopersist import (
-    fileserver, interfaces, metadata, reachability, settings)
+    __version__, fileserver, interfaces, metadata, reachability, settings)
 from mongopersist.cli import (
     check, gc, indexes, inspect, reach, rename, text, upgrade)
 
@@ -144,6 +144,8 @@ def build_parser():
         prog='mongopersist',
         description='Inspect, check and maintain a database of objects '
                     'stored by mongopersist.')
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + __version__)
     _common_options(parser, None)
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.required = True
