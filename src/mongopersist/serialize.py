@@ -29,6 +29,11 @@ from bson.objectid import ObjectId
 from mongopersist import (
     broken, factories, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
+from mongopersist.speedups import NOT_HANDLED
+
+# The compiled mirror of the hot paths below (``mongopersist.speedups``),
+# once activated; ``None``: pure Python.
+_compiled = None
 
 # Process-wide user serializers, consulted before the built-in ones.
 SERIALIZERS = []
@@ -154,6 +159,29 @@ def _all_safe_keys(keys):
     return True
 
 
+def _attribute_name_error(obj, name):
+    """The error for the attribute ``name`` of the top-level ``obj``, a
+    name no stored attribute may have."""
+    cls_name = obj.__class__.__name__
+    return interfaces.UnstorableObjectError(
+        'Cannot store %s.%s: attribute names starting with "_py_" or "$", '
+        'containing ".", or named "_id" are reserved' % (cls_name, name),
+        obj, '%s.%s' % (cls_name, name))
+
+
+def _check_writable_state(state, obj):
+    """Raise ``UnstorableObjectError`` for a field name of ``state``, the
+    state of the top-level ``obj`` being written, that reading would
+    refuse (``_unreadable_name``)."""
+    refused = _unreadable_name(state, obj)
+    if refused is not None:
+        name, reason = refused
+        cls_name = obj.__class__.__name__
+        raise interfaces.UnstorableObjectError(
+            'Cannot store %s.%s: %s' % (cls_name, name, reason),
+            obj, '%s.%s' % (cls_name, name))
+
+
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -198,6 +226,11 @@ class ObjectWriter:
         Raises ``UnstorableObjectError`` or ``CircularReferenceError``
         naming the class and the attribute path at fault.
         """
+        if _compiled is not None and not store_type and not (
+                self._serializers or SERIALIZERS):
+            doc = _compiled.get_document(self, obj)
+            if doc is not NOT_HANDLED:
+                return doc
         if isinstance(obj, broken.PersistentBroken):
             raise interfaces.UnstorableObjectError(
                 'Cannot store %r: a read-only placeholder for a stored object '
@@ -226,10 +259,7 @@ class ObjectWriter:
             if not (name in known and type(name) is str
                     or _is_known_safe_key(name)) \
                     or name in DOCUMENT_META_FIELDS:
-                raise interfaces.UnstorableObjectError(
-                    'Cannot store %s.%s: attribute names starting with '
-                    '"_py_" or "$", containing ".", or named "_id" are '
-                    'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
+                raise _attribute_name_error(obj, name)
             kind = type(value)
             if kind in NATIVE_TYPES or (
                     kind is int and INT64_MIN <= value <= INT64_MAX):
@@ -242,13 +272,8 @@ class ObjectWriter:
             except interfaces.CircularReferenceError as error:
                 error.path = '.'.join([cls_name, name] + (error.path or []))
                 raise
-        refused = None if _FIELD_NAMES.get(type(obj), _NO_NAMES).issuperset(
-            state) else _unreadable_name(state, obj)
-        if refused is not None:
-            name, reason = refused
-            raise interfaces.UnstorableObjectError(
-                'Cannot store %s.%s: %s' % (cls_name, name, reason),
-                obj, '%s.%s' % (cls_name, name))
+        if not _FIELD_NAMES.get(type(obj), _NO_NAMES).issuperset(state):
+            _check_writable_state(state, obj)
         return doc
 
     def _located(self, failure, cls_name, name):
@@ -895,6 +920,10 @@ class ObjectReader:
         Its fields are checked as the state of ``obj`` (or of any
         persistent object, for ``obj`` ``None``): see ``_check_names``.
         """
+        if _compiled is not None:
+            state = _compiled.get_state(self, doc, obj)
+            if state is not NOT_HANDLED:
+                return state
         if isinstance(obj, broken.PersistentBroken):
             # Kept as stored: nothing named in it is loaded.
             return {key: value for key, value in doc.items()
@@ -906,6 +935,10 @@ class ObjectReader:
 
     def _read_fields(self, stored, obj, skip=()):
         """Read the fields of the stored dict ``stored`` but ``skip``."""
+        if _compiled is not None:
+            state = _compiled.read_fields(self, stored, obj, skip)
+            if state is not NOT_HANDLED:
+                return state
         try:
             if not (self._serializers or SERIALIZERS):
                 read = self._read_value
@@ -952,6 +985,10 @@ class ObjectReader:
         """``get_object`` of a stored dict, array or reference, without
         custom serializers: the hot path of reading, with the common
         shapes (plain dicts and arrays) read here without further calls."""
+        if _compiled is not None:
+            value = _compiled.read_value(self, state, obj)
+            if value is not NOT_HANDLED:
+                return value
         try:
             kind = type(state)
             if kind is dict:

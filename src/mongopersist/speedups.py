@@ -1,0 +1,131 @@
+"""The compiled accelerator, or pure Python.
+
+``mongopersist._speedups`` is a C extension built by a source install
+where a C compiler is available.  It runs the hot paths of the library:
+the writer (``ObjectWriter.get_document``), the reader
+(``ObjectReader.get_state`` and the values it reads), and the data
+manager's per-object bookkeeping of loading (``load``,
+``_object_from_document``, ``setstate``), and the hash and equality of
+oids (``metadata.OID``).
+
+The Python code stays the reference: every compiled function mirrors a
+Python one, handles the common shapes itself and calls the Python code
+for everything else (custom serializers, unusual stored shapes, every
+error), so both implementations store, load and refuse the same
+documents with the same errors.  The compiled code is used only with the
+library's own classes (a subclass overriding one of the methods it
+mirrors gets the Python code).
+
+The compiled module is used when it imports, unless the environment
+variable ``MONGOPERSIST_PURE_PYTHON`` is set to anything but ``0`` (as
+``PURE_PYTHON`` does for ``persistent``): then everything runs in Python.
+``enabled()`` says which is running.
+"""
+import os
+
+#: What a compiled function returns, having changed nothing, when the
+#: Python code must do the work.
+NOT_HANDLED = type('NotHandled', (), {'__repr__': lambda self: 'NOT_HANDLED',
+                                      '__slots__': ()})()
+
+
+def pure_python_forced():
+    """Whether ``MONGOPERSIST_PURE_PYTHON`` asks for pure Python."""
+    return os.environ.get('MONGOPERSIST_PURE_PYTHON', '') not in ('', '0')
+
+
+def _import_compiled():
+    if pure_python_forced():
+        return None
+    try:
+        from mongopersist import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+#: The compiled module, or ``None`` (not built, or pure Python forced).
+compiled = _import_compiled()
+_active = False
+
+
+def enabled():
+    """Whether the compiled hot paths run (``activate`` bound them)."""
+    return _active
+
+
+def activate():
+    """Bind the compiled module to the library's objects and switch the
+    hot paths to it (once; called when ``mongopersist.datamanager`` is
+    imported).  Without it, nothing changes."""
+    global _active
+    if compiled is None or _active:
+        return _active
+    import bson.dbref
+    import bson.objectid
+    import bson.int64
+    import persistent
+
+    from mongopersist import (
+        batching, broken, cache, conflict, datamanager, interfaces, legacy,
+        limits, metadata, references, serialize, serializers, sharding,
+        typemap)
+
+    writer, reader = serialize.ObjectWriter, serialize.ObjectReader
+    names = {name: getattr(serialize, name) for name in (
+        'NATIVE_TYPES', '_safe_keys', '_is_known_safe_key',
+        'DOCUMENT_META_FIELDS', '_FIELD_NAMES', '_plain_classes',
+        '_SETSTATES', '_setstate_of', '_check_names', '_locate',
+        '_attribute_name_error', '_check_writable_state',
+        '_malformed_value', 'MALFORMED', '_NOT_PLAIN', 'PersistentDict',
+        'PersistentList', '_Unstorable')}
+    names.update(
+        LEGACY_DICT_DATA=legacy.DICT_DATA, LEGACY_CONSTANT=legacy.PY_CONSTANT,
+        WRITERS=serializers.WRITERS, write_date=serializers.write_date,
+        READERS=serializers.READERS, read_date=serializers.read_date,
+        STANDALONE_READERS=serializers.STANDALONE_READERS,
+        MAX_NESTING=limits.MAX_NESTING, NOT_HANDLED=NOT_HANDLED,
+        StoredDataError=interfaces.StoredDataError,
+        CircularReferenceError=interfaces.CircularReferenceError,
+        MongoPersistError=interfaces.MongoPersistError,
+        Persistent=persistent.Persistent,
+        PersistentBroken=broken.PersistentBroken,
+        persistent_getstate=vars(persistent.Persistent)['__getstate__'],
+        persistent_setstate=vars(persistent.Persistent)['__setstate__'],
+        CLASS_SETTINGS=metadata.CLASS_SETTINGS,
+        _shard_keys=metadata._shard_keys, metadata_dict=vars(metadata),
+        TypeRegistry=metadata.TypeRegistry, OID=metadata.OID,
+        DBRef=bson.dbref.DBRef, EMPTY_KWARGS=metadata._NO_EXTRA_FIELDS,
+        stored_serial=conflict.stored_serial, Int64=bson.int64.Int64,
+        _raise_located=datamanager._raise_located,
+        sharding_remember=sharding.remember,
+        get_dotted_name=metadata.get_dotted_name,
+        refuse_id=references.refuse_id, serialize_dict=vars(serialize),
+        # The methods each class's compiled mirror stands for: used only
+        # while an object's class has these very functions.
+        inlined_writer=(writer, (
+            'get_document', '_write', '_write_dict', '_write_list',
+            '_write_item', '_write_sub_object', '_write_plain',
+            '_add_state', '_enter')),
+        inlined_reader=(reader, (
+            'get_state', '_read_fields', '_read_value', '_read_typed_value',
+            'registry', 'set_ghost_state')),
+        inlined_jar=(datamanager.MongoDataManager, (
+            'load', 'dump', '_check_thread', '_use', '_use_document',
+            '_object_from_document', '_activate', 'setstate',
+            '_class_of_document', '_or_broken')),
+        inlined_cache=(cache.ObjectCache, (
+            'get', 'used', '__setitem__')),
+        inlined_validator=(cache.CacheValidator, ('use', 'use_document')),
+        inlined_batches=(batching.Batches, ('start', 'stop', 'found')),
+        ObjectId=bson.objectid.ObjectId,
+        inlined_objectid=(bson.objectid.ObjectId, ('__hash__', '__eq__')),
+        inlined_typemap=(typemap.CollectionTypeMap, (
+            'default_class', 'types_of', '_resolve')),
+    )
+    compiled.bind(names)
+    compiled.accelerate_oid()
+    serialize._compiled = compiled
+    datamanager._compiled = compiled
+    _active = True
+    return True
