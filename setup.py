@@ -1,7 +1,43 @@
 """Packaging for mongopersist."""
 import os
+import sys
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+
+class optional_build_ext(build_ext):
+    """Build the accelerator (``mongopersist._speedups``, C) where a C
+    compiler is available; where not, say so once and install the pure
+    Python code, which does the same (``mongopersist.speedups``)."""
+
+    warned = False
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as error:      # no compiler, no headers, ...
+            self._warn(error)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            self._warn(error)
+
+    def _warn(self, error):
+        if not optional_build_ext.warned:
+            optional_build_ext.warned = True
+            sys.stderr.write(
+                'WARNING: mongopersist\'s C accelerator was not built (%s); '
+                'mongopersist runs as pure Python, correct but slower.\n'
+                % (str(error).strip() or type(error).__name__))
+
+
+# The accelerator; optional (see optional_build_ext).
+SPEEDUPS = Extension('mongopersist._speedups',
+                     sources=['src/mongopersist/_speedups.c'],
+                     optional=True)
 
 
 def read(*parts):
@@ -54,6 +90,8 @@ setup(
     packages=find_packages('src'),
     include_package_data=True,
     zip_safe=False,
+    ext_modules=[SPEEDUPS],
+    cmdclass={'build_ext': optional_build_ext},
     install_requires=[
         'pymongo >= 4.0, < 5',
         'persistent >= 4.9',

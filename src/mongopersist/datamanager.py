@@ -37,11 +37,6 @@ from mongopersist.savepoint import Savepoint
 from mongopersist.typemap import CollectionTypeMap
 from mongopersist.undo import UndoLog
 
-# The compiled mirror of the per-object bookkeeping of loading (``load``,
-# ``_object_from_document``, ``setstate``): ``mongopersist.speedups``.
-_compiled = None
-_NOT_HANDLED = speedups.NOT_HANDLED
-
 
 def p64(number):
     """Return ``number`` as the 8-byte string persistent uses for serials."""
@@ -438,10 +433,6 @@ class MongoDataManager:
 
     def load(self, dbref):
         """Return the object stored under ``dbref``, usually as a ghost."""
-        if _compiled is not None:
-            obj = _compiled.load(self, dbref)
-            if obj is not _NOT_HANDLED:
-                return obj
         self._check_thread()
         cache = self._cache
         stored = dbref
@@ -515,10 +506,6 @@ class MongoDataManager:
         in this data manager is returned as it is), and a ghost is filled
         from ``doc`` without another read.
         """
-        if _compiled is not None:
-            obj = _compiled.object_from_document(self, db_name, coll_name, doc)
-            if obj is not _NOT_HANDLED:
-                return obj
         try:
             dbref = metadata.OID(coll_name, doc['_id'], db_name)
         except (KeyError, TypeError):
@@ -622,9 +609,6 @@ class MongoDataManager:
     # -- IPersistentDataManager ---------------------------------------------
     def setstate(self, obj):
         """Load the state of the ghost ``obj`` from its document."""
-        if _compiled is not None and _compiled.setstate(
-                self, obj) is not _NOT_HANDLED:
-            return
         ref = obj._p_oid
         doc = self._prefetched.pop(ref, None)
         if doc is None or ref not in self._validator.fresh:

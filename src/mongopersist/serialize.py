@@ -29,11 +29,6 @@ from bson.objectid import ObjectId
 from mongopersist import (
     broken, factories, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
-from mongopersist.speedups import NOT_HANDLED
-
-# The compiled mirror of the hot paths below (``mongopersist.speedups``),
-# once activated; ``None``: pure Python.
-_compiled = None
 
 # Process-wide user serializers, consulted before the built-in ones.
 SERIALIZERS = []
@@ -226,11 +221,6 @@ class ObjectWriter:
         Raises ``UnstorableObjectError`` or ``CircularReferenceError``
         naming the class and the attribute path at fault.
         """
-        if _compiled is not None and not store_type and not (
-                self._serializers or SERIALIZERS):
-            doc = _compiled.get_document(self, obj)
-            if doc is not NOT_HANDLED:
-                return doc
         if isinstance(obj, broken.PersistentBroken):
             raise interfaces.UnstorableObjectError(
                 'Cannot store %r: a read-only placeholder for a stored object '
@@ -920,10 +910,6 @@ class ObjectReader:
         Its fields are checked as the state of ``obj`` (or of any
         persistent object, for ``obj`` ``None``): see ``_check_names``.
         """
-        if _compiled is not None:
-            state = _compiled.get_state(self, doc, obj)
-            if state is not NOT_HANDLED:
-                return state
         if isinstance(obj, broken.PersistentBroken):
             # Kept as stored: nothing named in it is loaded.
             return {key: value for key, value in doc.items()
@@ -935,10 +921,6 @@ class ObjectReader:
 
     def _read_fields(self, stored, obj, skip=()):
         """Read the fields of the stored dict ``stored`` but ``skip``."""
-        if _compiled is not None:
-            state = _compiled.read_fields(self, stored, obj, skip)
-            if state is not NOT_HANDLED:
-                return state
         try:
             if not (self._serializers or SERIALIZERS):
                 read = self._read_value
@@ -985,10 +967,6 @@ class ObjectReader:
         """``get_object`` of a stored dict, array or reference, without
         custom serializers: the hot path of reading, with the common
         shapes (plain dicts and arrays) read here without further calls."""
-        if _compiled is not None:
-            value = _compiled.read_value(self, state, obj)
-            if value is not NOT_HANDLED:
-                return value
         try:
             kind = type(state)
             if kind is dict:

@@ -1,20 +1,22 @@
 """The compiled accelerator, or pure Python.
 
-``mongopersist._speedups`` is a C extension built by a source install
+``mongopersist._speedups`` is a C extension that a source install builds
 where a C compiler is available.  It runs the hot paths of the library:
 the writer (``ObjectWriter.get_document``), the reader
-(``ObjectReader.get_state`` and the values it reads), and the data
-manager's per-object bookkeeping of loading (``load``,
-``_object_from_document``, ``setstate``), and the hash and equality of
-oids (``metadata.OID``).
+(``ObjectReader.get_state`` and the values it reads), the data manager's
+per-object bookkeeping of loading (``load``, ``_object_from_document``,
+``setstate``), and the hash and equality of oids (``metadata.OID``).
 
-The Python code stays the reference: every compiled function mirrors a
-Python one, handles the common shapes itself and calls the Python code
-for everything else (custom serializers, unusual stored shapes, every
-error), so both implementations store, load and refuse the same
-documents with the same errors.  The compiled code is used only with the
-library's own classes (a subclass overriding one of the methods it
-mirrors gets the Python code).
+The Python code stays the reference.  Each compiled method mirrors the
+Python one and replaces it on its class (``COMPILED`` lists them); the
+Python method stays on the class as ``_python_<name>``, and the compiled
+one hands it every call it does not handle.  It handles the common shapes
+itself and calls the Python code for everything else (custom
+serializers, unusual stored shapes, every error), so both implementations
+store, load and refuse the same documents with the same errors.  Methods
+of the library's objects that the compiled code inlines are inlined only
+while the object's class has the library's own: a subclass overriding one
+gets it called.
 
 The compiled module is used when it imports, unless the environment
 variable ``MONGOPERSIST_PURE_PYTHON`` is set to anything but ``0`` (as
@@ -92,6 +94,9 @@ def activate():
         PersistentBroken=broken.PersistentBroken,
         persistent_getstate=vars(persistent.Persistent)['__getstate__'],
         persistent_setstate=vars(persistent.Persistent)['__setstate__'],
+        object_new=vars(object)['__new__'],
+        persistent_new=vars(persistent.Persistent).get(
+            '__new__', vars(object)['__new__']),
         CLASS_SETTINGS=metadata.CLASS_SETTINGS,
         _shard_keys=metadata._shard_keys, metadata_dict=vars(metadata),
         TypeRegistry=metadata.TypeRegistry, OID=metadata.OID,
@@ -123,9 +128,26 @@ def activate():
         inlined_typemap=(typemap.CollectionTypeMap, (
             'default_class', 'types_of', '_resolve')),
     )
+    classes = {'ObjectWriter': writer, 'ObjectReader': reader,
+               'MongoDataManager': datamanager.MongoDataManager}
+    for qualified, method in compiled.methods().items():
+        cls_name, name = qualified.split('.')
+        cls = classes[cls_name]
+        setattr(cls, '_python_' + name, vars(cls)[name])
+        setattr(cls, name, method)
+    # Bound after the methods are installed: the compiled code inlines
+    # a class's methods while they are these.
     compiled.bind(names)
     compiled.accelerate_oid()
-    serialize._compiled = compiled
-    datamanager._compiled = compiled
     _active = True
     return True
+
+
+#: The methods the compiled module replaces, by class.
+COMPILED = {
+    'mongopersist.serialize.ObjectWriter': ('get_document',),
+    'mongopersist.serialize.ObjectReader': (
+        'get_state', '_read_fields', '_read_value'),
+    'mongopersist.datamanager.MongoDataManager': (
+        'load', '_object_from_document', 'setstate'),
+}
