@@ -1378,7 +1378,7 @@ w_field_error(Writer *w, PyObject *obj, PyObject *name)
     if (is_unstorable) {
         PyObject *args[4] = {w->writer, c.value, cls_name, name};
         PyObject *error = PyObject_VectorcallMethod(
-            s_located, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            s_located, args, 4, NULL);
         if (error == NULL)
             goto failed;
         raise_in_handler(error, c.value, 0);
@@ -3154,6 +3154,584 @@ done:
 }
 
 /* ------------------------------------------------------------------ */
+/* The commit's comparison of documents: mirrors commit.same_value and  */
+/* commit.changed_fields.                                               */
+
+static PyObject *STAMPS;              /* commit._STAMPS */
+static PyObject *PY_RESTORED;         /* serialize.PY_RESTORED */
+static PyObject *CHANGED_FIELDS_PY;   /* commit.changed_fields (Python) */
+
+static PyObject *same_value_impl(PyObject *a, PyObject *b);
+
+/* ``all(k in b and same_value(v, b[k]) for k, v in a.items())`` */
+static int
+same_items(PyObject *a, PyObject *b)
+{
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(a);
+    PyObject *key, *value;
+    while (PyDict_Next(a, &pos, &key, &value)) {
+        PyObject *other, *same;
+        int truth;
+        Py_INCREF(key);
+        Py_INCREF(value);
+        other = PyDict_GetItemWithError(b, key);
+        if (other == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_INCREF(other);
+        same = same_value_impl(value, other);
+        Py_DECREF(other);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (same == NULL)
+            return -1;
+        truth = PyObject_IsTrue(same);
+        Py_DECREF(same);
+        if (truth <= 0)
+            return truth;
+        if (PyDict_GET_SIZE(a) != size) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "dictionary changed size during iteration");
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+same_value_impl(PyObject *a, PyObject *b)
+{
+    PyTypeObject *kind_a = Py_TYPE(a), *kind_b = Py_TYPE(b);
+    int check;
+    if (kind_a == &PyDict_Type || kind_b == &PyDict_Type) {
+        if (kind_a != kind_b || PyDict_GET_SIZE(a) != PyDict_GET_SIZE(b))
+            Py_RETURN_FALSE;
+        check = same_items(a, b);
+        return check < 0 ? NULL : PyBool_FromLong(check);
+    }
+    if (kind_a == &PyList_Type || kind_b == &PyList_Type) {
+        Py_ssize_t i;
+        if (kind_a != kind_b || PyList_GET_SIZE(a) != PyList_GET_SIZE(b))
+            Py_RETURN_FALSE;
+        for (i = 0; i < PyList_GET_SIZE(a) && i < PyList_GET_SIZE(b); i++) {
+            PyObject *x = Py_NewRef(PyList_GET_ITEM(a, i)),
+                *y = Py_NewRef(PyList_GET_ITEM(b, i)), *same;
+            same = same_value_impl(x, y);
+            Py_DECREF(x);
+            Py_DECREF(y);
+            if (same == NULL)
+                return NULL;
+            check = PyObject_IsTrue(same);
+            Py_DECREF(same);
+            if (check < 0)
+                return NULL;
+            if (!check)
+                Py_RETURN_FALSE;
+        }
+        Py_RETURN_TRUE;
+    }
+    if (kind_a == &PyFloat_Type && kind_b == &PyFloat_Type) {
+        double x = PyFloat_AS_DOUBLE(a), y = PyFloat_AS_DOUBLE(b);
+        if (x != x)
+            return PyBool_FromLong(y != y);
+        return PyBool_FromLong(x == y && copysign(1.0, x) == copysign(1.0, y));
+    }
+    if (kind_a != kind_b) {
+        int ref_a = PyObject_IsInstance(a, DBREF_TYPE), ref_b;
+        if (ref_a < 0)
+            return NULL;
+        if (ref_a) {
+            ref_b = PyObject_IsInstance(b, DBREF_TYPE);
+            if (ref_b < 0)
+                return NULL;
+            if (ref_b)
+                return PyObject_RichCompare(a, b, Py_EQ);
+        }
+        check = PyObject_IsInstance(a, (PyObject *)&PyBool_Type);
+        if (check == 0)
+            check = PyObject_IsInstance(b, (PyObject *)&PyBool_Type);
+        if (check != 0)
+            return check < 0 ? NULL : Py_NewRef(Py_False);
+        check = PyObject_IsInstance(a, (PyObject *)&PyLong_Type);
+        if (check > 0)
+            check = PyObject_IsInstance(b, (PyObject *)&PyLong_Type);
+        if (check <= 0)
+            return check < 0 ? NULL : Py_NewRef(Py_False);
+    }
+    return PyObject_RichCompare(a, b, Py_EQ);
+}
+
+/* commit.same_value(a, b) */
+static PyObject *
+same_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "same_value(a, b)");
+        return NULL;
+    }
+    return same_value_impl(args[0], args[1]);
+}
+
+/* commit.changed_fields(doc, loaded): (to_set, to_unset) */
+static PyObject *
+changed_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *doc, *loaded, *to_set = NULL, *to_unset = NULL, *key, *value,
+        *empty = NULL, *result;
+    Py_ssize_t pos = 0, size;
+    if (nargs != 2 || !bound || !PyDict_CheckExact(args[0])
+            || !PyDict_CheckExact(args[1]))
+        return PyObject_Vectorcall(CHANGED_FIELDS_PY, args, nargs, NULL);
+    doc = args[0];
+    loaded = args[1];
+    to_set = PyDict_New();
+    if (to_set == NULL)
+        return NULL;
+    size = PyDict_GET_SIZE(doc);
+    while (PyDict_Next(doc, &pos, &key, &value)) {
+        int changed;
+        Py_INCREF(key);
+        Py_INCREF(value);
+        changed = PyObject_RichCompareBool(key, s_id, Py_NE);
+        if (changed > 0) {
+            int in = PySet_Contains(STAMPS, key);
+            changed = in < 0 ? -1 : !in;
+        }
+        if (changed > 0) {
+            PyObject *old = PyDict_GetItemWithError(loaded, key);
+            if (old != NULL) {
+                PyObject *same;
+                Py_INCREF(old);
+                same = same_value_impl(value, old);
+                Py_DECREF(old);
+                changed = same == NULL ? -1 : !PyObject_IsTrue(same);
+                Py_XDECREF(same);
+            }
+            else if (PyErr_Occurred())
+                changed = -1;
+        }
+        if (changed > 0 && PyDict_SetItem(to_set, key, value) < 0)
+            changed = -1;
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (changed < 0)
+            goto failed;
+        if (PyDict_GET_SIZE(doc) != size) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "dictionary changed size during iteration");
+            goto failed;
+        }
+    }
+    to_unset = PyDict_New();
+    empty = PyUnicode_New(0, 0);
+    if (to_unset == NULL || empty == NULL)
+        goto failed;
+    pos = 0;
+    size = PyDict_GET_SIZE(loaded);
+    while (PyDict_Next(loaded, &pos, &key, &value)) {
+        int gone;
+        Py_INCREF(key);
+        gone = PyDict_Contains(doc, key);
+        gone = gone < 0 ? -1 : !gone;
+        if (gone > 0)
+            gone = PyObject_RichCompareBool(key, s_id, Py_NE);
+        if (gone > 0) {
+            int in = PySet_Contains(STAMPS, key);
+            gone = in < 0 ? -1 : !in;
+        }
+        if (gone > 0)
+            gone = PyObject_RichCompareBool(key, PY_RESTORED, Py_NE);
+        if (gone > 0 && PyDict_SetItem(to_unset, key, empty) < 0)
+            gone = -1;
+        Py_DECREF(key);
+        if (gone < 0)
+            goto failed;
+        if (PyDict_GET_SIZE(loaded) != size) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "dictionary changed size during iteration");
+            goto failed;
+        }
+    }
+    Py_DECREF(empty);
+    result = PyTuple_Pack(2, to_set, to_unset);
+    Py_DECREF(to_set);
+    Py_DECREF(to_unset);
+    return result;
+failed:
+    Py_XDECREF(to_set);
+    Py_XDECREF(to_unset);
+    Py_XDECREF(empty);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* limits.bson_size(doc): ``len(bson.encode(doc))`` without encoding,   */
+/* for documents of the common BSON types (dicts with str keys, lists,  */
+/* str, int, bool, float, None, bytes, ObjectId, datetime, oids and     */
+/* DBRefs without extra fields, Int64); anything else, and anything    */
+/* bson would refuse, is measured by encoding it (which raises).         */
+
+static PyObject *BSON_SIZE_PY;        /* limits.bson_size (Python) */
+
+#define NOT_MEASURED (-2)
+
+/* The UTF-8 length of a str (NOT_MEASURED: a surrogate, or a NUL where
+ * ``key``: bson would refuse it). */
+static Py_ssize_t
+utf8_size(PyObject *text, int key)
+{
+    Py_ssize_t i, n = PyUnicode_GET_LENGTH(text), size = 0;
+    int kind;
+    const void *data;
+    if (PyUnicode_IS_ASCII(text)) {
+        if (key && memchr(PyUnicode_DATA(text), 0, n) != NULL)
+            return NOT_MEASURED;
+        return n;
+    }
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    for (i = 0; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch == 0 && key)
+            return NOT_MEASURED;
+        if (ch < 0x80)
+            size += 1;
+        else if (ch < 0x800)
+            size += 2;
+        else if (ch >= 0xD800 && ch <= 0xDFFF)
+            return NOT_MEASURED;
+        else if (ch < 0x10000)
+            size += 3;
+        else
+            size += 4;
+    }
+    return size;
+}
+
+static Py_ssize_t value_size(PyObject *value, int depth);
+
+/* An element of a document: type byte, key (C string), value. */
+static Py_ssize_t
+element_size(PyObject *key, PyObject *value, int depth)
+{
+    Py_ssize_t key_size, size;
+    if (!PyUnicode_CheckExact(key))
+        return NOT_MEASURED;
+    key_size = utf8_size(key, 1);
+    if (key_size < 0)
+        return key_size;
+    size = value_size(value, depth);
+    if (size < 0)
+        return size;
+    return 1 + key_size + 1 + size;
+}
+
+static Py_ssize_t
+document_size(PyObject *doc, int depth)
+{
+    Py_ssize_t pos = 0, size = 5;
+    PyObject *key, *value;
+    if (depth > 120)
+        return NOT_MEASURED;
+    while (PyDict_Next(doc, &pos, &key, &value)) {
+        Py_ssize_t element = element_size(key, value, depth + 1);
+        if (element < 0)
+            return element;
+        size += element;
+    }
+    return size;
+}
+
+/* The length of the decimal text of ``index`` (an array's keys). */
+static Py_ssize_t
+index_size(Py_ssize_t index)
+{
+    Py_ssize_t digits = 1;
+    while (index >= 10) {
+        index /= 10;
+        digits++;
+    }
+    return digits;
+}
+
+static Py_ssize_t
+value_size(PyObject *value, int depth)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyUnicode_Type) {
+        Py_ssize_t size = utf8_size(value, 0);
+        return size < 0 ? size : 4 + size + 1;
+    }
+    if (kind == &PyBool_Type)
+        return 1;
+    if (kind == &PyLong_Type) {
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow != 0)
+            return NOT_MEASURED;
+        if (number == -1 && PyErr_Occurred())
+            return -1;
+        return (number >= -2147483648LL && number <= 2147483647LL) ? 4 : 8;
+    }
+    if (kind == &PyFloat_Type)
+        return 8;
+    if (value == Py_None)
+        return 0;
+    if (kind == &PyDict_Type)
+        return document_size(value, depth);
+    if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        Py_ssize_t i, size = 5;
+        if (depth > 120)
+            return NOT_MEASURED;
+        for (i = 0; i < PySequence_Fast_GET_SIZE(value); i++) {
+            Py_ssize_t item = value_size(PySequence_Fast_GET_ITEM(value, i),
+                                         depth + 1);
+            if (item < 0)
+                return item;
+            size += 1 + index_size(i) + 1 + item;
+        }
+        return size;
+    }
+    if (kind == &PyBytes_Type)
+        return 4 + 1 + PyBytes_GET_SIZE(value);
+    if ((PyObject *)kind == OBJECTID_TYPE)
+        return 12;
+    if (kind == DATETIME_TYPE)
+        return 8;
+    if ((PyObject *)kind == INT64_TYPE)
+        return 8;
+    if (oid_slots && ((PyObject *)kind == OID_TYPE
+                      || (PyObject *)kind == DBREF_TYPE)) {
+        /* as_doc(): {'$ref': collection, '$id': id[, '$db': database]} */
+        PyObject *collection = slot_get(value, off_collection),
+            *id = slot_get(value, off_id), *database = slot_get(value,
+                                                                off_database),
+            *kwargs = slot_get(value, off_kwargs);
+        Py_ssize_t size = 5, part;
+        if (collection == NULL || id == NULL || database == NULL
+                || kwargs == NULL || !PyDict_CheckExact(kwargs)
+                || PyDict_GET_SIZE(kwargs) != 0
+                || !PyUnicode_CheckExact(collection))
+            return NOT_MEASURED;
+        part = value_size(collection, depth + 1);
+        if (part < 0)
+            return part;
+        size += 1 + 5 + part;                       /* "$ref" */
+        part = value_size(id, depth + 1);
+        if (part < 0)
+            return part;
+        size += 1 + 4 + part;                       /* "$id" */
+        if (database != Py_None) {
+            if (!PyUnicode_CheckExact(database))
+                return NOT_MEASURED;
+            part = value_size(database, depth + 1);
+            if (part < 0)
+                return part;
+            size += 1 + 4 + part;                   /* "$db" */
+        }
+        return size;
+    }
+    return NOT_MEASURED;
+}
+
+/* limits.bson_size(doc) */
+static PyObject *
+bson_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t size;
+    if (nargs != 1 || !bound || !PyDict_CheckExact(args[0]))
+        return PyObject_Vectorcall(BSON_SIZE_PY, args, nargs, NULL);
+    size = document_size(args[0], 0);
+    if (size == -1)
+        return NULL;
+    if (size == NOT_MEASURED)
+        return PyObject_Vectorcall(BSON_SIZE_PY, args, nargs, NULL);
+    return PyLong_FromSsize_t(size);
+}
+
+/* ------------------------------------------------------------------ */
+/* The cache at a transaction's end: mirrors cache._note_used and       */
+/* cache._ghost_loaded, loops over every object used or loaded.         */
+
+static PyObject *s_move_to_end, *s_p_invalidate;
+
+/* cache._note_used(used, recent, loaded, size).  Where at least
+ * ``size`` of the objects used are loaded, what ``recent`` keeps is the
+ * last ``size`` of them, whatever it held: they are put in as such. */
+static PyObject *s_clear, *s_popitem;
+
+static PyObject *
+note_used(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *used, *recent, *loaded, *ref, *obj, *live_refs = NULL,
+        *live_objs = NULL, *last_false = NULL;
+    Py_ssize_t pos = 0, size, keep, i, count;
+    if (nargs != 4 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "note_used(used, recent, loaded, size)");
+        return NULL;
+    }
+    used = args[0];
+    recent = args[1];
+    loaded = args[2];
+    keep = PyLong_AsSsize_t(args[3]);
+    if (keep == -1 && PyErr_Occurred())
+        return NULL;
+    live_refs = PyList_New(0);
+    live_objs = PyList_New(0);
+    if (live_refs == NULL || live_objs == NULL)
+        goto failed;
+    size = PyDict_GET_SIZE(used);
+    while (PyDict_Next(used, &pos, &ref, &obj)) {
+        int live;
+        Py_INCREF(ref);
+        Py_INCREF(obj);
+        live = is_loaded(obj);
+        if (live > 0 && (PyList_Append(live_refs, ref) < 0
+                         || PyList_Append(live_objs, obj) < 0
+                         || PyObject_SetItem(loaded, ref, Py_None) < 0))
+            live = -1;
+        Py_DECREF(ref);
+        Py_DECREF(obj);
+        if (live < 0)
+            goto failed;
+        if (PyDict_GET_SIZE(used) != size) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "dictionary changed size during iteration");
+            goto failed;
+        }
+    }
+    count = PyList_GET_SIZE(live_refs);
+    i = 0;
+    if (count >= keep) {
+        /* Every entry held before goes, and the first of these. */
+        if (call_ignoring_result(PyObject_CallMethodNoArgs(recent,
+                                                           s_clear)) < 0)
+            goto failed;
+        i = count - keep;
+    }
+    for (; i < count; i++) {
+        ref = PyList_GET_ITEM(live_refs, i);
+        if (PyObject_SetItem(recent, ref, PyList_GET_ITEM(live_objs, i)) < 0
+                || call_ignoring_result(PyObject_CallMethodOneArg(
+                    recent, s_move_to_end, ref)) < 0)
+            goto failed;
+    }
+    Py_CLEAR(live_refs);
+    Py_CLEAR(live_objs);
+    /* while len(recent) > size: recent.popitem(last=False) */
+    for (;;) {
+        Py_ssize_t length = PyObject_Length(recent);
+        PyObject *kwnames, *argv[2];
+        if (length < 0)
+            goto failed;
+        if (length <= keep)
+            break;
+        kwnames = Py_BuildValue("(s)", "last");
+        if (kwnames == NULL)
+            goto failed;
+        argv[0] = recent;
+        argv[1] = Py_False;
+        last_false = PyObject_VectorcallMethod(s_popitem, argv,
+                                               1,
+                                               kwnames);
+        Py_DECREF(kwnames);
+        if (last_false == NULL)
+            goto failed;
+        Py_CLEAR(last_false);
+    }
+    Py_RETURN_NONE;
+failed:
+    Py_XDECREF(live_refs);
+    Py_XDECREF(live_objs);
+    return NULL;
+}
+
+/* cache._ghost_loaded(cache, refs, keep): turn the objects of ``refs``
+ * that are loaded into ghosts, but those stored in the collections of
+ * ``keep``; return those kept ({ref: None}). */
+static PyObject *
+ghost_loaded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *cache, *refs, *keep, *kept, *objects = NULL;
+    Py_ssize_t i;
+    int any_kept;
+    if (nargs != 3 || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "ghost_loaded(cache, refs, keep)");
+        return NULL;
+    }
+    cache = args[0];
+    refs = args[1];
+    keep = args[2];
+    any_kept = PyObject_IsTrue(keep);
+    if (any_kept < 0)
+        return NULL;
+    kept = PyDict_New();
+    if (kept == NULL)
+        return NULL;
+    if (bound && inlined_ok(cache, &INLINED_CACHE)) {
+        objects = PyObject_GetAttr(cache, s_objects);
+        if (objects == NULL)
+            goto failed;
+        if (!PyDict_CheckExact(objects))
+            Py_CLEAR(objects);
+    }
+    for (i = 0; i < PyList_GET_SIZE(refs); i++) {
+        PyObject *ref = Py_NewRef(PyList_GET_ITEM(refs, i)), *obj;
+        int live, keeping = 0;
+        /* obj = self.get(ref) */
+        if (objects != NULL) {
+            PyObject *alive = PyDict_GetItemWithError(objects, ref);
+            if (alive == NULL)
+                obj = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+            else if (alive == Py_None)
+                obj = Py_NewRef(Py_None);
+            else if (PyWeakref_CheckRefExact(alive))
+                obj = Py_NewRef(PyWeakref_GetObject(alive));
+            else {
+                Py_INCREF(alive);
+                obj = PyObject_CallNoArgs(alive);
+                Py_DECREF(alive);
+            }
+        }
+        else
+            obj = PyObject_CallMethodOneArg(cache, s_get, ref);
+        if (obj == NULL) {
+            Py_DECREF(ref);
+            goto failed;
+        }
+        live = obj == Py_None ? 0 : is_loaded(obj);
+        if (live > 0 && any_kept) {
+            PyObject *key = oid_key(ref);
+            keeping = key == NULL ? -1 : PySequence_Contains(keep, key);
+            Py_XDECREF(key);
+            if (keeping > 0 && PyDict_SetItem(kept, ref, Py_None) < 0)
+                keeping = -1;
+            if (keeping < 0)
+                live = -1;
+        }
+        if (live > 0 && !keeping) {
+            PyObject *method = p_get(obj, s_p_invalidate);
+            live = method == NULL ? -1
+                : call_ignoring_result(PyObject_CallNoArgs(method));
+            Py_XDECREF(method);
+        }
+        Py_DECREF(obj);
+        Py_DECREF(ref);
+        if (live < 0)
+            goto failed;
+    }
+    Py_XDECREF(objects);
+    return kept;
+failed:
+    Py_XDECREF(objects);
+    Py_DECREF(kept);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* The compiled methods.  Each takes the object as its first argument   */
 /* and hands any call it does not handle (other arguments, another      */
 /* class, NOT_HANDLED) to the Python method ``_python_<name>``.         */
@@ -3373,14 +3951,47 @@ methods(PyObject *module, PyObject *unused)
     return result;
 }
 
-/* ``accelerate_oid()``: give metadata.OID the compiled hash and equality
- * (its Python methods stay, and compute the same). */
+/* An oid's ``id``, ``collection`` and ``database``: DBRef's properties
+ * return its slots (``self.__id``, ...), as these do. */
+static PyObject *
+oid_get_slot(PyObject *self, void *closure)
+{
+    Py_ssize_t offset = *(Py_ssize_t *)closure;
+    PyObject *value = slot_get(self, offset);
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "an oid without its fields");
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+static PyGetSetDef oid_fields[] = {
+    {"id", oid_get_slot, NULL, "The _id the oid refers to (DBRef.id).",
+     &off_id},
+    {"collection", oid_get_slot, NULL,
+     "The collection (DBRef.collection).", &off_collection},
+    {"database", oid_get_slot, NULL, "The database (DBRef.database).",
+     &off_database},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+/* ``accelerate_oid()``: give metadata.OID the compiled hash, equality
+ * and fields (its Python methods stay, and compute the same). */
 static PyObject *
 accelerate_oid(PyObject *module, PyObject *unused)
 {
     PyTypeObject *type = (PyTypeObject *)OID_TYPE;
+    PyGetSetDef *field;
     if (!bound || !oid_slots)
         Py_RETURN_FALSE;
+    for (field = oid_fields; field->name != NULL; field++) {
+        PyObject *descr = PyDescr_NewGetSet(type, field);
+        int result = descr == NULL ? -1
+            : PyObject_SetAttrString(OID_TYPE, field->name, descr);
+        Py_XDECREF(descr);
+        if (result < 0)
+            return NULL;
+    }
     if (type->tp_hash != oid_hash) {
         if (type->tp_hash == NULL || type->tp_richcompare == NULL)
             Py_RETURN_FALSE;
@@ -3509,6 +4120,21 @@ bind(PyObject *module, PyObject *names)
                         PyDict_GetItemString(names, spec->name)) < 0)
             return NULL;
     }
+    {
+        struct { const char *name; PyObject **slot; } more[] = {
+            {"_STAMPS", &STAMPS}, {"PY_RESTORED", &PY_RESTORED},
+            {"changed_fields", &CHANGED_FIELDS_PY},
+            {"bson_size", &BSON_SIZE_PY}, {NULL, NULL}};
+        int i;
+        for (i = 0; more[i].name != NULL; i++) {
+            PyObject *value = PyDict_GetItemString(names, more[i].name);
+            if (value == NULL) {
+                PyErr_Format(PyExc_KeyError, "bind() needs %s", more[i].name);
+                return NULL;
+            }
+            Py_XSETREF(*more[i].slot, Py_NewRef(value));
+        }
+    }
     MAX_NESTING = PyLong_AsLong(MAX_NESTING_OBJ);
     if (MAX_NESTING == -1 && PyErr_Occurred())
         return NULL;
@@ -3560,6 +4186,16 @@ static PyMethodDef module_methods[] = {
      "The compiled methods, by 'Class.name'."},
     {"accelerate_oid", (PyCFunction)accelerate_oid, METH_NOARGS,
      "Give metadata.OID the compiled hash and equality."},
+    {"same_value", (PyCFunction)(void (*)(void))same_value, METH_FASTCALL,
+     "commit.same_value, compiled."},
+    {"changed_fields", (PyCFunction)(void (*)(void))changed_fields,
+     METH_FASTCALL, "commit.changed_fields, compiled."},
+    {"bson_size", (PyCFunction)(void (*)(void))bson_size, METH_FASTCALL,
+     "limits.bson_size, compiled."},
+    {"_note_used", (PyCFunction)(void (*)(void))note_used, METH_FASTCALL,
+     "cache._note_used, compiled."},
+    {"_ghost_loaded", (PyCFunction)(void (*)(void))ghost_loaded,
+     METH_FASTCALL, "cache._ghost_loaded, compiled."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -3586,5 +4222,9 @@ PyInit__speedups(void)
     if ((var = PyUnicode_InternFromString(text)) == NULL) \
         return NULL;
     STRINGS(INTERN_STRING)
+    INTERN_STRING(s_move_to_end, "move_to_end")
+    INTERN_STRING(s_p_invalidate, "_p_invalidate")
+    INTERN_STRING(s_clear, "clear")
+    INTERN_STRING(s_popitem, "popitem")
     return PyModule_Create(&module_def);
 }

@@ -232,7 +232,8 @@ class Flush:
                 handler.stamp(write.doc, None)
                 write.doc[PY_WRITE] = self.write_id
             sharding.target(self.jar, write)
-            write.request = pymongo.InsertOne(write.doc)
+            # Its request is made if it is sent in a bulk write (``_send``):
+            # inserts alone go as ``insert_many`` of the documents.
             return True
         write.filter = handler.write_filter(write.oid, write.loaded)
         # ``_id`` and the shard key as loaded: mongos targets one shard.
@@ -541,7 +542,9 @@ class Flush:
             coll.insert_many([write.doc for write in writes], ordered=True,
                              session=session)
             return None
-        return coll.bulk_write([write.request for write in writes],
+        return coll.bulk_write([pymongo.InsertOne(write.doc)
+                                if write.kind == INSERT else write.request
+                                for write in writes],
                                ordered=True, session=session)
 
     def _record(self, writes, upserted, pending):

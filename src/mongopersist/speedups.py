@@ -69,9 +69,9 @@ def activate():
     import persistent
 
     from mongopersist import (
-        batching, broken, cache, conflict, datamanager, interfaces, legacy,
-        limits, metadata, references, serialize, serializers, sharding,
-        typemap)
+        batching, broken, cache, commit, conflict, datamanager, interfaces,
+        legacy, limits, metadata, references, serialize, serializers,
+        sharding, typemap)
 
     writer, reader = serialize.ObjectWriter, serialize.ObjectReader
     names = {name: getattr(serialize, name) for name in (
@@ -106,6 +106,8 @@ def activate():
         sharding_remember=sharding.remember,
         get_dotted_name=metadata.get_dotted_name,
         refuse_id=references.refuse_id, serialize_dict=vars(serialize),
+        _STAMPS=commit._STAMPS, PY_RESTORED=serialize.PY_RESTORED,
+        changed_fields=commit.changed_fields, bson_size=limits.bson_size,
         # The methods each class's compiled mirror stands for: used only
         # while an object's class has these very functions.
         inlined_writer=(writer, (
@@ -135,6 +137,12 @@ def activate():
         cls = classes[cls_name]
         setattr(cls, '_python_' + name, vars(cls)[name])
         setattr(cls, name, method)
+    modules = {'commit': commit, 'limits': limits, 'cache': cache}
+    for qualified, names_of in FUNCTIONS.items():
+        module = modules[qualified.rsplit('.', 1)[1]]
+        for name in names_of:
+            setattr(module, '_python_' + name, getattr(module, name))
+            setattr(module, name, getattr(compiled, name))
     # Bound after the methods are installed: the compiled code inlines
     # a class's methods while they are these.
     compiled.bind(names)
@@ -142,6 +150,13 @@ def activate():
     _active = True
     return True
 
+
+#: The functions the compiled module replaces, by module.
+FUNCTIONS = {
+    'mongopersist.commit': ('same_value', 'changed_fields'),
+    'mongopersist.limits': ('bson_size',),
+    'mongopersist.cache': ('_note_used', '_ghost_loaded'),
+}
 
 #: The methods the compiled module replaces, by class.
 COMPILED = {
