@@ -4,25 +4,30 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve serve-traversal test explore test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test test-server test-browser explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,embedded,cli,pyramid,bench,docs,zope]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs,zope]'
 	touch $(STAMP)
 
-## demo: install and run the example application (embedded MongoDB
-## stand-in unless MONGODB_URI is set)
+## demo: install and run the example application, storing its blog in
+## the directory var/data (a file:// store, kept across runs) or on the
+## MongoDB of MONGODB_URI when it is set.  Elsewhere: make demo STORE=URI
+STORE ?= $(if $(MONGODB_URI),$(MONGODB_URI),file://var/data)
 demo: $(STAMP)
-	$(BIN)/python examples/blog.py
+	$(BIN)/python examples/blog.py --uri '$(STORE)'
 
 ## serve: install and serve the example web application (examples/blogapp.py
 ## with the settings of examples/blogapp.ini: Pyramid on waitress) on
-## http://127.0.0.1:6543/ (embedded stand-in unless MONGODB_URI is set).
-## Another port: make serve PORT=8080
+## http://127.0.0.1:6543/, its posts kept in the directory var/data (see
+## them with: .venv/bin/mongopersist --uri file://var/data
+## -d mongopersist_blog_app inspect).  It prints the address it serves and
+## a line per request; mongopersist's conflicts and retries are logged too
+## (the logging of blogapp.ini).  Another port: make serve PORT=8080
 PORT ?= 6543
 serve: $(STAMP)
 	PYTHONPATH=examples $(BIN)/pserve examples/blogapp.ini http_port=$(PORT)
@@ -36,6 +41,30 @@ serve-traversal: $(STAMP)
 ## test: install and run the whole suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## test-server: run the whole suite against SecantusDB (a MongoDB
+## wire-protocol server over WiredTiger, from the server extra) started on
+## a free loopback port with a fresh directory, removed afterwards; the
+## property tests run a quarter of their examples (tests/conftest.py).
+## Extra pytest arguments: make test-server ARGS='-x tests/test_store.py'
+test-server: $(STAMP)
+	$(BIN)/python tests/run_server.py $(ARGS)
+
+## test-browser: the example web application in a real browser
+## (browser/test_blog_in_browser.py): headless Chromium (Debian's chromium
+## package, installed with apt-get when missing and run as root) driven by
+## Playwright (browser/requirements.txt, installed into .venv; it downloads
+## no browser); the blog served by pserve on a free port, its posts in a
+## file:// store in a temporary directory.  Not part of make test.
+## Screenshots of the pages: make test-browser BLOG_SCREENSHOTS=DIR
+BROWSER_STAMP = $(VENV)/.browser-installed
+$(BROWSER_STAMP): $(STAMP) browser/requirements.txt
+	$(BIN)/python -m pip install --quiet -r browser/requirements.txt
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	@sh browser/chromium
+	$(BIN)/python -m pytest browser $(ARGS)
 
 ## explore: run the property and state-machine tests on new random
 ## examples (make test always runs the same ones).  Repeat it; a failure

@@ -47,3 +47,11 @@ def change_streams():
     """Skip unless the deployment opens change streams."""
     from tests import capabilities
     _skip_unless_able(capabilities.change_stream_gap)
+
+
+@pytest.fixture(scope='session')
+def concurrent_upserts():
+    """Skip unless ``findAndModify`` upserts racing to create a document
+    each get it back, as on MongoDB."""
+    from tests import capabilities
+    _skip_unless_able(capabilities.concurrent_upsert_gap)

@@ -110,6 +110,14 @@ setup(
         'cli': ['tqdm >= 4.60'],
         'bench': ['mongoengine', 'ZODB', 'matplotlib'],
         'docs': ['sphinx'],
-        'zope': ['zope.event', 'zope.lifecycleevent', 'zope.location', 'zope.component'],  # container events, ILocation
+        # Container events and locations (mongopersist.events,
+        # mongopersist.container): zope.container's event and location types.
+        'zope': ['zope.event', 'zope.lifecycleevent', 'zope.location',
+                 'zope.component'],
+        # file:// stores (mongopersist.fileserver): SecantusDB, a MongoDB
+        # wire-protocol server over WiredTiger, run in a process of its own
+        # (GPL-2.0-only: never imported by mongopersist).  Pinned: a beta
+        # whose options and on-disk layout may still change.
+        'server': ['secantusdb == 0.7.0b3'],
     },
 )

@@ -1,18 +1,22 @@
 """A small blog stored with mongopersist: ``make demo`` runs this file.
 
-The demo connects with ``mongopersist.connect()``: to the MongoDB of the
-``MONGODB_URI`` environment variable when it is set, otherwise to the
-in-process stand-in (mongomock; a warning says the data lives in memory
-only), so it runs without a server.  It
+The demo connects with ``mongopersist.connect(URI)``: ``make demo`` gives
+it ``file://var/data`` (a directory store, served by SecantusDB in a
+process of its own: the ``server`` extra), or the ``MONGODB_URI``
+environment variable when it is set.  Without ``--uri`` it uses
+``$MONGODB_URI``, else the in-process stand-in (mongomock; a warning says
+the data lives in memory only).  It
 
 1. creates a blog with two authors, two posts and comments, and commits;
 2. changes a post, adds a comment and edits another in a second transaction;
 3. loads everything again through a fresh data manager and prints it;
 4. prints the raw documents stored in MongoDB.
 
-Run it with ``make demo`` or ``.venv/bin/python examples/blog.py``.  The
-same blog as a web application: ``blogapp.py`` (``make serve``).
+Run it with ``make demo`` or ``.venv/bin/python examples/blog.py [--uri
+URI]``.  The same blog as a web application: ``blogapp.py`` (``make
+serve``).
 """
+import argparse
 import datetime
 import os
 import pprint
@@ -46,7 +50,8 @@ def write_blog(dm):
     blog.publish(Post(
         'Transactions', 'Nothing is written until commit.', roy,
         tags=['transactions'], published=datetime.datetime(2024, 3, 2, 17, 0)))
-    first.add_comment('Roy', 'Nice!')
+    first.add_comment('Roy', 'Nice!',
+                      written=datetime.datetime(2024, 3, 1, 11, 5))
     transaction.commit()
 
 
@@ -56,7 +61,8 @@ def edit_blog(dm):
     first, second = blog.posts
     first.title = 'Objects in MongoDB, the easy way'
     first.comments[0].text = 'Nice! Very readable documents.'
-    second.add_comment('Stephan', 'Agreed.')
+    second.add_comment('Stephan', 'Agreed.',
+                       written=datetime.datetime(2024, 3, 3, 8, 15))
     second.tags.append('python')
     transaction.commit()
 
@@ -91,11 +97,26 @@ def stored_documents(client, dbname):
             for name in COLLECTIONS}
 
 
-def main(client=None, dbname=DATABASE, out=None):
-    """Run the demo; return the reloaded summary and the raw documents."""
+def main(client=None, dbname=DATABASE, out=None, uri=None):
+    """Run the demo; return the reloaded summary and the raw documents.
+
+    Without ``client``, on the store of ``uri`` (``mongopersist.connect``:
+    without one, ``$MONGODB_URI``, else the in-process stand-in).
+    """
     out = out or sys.stdout
+    store = None
     if client is None:
-        client = mongopersist.connect(database=dbname).client
+        store = mongopersist.connect(uri, database=dbname)
+        client = store.client
+    try:
+        return run(client, dbname, out)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def run(client, dbname, out):
+    """The demo on ``client``'s database ``dbname``."""
     # Start from an empty demo database (it only holds what this writes).
     client.drop_database(dbname)
     transaction.abort()
@@ -122,7 +143,13 @@ def main(client=None, dbname=DATABASE, out=None):
 
 
 if __name__ == '__main__':
-    where = ('MongoDB at $MONGODB_URI' if testing.uses_real_server()
-             else 'the in-process stand-in (set MONGODB_URI for a server)')
+    parser = argparse.ArgumentParser(description='The blog demo.')
+    parser.add_argument(
+        '--uri', help='where to store the blog: file://DIR, mongodb://... '
+        '(default: $MONGODB_URI, else the in-process stand-in)')
+    uri = parser.parse_args().uri
+    where = uri or ('MongoDB at $MONGODB_URI' if testing.uses_real_server()
+                    else 'the in-process stand-in (give --uri file://DIR '
+                    'to keep the data)')
     print('mongopersist blog demo on %s\n' % where)
-    main()
+    main(uri=uri)

@@ -11,6 +11,10 @@ script or is imported by the tests.
 * ``Blog`` is the entry point stored in the data manager's root.
 * ``Counter`` counts the likes of a post in the web application.
 
+Times (``Post.published``, ``Post.edited``, ``Comment.written``) are naive
+datetimes in UTC to the millisecond (``now()``): what a BSON date holds, so
+they are stored as dates that queries can compare and sort.
+
 Lists that are changed in place use ``mongopersist.serialize.PersistentList``
 (stored as a plain array): a plain ``list`` attribute is only tracked once it
 has been read back from MongoDB.
@@ -20,6 +24,13 @@ import datetime
 import persistent
 
 from mongopersist.serialize import PersistentList
+
+
+def now():
+    """The current time as stored: naive UTC, to the millisecond."""
+    moment = datetime.datetime.now(datetime.timezone.utc)
+    return moment.replace(tzinfo=None,
+                          microsecond=moment.microsecond // 1000 * 1000)
 
 
 class Author(persistent.Persistent):
@@ -38,32 +49,44 @@ class Comment(persistent.Persistent):
     """A comment on a post, stored inside the post's document."""
     _p_mongo_sub_object = True
 
-    def __init__(self, who, text):
+    #: When it was written (comments stored before there were times have
+    #: none).
+    written = None
+
+    def __init__(self, who, text, written=None):
         self.who = who
         self.text = text
+        self.written = written or now()
 
     def __repr__(self):
         return '<Comment by %s>' % self.who
 
 
 class Post(persistent.Persistent):
-    """A blog post: a reference to its author and embedded comments."""
+    """A blog post: a reference to its author and embedded comments.
+
+    ``published`` is when it was written (default: now); ``edited`` when it
+    was last changed, ``None`` (not stored) until it is.
+    """
     _p_mongo_collection = 'posts'
+
+    edited = None
 
     def __init__(self, title, body, author, tags=(), published=None):
         self.title = title
         self.body = body
         self.author = author
         self.tags = list(tags)
-        self.published = published or datetime.datetime(2024, 1, 1)
+        self.published = published or now()
         # A mongopersist PersistentList (not a plain list) so that appending
         # to it is noticed even before the post has been read back from
         # MongoDB: in-place changes of a plain list are not tracked.
         self.comments = PersistentList()
 
-    def add_comment(self, who, text):
-        """Add a comment; it is stored with the post at commit."""
-        comment = Comment(who, text)
+    def add_comment(self, who, text, written=None):
+        """Add a comment (written ``written``, default now); it is stored
+        with the post at commit."""
+        comment = Comment(who, text, written)
         self.comments.append(comment)
         return comment
 

@@ -78,3 +78,45 @@ def change_stream_gap(client):
                                                 type(client).__name__)
     finally:
         client.drop_database(db.name)
+
+
+def concurrent_upsert_gap(client, threads=4, rounds=3):
+    """``None`` if ``findAndModify`` with ``upsert`` and the new document
+    returns that document (or a duplicate key error) to every one of
+    several callers racing to create it, as MongoDB does; else what it
+    returned instead (SecantusDB 0.7.0b3 returns no document to all but
+    one, although their increments are applied)."""
+    import threading
+
+    from pymongo import ReturnDocument
+    from pymongo.errors import DuplicateKeyError
+    db = _scratch(client, 'upsert')
+    missing = []
+    try:
+        for number in range(rounds):
+            coll = db['race%d' % number]
+            start = threading.Barrier(threads)
+
+            def call():
+                start.wait(timeout=30)
+                try:
+                    found = coll.find_one_and_update(
+                        {'_id': 'counter'}, {'$inc': {'value': 1}},
+                        upsert=True, return_document=ReturnDocument.AFTER)
+                except DuplicateKeyError:
+                    return
+                if found is None:
+                    missing.append(number)
+            workers = [threading.Thread(target=call) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        if missing:
+            return ('the server returns no document to %d of %d callers '
+                    'racing to upsert one with findAndModify (MongoDB '
+                    'returns it, or a duplicate key error)'
+                    % (len(missing), threads * rounds))
+        return None
+    finally:
+        client.drop_database(db.name)

@@ -21,6 +21,12 @@ from tests.roundtrips import roundtrips  # noqa: F401 (a fixture for all)
 # the draw.  ``make explore`` draws new ones (HYPOTHESIS_PROFILE=explore).
 settings.register_profile('ci', derandomize=True, database=None)
 settings.register_profile('explore', derandomize=False)
+# make test-server (tests/run_server.py): the same draw, a share of the
+# examples (SERVER_EXAMPLES, see _bound_examples): against a server every
+# step of a state machine is a round trip of milliseconds, not
+# microseconds.  make test runs them all.
+settings.register_profile('server', derandomize=True, database=None)
+SERVER_EXAMPLES = 0.25
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
@@ -30,7 +36,30 @@ def pytest_configure(config):
         '(MONGODB_URI); the stand-in cannot show the behaviour')
 
 
+def _bound_examples(items):
+    """Under the ``server`` profile, run ``SERVER_EXAMPLES`` of each
+    property test's and state machine's examples (at least 5).  Their own
+    settings name the counts, and a profile does not override those."""
+    def bounded(given):
+        return settings(given, max_examples=max(
+            5, int(given.max_examples * SERVER_EXAMPLES)))
+    done = set()
+    for item in items:
+        test = getattr(item, 'obj', None)
+        given = getattr(test, '_hypothesis_internal_use_settings', None)
+        if given is not None and id(test) not in done:
+            done.add(id(test))
+            test._hypothesis_internal_use_settings = bounded(given)
+        cls = getattr(item, 'cls', None)
+        given = getattr(cls, 'settings', None)
+        if isinstance(given, settings) and cls not in done:
+            done.add(cls)
+            cls.settings = bounded(given)
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get('HYPOTHESIS_PROFILE') == 'server':
+        _bound_examples(items)
     if testing.uses_real_server():
         return
     for item in items:

@@ -4,6 +4,9 @@ Run as ``python -m tests.crash_child URI DATABASE SCENARIO``.  It commits a
 set-up transaction, starts one that writes to two collections and SIGKILLs
 itself just before the second write message of that transaction reaches
 the server.  It prints one JSON line per step to stdout for the parent.
+Scenarios ``commit`` and ``flush`` write without server transactions
+(the journal records the intent); ``transaction`` is ``commit`` in a
+server transaction (``transactions='always'``).
 """
 import json
 import os
@@ -12,6 +15,7 @@ import sys
 
 import pymongo
 import pymongo.collection
+from bson import json_util
 import transaction
 
 from mongopersist import journal
@@ -38,7 +42,13 @@ def die_at_data_write(number):
             if coll.name != journal.JOURNAL_COLLECTION:
                 sent.append(coll.name)
                 if len(sent) == number:
-                    say(step='killed', before=coll.name, sent=sent[:-1])
+                    killed = dict(before=coll.name, sent=sent[:-1])
+                    session = kwargs.get('session')
+                    if session is not None:
+                        # The session of a server transaction left open:
+                        # the test ends it (killSessions) to clean up.
+                        killed['lsid'] = json_util.dumps(session.session_id)
+                    say(step='killed', **killed)
                     os.kill(os.getpid(), signal.SIGKILL)
             return original(coll, *args, **kwargs)
         setattr(pymongo.collection.Collection, name, wrapper)
@@ -51,8 +61,9 @@ def main(uri, database, scenario):
     client = pymongo.MongoClient(
         uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000,
         socketTimeoutMS=5000)
+    mode = 'always' if scenario == 'transaction' else 'never'
     dm = MongoDataManager(client, default_database=database,
-                          transactions='never', detect_conflicts=True)
+                          transactions=mode, detect_conflicts=True)
     dm.root['alice'] = Person('alice', address=Address('Berlin', '10115'))
     dm.root['bob'] = Person('bob')
     transaction.commit()
@@ -60,7 +71,7 @@ def main(uri, database, scenario):
     say(step='setup', alice=alice._p_oid.id, bob=bob._p_oid.id,
         address=alice.address._p_oid.id)
 
-    if scenario == 'commit':
+    if scenario in ('commit', 'transaction'):
         # Writes to 'address' (an insert and an update) and to the Person
         # collection (two updates), in one commit.
         alice.name = 'Alice'

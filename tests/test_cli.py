@@ -158,11 +158,16 @@ def test_server_errors_exit_2(dbname):
                      'serverSelectionTimeoutMS=100&connectTimeoutMS=100',
                      '-d', dbname], out=io.StringIO(), err=err)
     assert code == 2
-    assert 'ServerSelectionTimeoutError' in err.getvalue()
+    assert err.getvalue().startswith(
+        'mongopersist: error: No MongoDB server answered within 0.1 s '
+        '(serverSelectionTimeoutMS=100) at 127.0.0.1:1: ')
     err = io.StringIO()
     assert cli.main(['inspect', '--uri', 'notmongo://x'],
                     out=io.StringIO(), err=err) == 2
-    assert 'InvalidURI' in err.getvalue()
+    assert err.getvalue() == (
+        "mongopersist: error: --uri 'notmongo://x': give "
+        "mongodb://HOST/DATABASE, mongodb+srv://HOST/DATABASE or file://DIR, "
+        "as mongopersist.connect() takes them\n")
 
 
 def test_options_after_the_command_and_database_from_uri(client, dbname,
@@ -627,6 +632,22 @@ def test_gc_lists_and_removes_unreachable_documents(run, dm, db, dbname):
     assert run('gc').code == 0
 
 
+def test_gc_never_removes_everything_for_an_empty_root(run, dm, db):
+    # A root without entries (a wrong --root-database, a root emptied by
+    # mistake) makes every document unreachable: --apply removes nothing.
+    seed_garbage(dm, db)
+    db['persistence_root'].delete_many({})
+    before = snapshot(db)
+    applied = run('gc', '--apply', '--min-age', '0')
+    assert applied.code == 1 and snapshot(db) == before
+    assert 'The root (%s.persistence_root) has no entries: every document ' \
+        'is unreachable from it' % db.name in applied.out.splitlines()
+    assert applied.out.splitlines()[-1].startswith(
+        'Nothing removed: a root without entries is taken for a mistake')
+    assert run('gc', '--apply', '--min-age', '0', '--json').json[
+        'applied'] is False
+
+
 def test_gc_keep_and_changed_documents(run, dm, db, monkeypatch):
     seed_garbage(dm, db)
     kept = run('gc', '--json', '--keep', PERSON, '--keep', 'items',
@@ -783,10 +804,12 @@ def test_config_reads_database_and_trust_from_the_settings_file(
                          '--json')
     assert code == 1
     assert 'tests.trust_model.Untrusted' in out
-    # --database wins over the file.
+    # --database wins over the file (here: one that does not exist).
     code, out, err = run('inspect', '--config', path, '--database',
                          dbname + '_other', '--json')
-    assert code == 0 and json.loads(out)['collections'] == []
+    assert code == 2 and out == ''
+    assert err.startswith("mongopersist: error: database '%s_other' "
+                          "(--database) does not exist" % dbname)
 
 
 @pytest.mark.parametrize('text, message', [

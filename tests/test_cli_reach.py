@@ -311,6 +311,7 @@ def test_settings_file_database_is_the_one_given(client, dm, db, dbname,
 def test_database_option_is_repeatable_before_and_after_the_command(
         client, dm, dbname, victim):
     stored_app(dm)
+    client[victim]['c'].insert_one({'_id': 1})
     spy = DatabaseSpy(client)
     out = io.StringIO()
     code = cli.main(['--database', dbname, 'inspect', '--json',
@@ -526,7 +527,7 @@ def test_stored_values_are_bounded(mp, dm, db, dbname):
     bounded_id = limits.quote(id)
     for command, shows in ((['inspect'], [bounded_name]),
                            (['check'], [bounded_name, bounded_id]),
-                           (['gc'], [bounded_id])):
+                           (['gc', '--list'], [bounded_id])):
         result = mp(*command)
         assert result.code in (0, 1)
         assert name not in result.out and id not in result.out

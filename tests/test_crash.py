@@ -1,25 +1,34 @@
 """What a crash in the middle of a commit leaves behind, and the journal.
 
-A child process (tests/crash_child.py) talks to a wire-protocol server run
-here (tests/wire_server.py, backed by mongomock) with
-``transactions='never'`` and SIGKILLs itself between two write messages of
-a transaction.  The documents its writes reached are written, the others
-are not, and the journal intent names every document of the transaction:
-exactly what docs/transactions.rst ("What a crash leaves behind") promises.
+A child process (tests/crash_child.py) talks to a server over the wire and
+SIGKILLs itself between two write messages of a transaction.  The server
+is the one of ``MONGODB_URI`` when it is set, else one run here
+(tests/wire_server.py, backed by mongomock).  With
+``transactions='never'``, the documents its writes reached are written,
+the others are not, and the journal intent names every document of the
+transaction; in a server transaction nothing is written and there is no
+intent: exactly what docs/transactions.rst ("What a crash leaves behind")
+promises.  The server-transaction case needs a deployment with
+transactions: ``MONGODB_URI``'s if it has them, else a ``file://`` store
+(SecantusDB, the ``server`` extra) made for the test.
 """
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import types
 import uuid
 
 import bson
 import pymongo
+from bson import json_util
 import pytest
 import transaction
 
-from mongopersist import commit, interfaces, journal, metadata
+from mongopersist import (
+    commit, fileserver, interfaces, journal, metadata, sessions, testing)
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.serialize import PY_SERIAL
 from tests.model import Address, Person
@@ -33,9 +42,40 @@ CHILD_TIMEOUT = 10      # seconds; the child needs about one
 
 @pytest.fixture(scope='module')
 def server():
+    """``uri`` (for the child) and ``store`` (a client, for the test) of
+    the server under test."""
+    if testing.uses_real_server():
+        client = testing.client()
+        yield types.SimpleNamespace(uri=os.environ[testing.URI_VARIABLE],
+                                    store=client)
+        client.close()
+        return
     wire = WireServer()
     yield wire
     wire.stop()
+
+
+@pytest.fixture(scope='module')
+def transactional_server(server, tmp_path_factory):
+    """A server with transactions: ``MONGODB_URI``'s, else SecantusDB on
+    a directory of its own."""
+    if testing.uses_real_server():
+        if not sessions.deployment_supports_transactions(server.store):
+            pytest.skip('the deployment of MONGODB_URI has no server '
+                        'transactions (a standalone server)')
+        yield server
+        return
+    if importlib.util.find_spec(fileserver.SERVER_MODULE) is None:
+        pytest.skip('needs a deployment with server transactions: set '
+                    "MONGODB_URI, or pip install 'mongopersist[server]'")
+    path = str(tmp_path_factory.mktemp('crash') / 'store')
+    held = fileserver.lease(path, linger=0)
+    client = held.client()
+    try:
+        yield types.SimpleNamespace(uri=held.uri, store=client)
+    finally:
+        held.close()
+        fileserver.stop(path)
 
 
 def run_child(server, database, scenario):
@@ -135,6 +175,35 @@ def test_killed_in_a_flush_before_a_query(server):
          lambda doc: doc['city'] == 'Potsdam'),
     ]
     check_leftovers(server, database, pid, planned, [PERSON])
+    server.store.drop_database(database)
+
+
+def test_killed_in_a_server_transaction_writes_nothing(transactional_server):
+    server = transactional_server
+    database = 'mp_crash_%s' % uuid.uuid4().hex[:8]
+    messages, pid = run_child(server, database, 'transaction')
+    setup, killed = messages['setup'], messages['killed']
+    # It died after one collection's writes were sent, in the server
+    # transaction, before the other's were.
+    assert len(killed['sent']) == 1
+    store = server.store[database]
+    # All or nothing: the transaction never committed, so none of its
+    # writes is seen, and no intent was journaled (none is needed).
+    alice = store[PERSON].find_one({'_id': oid(setup['alice'])})
+    bob = store[PERSON].find_one({'_id': oid(setup['bob'])})
+    address = store['address'].find_one({'_id': oid(setup['address'])})
+    assert (alice['name'], alice[PY_SERIAL]) == ('alice', 1)
+    assert bob['address'] is None and bob[PY_SERIAL] == 1
+    assert (address['city'], address[PY_SERIAL]) == ('Berlin', 1)
+    new = oid(messages['planned']['new_address'])
+    assert store['address'].find_one({'_id': new}) is None
+    assert journal.incomplete(server.store, database) == []
+    # The server transaction of the dead process is still open (a server
+    # ends it after transactionLifetimeLimitSeconds, 60 by default); until
+    # then it holds what it wrote.  Ending its session aborts it, as an
+    # operator would.
+    server.store.admin.command(
+        'killSessions', [json_util.loads(killed['lsid'])])
     server.store.drop_database(database)
 
 

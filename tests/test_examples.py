@@ -58,14 +58,16 @@ def test_posts_reference_authors_and_embed_comments(demo, db, dbname):
          'published': datetime.datetime(2024, 3, 1, 9, 30),
          'comments': [{'_py_persistent_type': 'blogmodel.Comment',
                        'who': 'Roy',
-                       'text': 'Nice! Very readable documents.'}]},
+                       'text': 'Nice! Very readable documents.',
+                       'written': datetime.datetime(2024, 3, 1, 11, 5)}]},
         {'title': 'Transactions',
          'body': 'Nothing is written until commit.',
          'author': DBRef('authors', author_ids['Roy'], dbname),
          'tags': ['transactions', 'python'],
          'published': datetime.datetime(2024, 3, 2, 17, 0),
          'comments': [{'_py_persistent_type': 'blogmodel.Comment',
-                       'who': 'Stephan', 'text': 'Agreed.'}]},
+                       'who': 'Stephan', 'text': 'Agreed.',
+                       'written': datetime.datetime(2024, 3, 3, 8, 15)}]},
     ]
     # Comments are sub-objects: they have no collection of their own.
     assert 'blogmodel.Comment' not in db.list_collection_names()

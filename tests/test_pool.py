@@ -127,9 +127,10 @@ def test_a_second_request_through_the_example_app_reads_less(
     # validates what it holds, one query per collection (blogs, posts,
     # authors, counters).
     assert pooled[0] <= 1 + 4 < fresh[0], (pooled, fresh)
-    # Showing one post queries it by _id (a query always reads), and
-    # validates all the cache holds: bounded, whatever the number of posts.
-    assert pooled[1] <= 1 + 4, (pooled, fresh)
+    # Showing one post queries it by _id (a query always reads), reads the
+    # root entry (the blog's title heads every page), and validates all
+    # the cache holds: bounded, whatever the number of posts.
+    assert pooled[1] <= 2 + 4, (pooled, fresh)
 
 
 # -- staleness: what others committed meanwhile is seen ---------------------

@@ -31,7 +31,8 @@ def test_an_abort_leaves_a_gap_never_a_repeat(dm):
     assert dm.next_sequence('accounts') == 2
 
 
-def test_concurrent_callers_never_share_a_value(client, dbname, make_dm):
+def test_concurrent_callers_never_share_a_value(client, dbname, make_dm,
+                                                concurrent_upserts):
     values = []
     lock = threading.Lock()
 

@@ -7,11 +7,13 @@ whose ``open()`` gives a ``MongoDataManager`` per thread or request.
 """
 from mongopersist.interfaces import (  # noqa: F401
     CircularReferenceError, CommitError, CommitOutcomeUnknownError,
-    ConfigurationError, ConflictError, UnstorableObjectError)
+    ConfigurationError, ConflictError, ServerUnreachableError,
+    UnstorableObjectError)
 from mongopersist.store import (  # noqa: F401
     InMemoryStoreWarning, Store, connect, store_from_settings)
 
 __all__ = ['CircularReferenceError', 'CommitError',
            'CommitOutcomeUnknownError', 'ConfigurationError',
-           'ConflictError', 'InMemoryStoreWarning', 'Store',
+           'ConflictError', 'InMemoryStoreWarning', 'ServerUnreachableError',
+           'Store',
            'UnstorableObjectError', 'connect', 'store_from_settings']

@@ -157,6 +157,7 @@ static PyObject *GET_DOTTED_NAME;     /* metadata.get_dotted_name */
 static PyObject *REFUSE_ID;           /* references.refuse_id */
 static PyObject *OBJECT_NEW;          /* object.__new__ */
 static PyObject *PERSISTENT_NEW;      /* Persistent.__new__ */
+static PyObject *UNREFERENCEABLE;     /* cache.unreferenceable */
 
 typedef struct {
     const char *name;
@@ -215,6 +216,7 @@ static Bound BOUND[] = {
     {"refuse_id", &REFUSE_ID},
     {"object_new", &OBJECT_NEW},
     {"persistent_new", &PERSISTENT_NEW},
+    {"unreferenceable", &UNREFERENCEABLE},
     {NULL, NULL}
 };
 
@@ -1533,8 +1535,13 @@ write_document(PyObject *writer, PyObject *obj)
     if (_PyType_Lookup(kind, s_getstate) != PERSISTENT_GETSTATE)
         return Py_NewRef(NOT_HANDLED);
     instance_dict = p_get(obj, s_dict);
-    if (instance_dict == NULL)
-        return NULL;
+    if (instance_dict == NULL) {
+        /* No __dict__ (slots): Python refuses the class. */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        return Py_NewRef(NOT_HANDLED);
+    }
     if (!PyDict_Check(instance_dict)) {
         Py_DECREF(instance_dict);
         return Py_NewRef(NOT_HANDLED);
@@ -2444,8 +2451,26 @@ cache_put(Ctx *c, PyObject *ref, PyObject *obj)
     if (c->gone == NULL && (c->gone = PyObject_GetAttr(cache, s_gone)) == NULL)
         return -1;
     alive = PyWeakref_NewRef(obj, c->gone);
-    if (alive == NULL)
+    if (alive == NULL) {
+        /* except TypeError: raise unreferenceable(obj, ref) from None */
+        Caught e;
+        PyObject *args[2] = {obj, ref}, *error;
+        if (!PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        catch_error(&e);
+        error = call_handling(e.value, UNREFERENCEABLE, args, 2);
+        if (error == NULL) {
+            raised_while_handling(&e);
+            return -1;
+        }
+        Py_INCREF(e.value);
+        PyException_SetContext(error, e.value);
+        PyException_SetCause(error, NULL);      /* from None */
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+        drop_caught(&e);
         return -1;
+    }
     objects = PyObject_GetAttr(cache, s_objects);
     if (objects == NULL || PyObject_SetItem(objects, ref, alive) < 0)
         goto done;

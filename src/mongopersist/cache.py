@@ -44,7 +44,7 @@ import weakref
 
 from pymongo.errors import PyMongoError
 
-from mongopersist import sharding
+from mongopersist import interfaces, limits, sharding
 from mongopersist.metadata import OID
 from mongopersist.serialize import PY_SERIAL
 
@@ -56,6 +56,30 @@ DEFAULT_SIZE = 400
 #: Ids asked about per validation query (keeps each query far below
 #: MongoDB's 16 MB message size and the server's ``$in`` comfort zone).
 VALIDATION_CHUNK = 5000
+
+
+def unreferenceable(obj, ref):
+    """The ``UnstorableObjectError`` for ``obj`` (stored as ``ref``), of
+    a class that cannot be weakly referenced: the identity map cannot hold
+    it.  It names the class, the document, and what to use instead."""
+    from mongopersist.metadata import get_dotted_name
+    cls = type(obj)
+    name = limits.excerpt(get_dotted_name(cls))
+    if cls.__module__.split('.')[0] == 'BTrees':
+        advice = (
+            'A BTree keeps a large mapping in many ZODB records; in MongoDB '
+            'a collection is that mapping: use a MongoContainer or a '
+            'MongoCollectionMapping (one document per item, queryable), or '
+            'query a collection (dm.find_objects); see docs/zodb.rst')
+    else:
+        advice = ('mongopersist stores the __dict__ of persistent objects: '
+                  'define the class without __slots__')
+    return interfaces.UnstorableObjectError(
+        'Objects of class %s cannot be stored or loaded by mongopersist '
+        '(%s.%s _id=%s): the class does not support weak references, which '
+        'the object cache needs to hold one object per document.  %s' % (
+            name, limits.excerpt(ref.database),
+            limits.excerpt(ref.collection), limits.quote(ref.id), advice))
 
 
 class ObjectCache:
@@ -121,7 +145,12 @@ class ObjectCache:
         return obj
 
     def __setitem__(self, ref, obj):
-        alive = weakref.ref(obj, self._gone)
+        try:
+            alive = weakref.ref(obj, self._gone)
+        except TypeError:
+            # Nothing is changed: the caller (``insert``, loading) has not
+            # attached the object yet.
+            raise unreferenceable(obj, ref) from None
         self._objects[ref] = alive
         self._used[ref] = obj
         key = (ref.database, ref.collection)

@@ -34,8 +34,8 @@ from bson.objectid import ObjectId
 from pymongo.errors import (BulkWriteError, ConnectionFailure,
                             DuplicateKeyError, OperationFailure, PyMongoError)
 
-from mongopersist import (indexes, interfaces, limits, metadata, outcome,
-                          sharding)
+from mongopersist import (indexes, interfaces, limits, logs, metadata,
+                          outcome, sharding)
 from mongopersist.serialize import (PY_PERSISTENT_TYPE, PY_RESTORED,
                                     PY_SERIAL, PY_WRITE)
 
@@ -345,6 +345,7 @@ class Flush:
                 (w.oid.id, self._key_as_loaded(w)) for w in changed.values())
             current = {doc['_id']: doc for doc in coll.find(
                 query, projection, session=self.jar._session)}
+            self.jar._round_trips += 1
             yield coll, changed, current
 
     @staticmethod
@@ -377,12 +378,15 @@ class Flush:
         self._plan_one(write)
 
     def _conflict(self, write, current, message=None):
-        return interfaces.ConflictError(
+        """The ``ConflictError`` to raise for ``write`` (logged)."""
+        error = interfaces.ConflictError(
             message, object=write.obj, oid=write.oid.id,
             orig_state=write.loaded, cur_state=current, new_state=write.doc,
             start_serial=self.handler.serial_of(write.loaded),
             current_serial=(self.handler.serial_of(current)
                             if current is not None else None))
+        logs.conflict(write.oid, error)
+        return error
 
     # 4. write and 5. verify -------------------------------------------------
     def execute(self):
@@ -493,6 +497,7 @@ class Flush:
         (no server transaction): record those read back as applied; raise
         the ``CommitError`` (``CommitOutcomeUnknownError`` if some cannot
         be told) unless all were."""
+        self.jar._round_trips += 1
         try:
             verdicts = outcome.verdicts(self.jar._client, writes)
         except PyMongoError:
@@ -526,6 +531,7 @@ class Flush:
         if len(candidates) == 1:
             write = candidates[0]
             return self._conflict(write, stored.get(id(write)), message)
+        logs.conflict_among([w.oid for w in candidates])
         return interfaces.ConflictError(
             'Another server transaction wrote one of these documents after '
             'this one started (WriteConflict): %s' % ', '.join(
@@ -536,12 +542,16 @@ class Flush:
         ``findAndModify`` for an update or delete alone that must learn
         what it replaces, a ``bulk_write`` otherwise."""
         session = self.jar._session
+        jar = self.jar
         if _replaces_alone(self.handler, writes):
+            jar._round_trips += 1
             return _replace_alone(coll, writes[0], session)
         if all(write.kind == INSERT for write in writes):
+            jar._round_trips += 1
             coll.insert_many([write.doc for write in writes], ordered=True,
                              session=session)
             return None
+        jar._round_trips += logs.commands(writes)
         return coll.bulk_write([pymongo.InsertOne(write.doc)
                                 if write.kind == INSERT else write.request
                                 for write in writes],
@@ -571,6 +581,7 @@ class Flush:
         manager sees it (in its server transaction, if any)."""
         query = {'_id': write.oid.id}
         query.update(self._key_as_loaded(write) or {})
+        self.jar._round_trips += 1
         return coll.find_one(query, session=self.jar._session)
 
     def _committed(self, coll, write):
@@ -579,6 +590,7 @@ class Flush:
         it: the next command in it fails)."""
         query = {'_id': write.oid.id}
         query.update(self._key_as_loaded(write) or {})
+        self.jar._round_trips += 1
         return outcome.committed_collection(coll).find_one(query)
 
     def _committed_versions(self, coll, writes):
@@ -586,6 +598,7 @@ class Flush:
         ``id(write)`` to the document (or ``None``)."""
         query = sharding.batch_filter(
             (w.oid.id, self._key_as_loaded(w)) for w in writes)
+        self.jar._round_trips += 1
         docs = {doc['_id']: doc for doc in outcome.committed_collection(
             coll).find(query, batch_size=len(writes) + 1)}
         return {id(w): docs.get(w.oid.id) for w in writes}

@@ -28,8 +28,8 @@ from bson.objectid import ObjectId
 
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
-    limits, metadata, query, references, sequence, serialize, sessions,
-    settings, sharding, speedups)
+    limits, logs, metadata, query, references, sequence, serialize,
+    sessions, settings, sharding, speedups)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -192,6 +192,7 @@ class MongoDataManager:
         # order: what a savepoint rollback puts back (``Savepoint``).
         self._replaced_docs = []
         self._discovered = None     # new objects found by a running flush
+        self._round_trips = 0       # commands sent to write (``logs``)
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__, self.default_database)
@@ -399,9 +400,11 @@ class MongoDataManager:
         if ref in self._cache:
             raise ValueError('Another object is already stored as %s'
                              % limits.quote(ref))
+        # First: the cache refuses a class it cannot hold, before the
+        # object is attached.
+        self._cache[ref] = obj
         obj._p_jar = self
         obj._p_oid = ref
-        self._cache[ref] = obj
         self._new[ref] = obj
         self._inserted[ref] = obj
         if self._discovered is not None:
@@ -676,11 +679,13 @@ class MongoDataManager:
                 target._p_jar is self and target._p_oid is not None:
             # Validating the cache (just now) found the state it was
             # changing stale: the change must be made again on fresh state.
-            raise interfaces.ConflictError(
+            error = interfaces.ConflictError(
                 'The %s changed in the database since it was loaded in an '
                 'earlier transaction (oid %s); it was reloaded, retry the '
                 'transaction' % (type(target).__name__,
                                  limits.quote(target._p_oid.id)))
+            logs.conflict(target._p_oid, error)
+            raise error
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -875,6 +880,7 @@ class MongoDataManager:
     def tpc_finish(self, txn):
         """Forget the transaction's bookkeeping; never fails."""
         self._journal.finished()
+        logs.committed(self)
         self._end_transaction(committed=True)
 
     def should_retry(self, error):

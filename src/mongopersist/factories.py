@@ -207,6 +207,8 @@ def _bytes(args):
     if len(args) == 1:
         if isinstance(args[0], (bytes, bytearray)):
             return (_data(args[0]),)
+        if isinstance(args[0], (int, float)):
+            _refuse('a stored number is never taken as a size')
         return ([_integer(item) for item in _sequence(args[0])],)
     return (_text(args[0]), _encoding(args[1])) + tuple(
         _errors(arg) for arg in args[2:])

@@ -1,6 +1,7 @@
 """Interfaces and exceptions of mongopersist."""
 import transaction.interfaces
 import zope.interface
+from pymongo.errors import ServerSelectionTimeoutError
 from persistent.interfaces import IPersistentDataManager
 from transaction.interfaces import IDataManager, ISavepointDataManager
 
@@ -33,7 +34,10 @@ class UnstorableObjectError(MongoPersistError, TypeError):
     """An object cannot be turned into a MongoDB value.
 
     The message names the class of the object and the attribute path at
-    which it was found, for example ``Person.phone.area``.
+    which it was found, for example ``Person.phone.area``.  Also raised
+    for a persistent class whose objects the object cache cannot hold
+    (they cannot be weakly referenced: ZODB's ``BTrees``, a class with
+    ``__slots__``), as soon as one meets a data manager, stored or loaded.
     """
 
     def __init__(self, message, obj=None, path=None):
@@ -212,6 +216,23 @@ class ConfigurationError(MongoPersistError, ValueError):
     def __init__(self, message, setting=None):
         super().__init__(message)
         self.setting = setting
+
+
+class ServerUnreachableError(MongoPersistError, ServerSelectionTimeoutError):
+    """No MongoDB server could be reached within the client's wait.
+
+    PyMongo's ``ServerSelectionTimeoutError`` (which it still is), said in
+    one line: the hosts and what each answered, the wait, and the setting
+    that controls it (the client option ``serverSelectionTimeoutMS``); no
+    password.  ``cause`` is PyMongo's error.  Raised where an application
+    meets the error: ``Store.transaction()``, ``Store.ensure_indexes()``,
+    the web layers (``mongopersist.pyramid``, ``mongopersist.wsgi``) and
+    the command line (see ``mongopersist.reachability``).
+    """
+
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.cause = cause
 
 
 class CommitError(MongoPersistError):
@@ -470,7 +491,8 @@ __all__ = [
     'IMongoContainer', 'IMongoDataManager', 'IMongoDataManagerProvider',
     'IMongoSpecProcessor', 'IObjectReader', 'IObjectSerializer',
     'IObjectWriter', 'MongoPersistError', 'RefusedReferenceError',
-    'ShardKeyError', 'StoredDataError', 'TransactionsNotSupportedError',
+    'ServerUnreachableError', 'ShardKeyError', 'StoredDataError',
+    'TransactionsNotSupportedError',
     'TransientTransactionError', 'UniqueIndexError', 'UnknownTypeError',
     'UnstorableObjectError',
     'WrongThreadError',

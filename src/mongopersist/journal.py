@@ -182,6 +182,7 @@ class Journal:
                            pid=os.getpid())
             docs.append(doc)
         self._coll.insert_many(docs, ordered=True)
+        self.jar._round_trips += 1
 
     def finished(self):
         """The transaction committed or was taken back: drop the intent.
@@ -195,6 +196,7 @@ class Journal:
             return
         try:
             self._coll.delete_many({'txn': txn})
+            self.jar._round_trips += 1
         except PyMongoError as error:
             logger.warning('Could not delete the journal intent %s of a '
                            'finished transaction: %s', txn, error)

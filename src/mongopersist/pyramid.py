@@ -7,6 +7,10 @@
 * adds ``request.dm``, a data manager of the request's own, bound to
   ``request.tm`` (opened from the store's pool on first use, reified, and
   given back to the pool when the request is finished);
+* a view that cannot reach the server raises ``ServerUnreachableError``
+  (one line naming the hosts and the wait, ``Store.translate_unreachable``)
+  instead of PyMongo's ``ServerSelectionTimeoutError``: an exception view
+  for it (or for PyMongo's class) can answer 503;
 * with ``pyramid_retry`` included, conflicts (``ConflictError`` is a
   ``transaction.interfaces.TransientError``, which pyramid_tm marks
   retryable) are retried, after a short random wait that grows with each
@@ -26,7 +30,10 @@ one the root is ``dm.root`` itself.  See ``docs/containers.rst``.
 """
 import time
 
+from pymongo.errors import ServerSelectionTimeoutError
+
 from mongopersist import container as container_module
+from mongopersist import logs
 from mongopersist import store as store_module
 from mongopersist.store import Store, store_from_settings
 
@@ -97,11 +104,32 @@ def request_dm(request):
     return dm
 
 
+def unreachable_tween_factory(handler, registry):
+    """A tween under the exception view tween: PyMongo's
+    ``ServerSelectionTimeoutError`` raised by a view is raised as the
+    store's ``ServerUnreachableError`` (``Store.translate_unreachable``),
+    which exception views then see."""
+    def tween(request):
+        try:
+            return handler(request)
+        except ServerSelectionTimeoutError:
+            store = request.environ.get(STORE_KEY) or registry.get(STORE_KEY)
+            if not isinstance(store, Store):
+                raise
+            with store.translate_unreachable():
+                raise
+    return tween
+
+
 def wait_before_retry(event):
     """Before pyramid_retry runs a request again: wait a little, growing
     with each retry, at random (so conflicting requests spread out)."""
     retry = event.environ.get('retry.attempt', 0) + 1
-    time.sleep(store_module.retry_delay(retry))
+    delay = store_module.retry_delay(retry)
+    attempts = event.environ.get('retry.attempts')
+    logs.retrying(retry, attempts if isinstance(attempts, int) else 0,
+                  event.exception, delay, what='Pyramid request')
+    time.sleep(delay)
 
 
 def _store_settings(settings):
@@ -125,6 +153,9 @@ def includeme(config):
         registry[APPMAKER_KEY] = config.maybe_dotted(appmaker)
     config.include('pyramid_tm')
     config.add_request_method(request_dm, 'dm', reify=True)
+    from pyramid.tweens import EXCVIEW
+    config.add_tween('mongopersist.pyramid.unreachable_tween_factory',
+                     under=EXCVIEW)
     try:
         from pyramid_retry import IBeforeRetry
     except ImportError:     # pragma: no cover (pyramid_retry is optional)

@@ -68,6 +68,7 @@ class Root(MutableMapping):
         previous = self._coll.find_one_and_update(
             {'name': name}, {'$set': {'ref': ref}}, upsert=True,
             session=self._jar._session)
+        self._jar._round_trips += 1
         self._jar._remember_root_change(self.collection, name, previous, ref)
 
     def __delitem__(self, name):
@@ -75,6 +76,7 @@ class Root(MutableMapping):
         self._jar._journal.before_root_write(self.collection, name)
         previous = self._coll.find_one_and_delete(
             {'name': name}, session=self._jar._session)
+        self._jar._round_trips += 1
         if previous is None:
             # Nothing deleted, but the intent is journaled: the end of the
             # transaction clears it.

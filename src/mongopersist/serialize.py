@@ -227,7 +227,8 @@ class ObjectWriter:
                 'of an unknown class' % (obj,), obj)
         state = type(obj).__getstate__(obj)
         cls_name = obj.__class__.__name__
-        if not metadata.CLASS_SETTINGS.isdisjoint(obj.__dict__):
+        if not metadata.CLASS_SETTINGS.isdisjoint(
+                getattr(obj, '__dict__', None) or ()):
             raise interfaces.UnstorableObjectError(
                 'Cannot store the %s: %s' % (
                     cls_name, _INSTANCE_SETTING % metadata.instance_setting(

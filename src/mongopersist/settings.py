@@ -33,6 +33,8 @@ PREFIX = 'mongopersist.'
 
 #: The URI that selects the in-process stand-in (data in memory only).
 MEMORY_URI = 'memory://'
+#: URIs that name a directory served by SecantusDB (``fileserver``).
+FILE_SCHEME = 'file://'
 
 # Read preference names as PyMongo's URI option spells them, and in
 # Python's spelling.
@@ -181,6 +183,14 @@ class StoreSettings:
             fields.append('%s=%s' % (field.name, text))
         return '%s(%s)' % (type(self).__name__, ', '.join(fields))
 
+    @property
+    def directory(self):
+        """The absolute directory of a ``file://`` store, else ``None``."""
+        from mongopersist import fileserver
+        if fileserver.is_file_uri(self.uri):
+            return fileserver.directory(self.uri)
+        return None
+
 
 STORE_OPTIONS = tuple(field.name for field in dataclasses.fields(
     StoreSettings) if field.name != 'client_options')
@@ -204,7 +214,8 @@ def check_options(uri=None, client_options=None, **options):
         if found.database is None:
             raise ConfigurationError(
                 'name the database: database=... (mongopersist.database in '
-                'settings) or in the URI (mongodb://host/NAME)', 'database')
+                'settings) or in the URI (mongodb://host/NAME; a file:// '
+                'URI names a directory, not a database)', 'database')
     for name in ('detect_conflicts', 'broken_objects'):
         if name in options:
             setattr(found, name, _flag(options.pop(name), name))
@@ -316,21 +327,30 @@ def _uri(uri):
             'uri must be a non-empty string, not %s' % (
                 type(uri).__name__ if uri else limits.quote(uri)), 'uri')
     uri = uri.strip()
+    # Imported here: ``python -m mongopersist.fileserver`` runs it.
+    from mongopersist import fileserver
+    if fileserver.is_file_uri(uri):
+        fileserver.directory(uri)       # refuses a malformed one
+        return uri
     if uri != MEMORY_URI and not uri.startswith(
             ('mongodb://', 'mongodb+srv://')):
         raise ConfigurationError(
-            'uri must start with mongodb:// or mongodb+srv://, or be %s, '
-            'not %s' % (MEMORY_URI, limits.quote(mask_uri(uri))), 'uri')
+            'uri must start with mongodb://, mongodb+srv:// or file://, or '
+            'be %s, not %s' % (MEMORY_URI, limits.quote(mask_uri(uri))),
+            'uri')
     return uri
 
 
 def uri_database(uri):
-    """The database named in the path of a MongoDB ``uri``, or ``None``.
+    """The database named in the path of a MongoDB ``uri``, or ``None``
+    (a ``file://`` URI's path is a directory).
 
     The path follows the hosts, after the user information (up to the
     last ``@`` before the options), so that a password holding ``/`` is
     not taken for it.
     """
+    if uri.startswith(FILE_SCHEME):
+        return None
     rest = uri.partition('://')[2]
     options = rest.find('?')
     at = rest.rfind('@', 0, len(rest) if options < 0 else options)
@@ -470,6 +490,12 @@ def _client_options(options, label=''):
             raise ConfigurationError(
                 'give %s as write_concern or read_preference, not as a '
                 'client option' % name, label + name)
+        if isinstance(value, bool) and isinstance(name, str) and \
+                name.lower().endswith('ms'):
+            # PyMongo takes True for 1 ms and False for 0 (no wait).
+            raise ConfigurationError(
+                'bad MongoClient option %s=%r: a number of milliseconds, '
+                'not a flag' % (name, value), label + name)
         try:
             validate(name, value)
         except (PyMongoConfiguration, TypeError, ValueError) as error:

@@ -106,7 +106,7 @@ def activate():
         sharding_remember=sharding.remember,
         get_dotted_name=metadata.get_dotted_name,
         refuse_id=references.refuse_id, serialize_dict=vars(serialize),
-        _STAMPS=commit._STAMPS, PY_RESTORED=serialize.PY_RESTORED,
+        unreferenceable=cache.unreferenceable, _STAMPS=commit._STAMPS, PY_RESTORED=serialize.PY_RESTORED,
         changed_fields=commit.changed_fields, bson_size=limits.bson_size,
         # The methods each class's compiled mirror stands for: used only
         # while an object's class has these very functions.

@@ -11,20 +11,20 @@ See ``docs/applications.rst``.
 """
 import functools
 import inspect
-import logging
 import os
 import random
 import time
 import warnings
 
 import transaction
+from pymongo.errors import ServerSelectionTimeoutError
 
-from mongopersist import sessions, settings, testing
+from mongopersist import logs, reachability, sessions, settings, testing
 from mongopersist.datamanager import MongoDataManager
 from mongopersist.interfaces import ConfigurationError
 from mongopersist.pool import DataManagerPool
 
-LOG = logging.getLogger('mongopersist')
+LOG = logs.TRANSACTION
 
 #: Where ``connect()`` finds the URI when it is given none.
 URI_VARIABLE = testing.URI_VARIABLE
@@ -53,9 +53,12 @@ def connect(uri=None, **options):
     """Return the ``Store`` of an application.
 
     :param uri: a MongoDB URI (``mongodb://...``, ``mongodb+srv://...``);
-        ``'memory://'`` for the in-process stand-in (data in memory only,
-        said with an ``InMemoryStoreWarning``).  Without one,
-        ``$MONGODB_URI``, else the stand-in.
+        ``'file:///abs/dir'`` or ``'file://relative/dir'`` for a directory
+        served by SecantusDB in a process of its own (the ``server`` extra;
+        see ``mongopersist.fileserver``); ``'memory://'`` for the
+        in-process stand-in (data in memory only, said with an
+        ``InMemoryStoreWarning``).  Without one, ``$MONGODB_URI``, else the
+        stand-in.
     :param options: the store's settings (``database``,
         ``detect_conflicts``, ``transactions``, ``write_concern``,
         ``read_preference``, ``trusted_modules``, ``allowed_databases``,
@@ -137,6 +140,12 @@ class Store:
     """
 
     data_manager_class = MongoDataManager
+    #: The ``fileserver.Lease`` of a ``file://`` store (given back by
+    #: ``close``).
+    _lease = None
+    #: The URI the store was made from (``from_settings``), if any: its
+    #: credentials are scrubbed from messages.
+    _uri = None
 
     def __init__(self, client, database=None, detect_conflicts=True,
                  transactions='auto', trusted_modules=(),
@@ -177,12 +186,22 @@ class Store:
     def from_settings(cls, found):
         """Make the client ``found`` (``settings.StoreSettings``) names,
         and the store around it."""
+        lease = None
         if found.in_memory:
             client = _memory_client(found)
+        elif found.directory is not None:
+            # Imported here: ``python -m mongopersist.fileserver`` runs it.
+            from mongopersist import fileserver
+            lease = fileserver.lease(found.directory)
+            try:
+                client = _mongo_client(found, lease.uri)
+            except BaseException:
+                lease.close()
+                raise
         else:
             client = _mongo_client(found)
         try:
-            return cls(
+            store = cls(
                 client, found.database, detect_conflicts=found.detect_conflicts,
                 transactions=found.transactions,
                 trusted_modules=found.trusted_modules,
@@ -193,10 +212,17 @@ class Store:
                 owns_client=True, in_memory=found.in_memory)
         except BaseException:
             client.close()
+            if lease is not None:
+                lease.close()
             raise
+        store._lease = lease
+        store._uri = found.uri
+        return store
 
     def __repr__(self):
         where = 'in memory' if self.in_memory else 'on MongoDB'
+        if self._lease is not None:
+            where = 'in %s' % self._lease.path
         return '<Store %s %s>' % (self.database, where)
 
     @property
@@ -268,11 +294,24 @@ class Store:
         that MongoDB lacks; return what was created (see
         ``MongoDataManager.ensure_indexes``).  Run it at deployment or
         application start; it never drops an index."""
-        dm = self.open(transaction.TransactionManager())
-        try:
-            return dm.ensure_indexes(*classes)
-        finally:
-            self.give_back(dm)
+        with self.translate_unreachable():
+            dm = self.open(transaction.TransactionManager())
+            try:
+                return dm.ensure_indexes(*classes)
+            finally:
+                self.give_back(dm)
+
+    def translate_unreachable(self):
+        """A context manager: PyMongo's ``ServerSelectionTimeoutError``
+        raised in it (no server answered within ``serverSelectionTimeoutMS``)
+        is raised as ``ServerUnreachableError``, one line naming this
+        store's hosts, what they answered, the wait and where to set it
+        (see ``mongopersist.reachability``).  ``transaction()``,
+        ``ensure_indexes()`` and the web layers use it."""
+        what = ''
+        if self._lease is not None:
+            what = 'the file:// store in %s' % self._lease.path
+        return reachability.translated(self.client, self._uri, what)
 
     def give_back(self, dm):
         """Return ``dm`` to the pool: its request or unit of work is over.
@@ -308,16 +347,21 @@ class Store:
                     dm.root['counter'].value += 1
 
         The transaction manager is a new one of its own unless given.
+        Retries and the last failed attempt are logged (INFO, logger
+        ``mongopersist.transaction``); a server that does not answer is
+        ``ServerUnreachableError`` (``translate_unreachable``).
         """
         return TransactionAttempts(self, attempts or self.attempts,
                                    transaction_manager)
 
     def close(self):
         """Shut the pooled data managers down; close the client if the
-        store made it."""
+        store made it (and give a ``file://`` store's server back)."""
         self.pool.clear()
         if self._owns_client:
             self.client.close()
+        if self._lease is not None:
+            self._lease.close()
 
 
 class TransactionAttempts:
@@ -350,8 +394,12 @@ class TransactionAttempts:
         try:
             for number in range(self.attempts):
                 if number:
-                    time.sleep(retry_delay(number))
-                attempt = Attempt(self, last=number == self.attempts - 1)
+                    delay = retry_delay(number)
+                    logs.retrying(number, self.attempts, attempt.error,
+                                  delay)
+                    time.sleep(delay)
+                attempt = Attempt(self, last=number == self.attempts - 1,
+                                  number=number + 1)
                 yield attempt
                 if not attempt.retry:
                     return
@@ -360,7 +408,7 @@ class TransactionAttempts:
             self.give_back()
 
     def __enter__(self):
-        self._single = Attempt(self, last=True)
+        self._single = Attempt(self, last=True, number=1)
         return self._single.__enter__()
 
     def __exit__(self, kind, error, tb):
@@ -376,11 +424,13 @@ class Attempt:
     it is retried, the data manager goes back to the store's pool.
     """
 
-    def __init__(self, attempts, last):
+    def __init__(self, attempts, last, number=1):
         self._attempts = attempts
         #: The transaction manager this attempt runs in.
         self.transaction_manager = attempts.transaction_manager
         self.last = last
+        #: Which attempt this is (1 for the first).
+        self.number = number
         self.retry = False
         #: The retryable error this attempt ended in, if any.
         self.error = None
@@ -391,7 +441,13 @@ class Attempt:
 
     def __exit__(self, kind, error, tb):
         try:
-            return self._finish(error)
+            with self._attempts.store.translate_unreachable():
+                handled = self._finish(error)
+                if not handled and isinstance(
+                        error, ServerSelectionTimeoutError):
+                    # Raised again, said clearly (``translate_unreachable``).
+                    raise error
+                return handled
         finally:
             if not self.retry:
                 self._attempts.give_back()
@@ -424,6 +480,8 @@ class Attempt:
             self.retry = True
             self.error = error
             return False
+        if retryable and self.number > 1:
+            logs.given_up(self.number, error)
         return True
 
 
@@ -447,7 +505,8 @@ def _memory_client(found):
     warnings.warn(
         'mongopersist store %r on the in-process stand-in (memory://): the '
         'data lives in this process\'s memory only and is lost when it '
-        'ends.  Pass a mongodb:// URI (or set %s) to keep it'
+        'ends.  Pass a file://DIR or mongodb:// URI (or set %s) to keep '
+        'it'
         % (found.database, URI_VARIABLE), InMemoryStoreWarning, stacklevel=4)
     try:
         return testing.embedded_client()
@@ -457,7 +516,7 @@ def _memory_client(found):
             % settings.MEMORY_URI, 'uri') from None
 
 
-def _mongo_client(found):
+def _mongo_client(found, uri=None):
     import pymongo
     options = dict(found.client_options)
     concern = found.write_concern
@@ -478,9 +537,9 @@ def _mongo_client(found):
         if preference.max_staleness != -1:
             options['maxStalenessSeconds'] = preference.max_staleness
     try:
-        return pymongo.MongoClient(found.uri, **options)
+        return pymongo.MongoClient(uri or found.uri, **options)
     except (pymongo.errors.ConfigurationError, TypeError, ValueError) as error:
         # PyMongo's message, without the URI's credentials.
         raise ConfigurationError('bad MongoDB URI or option: %s' % (
-            settings.scrub(str(error), found.uri),), 'uri') from None
+            settings.scrub(str(error), uri or found.uri),), 'uri') from None
 

@@ -15,21 +15,20 @@ marked as the version of the serial written put back
 undo reads the document, and if it is so marked (and only its serial
 differs from the write), takes it back conditional on the serial read.
 A document somebody changed since is left as it is, logged (logger
-``mongopersist``) and reported in ``unrestored``.
+``mongopersist.undo``, WARNING) and reported in ``unrestored``; what was
+taken back is logged too (``logs.taken_back``).
 
 What is put back is the version stored right before the write
 (``commit.DocumentWrite.before``), through the handler's
 ``undo_document`` (with conflict detection: under a serial never used).
 """
-import logging
-
 from bson.dbref import DBRef
 from pymongo.errors import DuplicateKeyError
 
-from mongopersist import commit, conflict, limits, metadata, sharding
+from mongopersist import commit, conflict, limits, logs, metadata, sharding
 from mongopersist.serialize import PY_SERIAL
 
-LOG = logging.getLogger('mongopersist')
+LOG = logs.UNDO
 
 ROOT = 'root'
 
@@ -78,6 +77,7 @@ class UndoLog:
         session = self.jar._session
         put_back = {}
         unrestored = []
+        restored_refs = []
         for kind, ref, before, written in reversed(undo):
             if kind == ROOT:
                 restored = self._root(ref, before, written, session)
@@ -92,7 +92,9 @@ class UndoLog:
                                                              written):
                     restored = self._document(kind, ref, before, stored,
                                               session, put_back)
-            if not restored:
+            if restored:
+                restored_refs.append(ref)
+            else:
                 unrestored.append(ref)
                 LOG.warning(
                     'Abort: the write of %s.%s _id=%s was not taken back: '
@@ -100,6 +102,7 @@ class UndoLog:
                     'wrote it (another writer); it is left as it is',
                     limits.excerpt(ref.database),
                     limits.excerpt(ref.collection), limits.quote(ref.id))
+        logs.taken_back(self.jar, restored_refs, session is not None)
         return put_back, unrestored
 
     def _document(self, kind, ref, before, written, session, put_back):

@@ -30,9 +30,10 @@ import sys
 import warnings
 
 from bson import json_util
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
-from mongopersist import interfaces, metadata
+from mongopersist import (
+    fileserver, interfaces, metadata, reachability, settings)
 from mongopersist.cli import (
     check, gc, indexes, inspect, reach, rename, text, upgrade)
 
@@ -53,6 +54,34 @@ COMMANDS = {
 #: connection or server error.
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
+#: Commands that may run on a database that does not exist yet (they
+#: create it); the others refuse one (a misspelt name, most likely).
+MAY_CREATE_DATABASE = frozenset(['ensure-indexes'])
+
+#: Why a ``memory://`` store is refused (after what names it).
+IN_MEMORY = ('is an in-memory store (memory://): it lives in the memory of '
+             'the process that made it, and no other process (this command '
+             'included) can reach it.  Give the command the URI of its '
+             'server (mongodb://...) or its directory (file://DIR)')
+
+#: The URIs the command line takes (those of ``connect`` that another
+#: process can reach).
+URIS = ('give mongodb://HOST/DATABASE, mongodb+srv://HOST/DATABASE or '
+        'file://DIR, as mongopersist.connect() takes them')
+
+#: What ``--trust __main__`` is told.
+TRUST_MAIN = (
+    '--trust __main__: the classes of __main__ are those of the script that '
+    'stored them (python script.py); no other process can load them, this '
+    'command neither (inspect and gc do not need to).  Define them in a '
+    'module, rename the stored name (mongopersist rename-class '
+    '__main__.Person mymodule.Person) and --trust mymodule')
+
+#: Where the command line's wait for a server is set.
+WAIT_WHERE = ('the wait is the client option %s: give it in --uri '
+              '(mongodb://host/?%s=5000), or as mongopersist.client.%s in '
+              'the --config file' % ((reachability.WAIT_OPTION,) * 3))
+
 
 class UsageError(Exception):
     """Bad options or no database to work on (exit code 2)."""
@@ -72,7 +101,8 @@ def _common_options(parser, default):
     group = parser.add_argument_group('connection and output')
     group.add_argument(
         '--uri', default=default,
-        help='MongoDB connection string (default: $%s)' % URI_VARIABLE)
+        help='MongoDB connection string, or file://DIR for a directory '
+             'store (default: $%s)' % URI_VARIABLE)
     group.add_argument(
         '--database', '-d', dest='database' + after, action='append',
         default=default, metavar='NAME',
@@ -226,10 +256,12 @@ def _settings_store(options):
         raise UsageError('cannot read section [%s] of %s: %s' % (
             section, path, error))
     try:
-        return mongopersist.store_from_settings(settings)
+        store = mongopersist.store_from_settings(settings)
     except (interfaces.ConfigurationError, PyMongoError, ValueError,
             TypeError) as error:
         raise UsageError('%s [%s]: %s' % (path, section, error))
+    store._named_uri = 'mongopersist.uri' in settings
+    return store
 
 
 def _connect(options, client):
@@ -237,6 +269,7 @@ def _connect(options, client):
     fills in ``options.database`` and the ``--config`` file's settings.
     Returns ``(client, client to close or None)``."""
     own = None
+    options.database_given = bool(options.database)
     if options.config:
         with warnings.catch_warnings():
             # An in-memory store is what the file says; nothing to warn.
@@ -249,6 +282,13 @@ def _connect(options, client):
         options.trust = list(options.trust or ()) + list(
             store.trusted_modules)
         if client is None and not options.uri:
+            if store.in_memory:
+                store.close()
+                raise UsageError('%s [%s]: %s' % (
+                    options.config, options.section or DEFAULT_SECTION,
+                    'mongopersist.uri ' + IN_MEMORY if store._named_uri else
+                    'no mongopersist.uri and no $%s: the store %s' % (
+                        URI_VARIABLE, IN_MEMORY)))
             _check_names(options)
             return store.client, store
         store.close()
@@ -256,15 +296,25 @@ def _connect(options, client):
     if client is None:
         if not uri:
             raise UsageError('no server: give --uri or set %s' % URI_VARIABLE)
-        import pymongo
-        try:
-            client = own = pymongo.MongoClient(uri)
-        except (ValueError, TypeError) as error:
-            # PyMongo says some of a URI's mistakes so (a bad port).
-            raise UsageError('--uri: %s' % error)
+        uri = _check_uri(uri, '--uri' if options.uri else '$' + URI_VARIABLE)
+        if fileserver.is_file_uri(uri):
+            client, own = _file_client(uri)
+        else:
+            import pymongo
+            try:
+                client = own = pymongo.MongoClient(uri)
+            except (ValueError, TypeError) as error:
+                # PyMongo says some of a URI's mistakes so (a bad port).
+                raise UsageError('--uri: %s' % error)
     if not options.database:
         default = None
-        if uri:
+        if fileserver.is_file_uri(uri) and own is not None:
+            try:
+                default = _only_database(client, uri)
+            except BaseException:
+                own.close()
+                raise
+        elif uri and not fileserver.is_file_uri(uri):
             from pymongo.uri_parser import parse_uri
             default = parse_uri(uri).get('database')
         if not default:
@@ -275,6 +325,49 @@ def _connect(options, client):
         options.database = [default]
     _check_names(options)
     return client, own
+
+
+def _check_uri(uri, label):
+    """``uri`` (given as ``label``) stripped, if the command line can
+    reach what it names; else ``UsageError`` saying what it takes."""
+    stripped = uri.strip()
+    if stripped == settings.MEMORY_URI:
+        raise UsageError('%s %s %s' % (label, settings.MEMORY_URI, IN_MEMORY))
+    if not (stripped.startswith(('mongodb://', 'mongodb+srv://'))
+            or fileserver.is_file_uri(stripped)):
+        raise UsageError('%s %s: %s' % (
+            label, text.quoted(settings.mask_uri(uri)), URIS))
+    return stripped
+
+
+def _check_databases(context, client):
+    """Refuse a given database that does not exist (holds no
+    collection), naming those the server holds."""
+    for name in context.given:
+        if context.client[name].list_collection_names():
+            continue
+        option = ('--database' if name in context.databases
+                  else '--root-database')
+        if context.options.config and name == context.database and \
+                not context.options.database_given:
+            option = 'mongopersist.database of %s' % context.options.config
+        raise UsageError('database %s (%s) does not exist: it holds no '
+                         'collection%s' % (text.quoted(name), option,
+                                           _databases_there(client)))
+
+
+def _databases_there(client):
+    """``'; the server holds: a, b'`` (or ``''`` if it cannot tell)."""
+    try:
+        names = sorted(set(client.list_database_names())
+                       - {'admin', 'config', 'local'})
+    except Exception:
+        return ''
+    if not all(isinstance(name, str) for name in names):
+        return ''
+    shown = ', '.join(text.shown(name) for name in names[:10]) + (
+        ' and %d more' % (len(names) - 10) if len(names) > 10 else '')
+    return '; the server holds %s' % (shown or 'no database yet')
 
 
 def _check_names(options):
@@ -290,6 +383,29 @@ def _check_names(options):
                     option, text.quoted(name), problem))
 
 
+def _file_client(uri):
+    """A client of the server of a ``file://`` store, and the lease to
+    close (the application may be using the store at the same time)."""
+    try:
+        lease = fileserver.lease(fileserver.directory(uri))
+    except interfaces.ConfigurationError as error:
+        raise UsageError(str(error))
+    return lease.client(), lease
+
+
+def _only_database(client, uri):
+    """The one application database of a ``file://`` store, else
+    ``UsageError`` naming those there are."""
+    names = sorted(set(client.list_database_names())
+                   - {'admin', 'config', 'local'})
+    if len(names) == 1:
+        return names[0]
+    shown = ', '.join(names[:10]) + (
+        ' and %d more' % (len(names) - 10) if len(names) > 10 else '')
+    raise UsageError('no database: give --database (%s holds %s)' % (
+        uri, shown or 'none yet'))
+
+
 def _fill_defaults(options):
     for name in ('uri', 'database', 'root_database', 'json', 'no_progress',
                  'imports', 'trust', 'config', 'section'):
@@ -302,6 +418,17 @@ def _fill_defaults(options):
                     after)
         if hasattr(options, name + _AFTER):
             delattr(options, name + _AFTER)
+
+
+def _module_found(name):
+    """Whether the top-level module ``name`` is imported or importable
+    (``__main__`` is, though it has no spec in the console script)."""
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _error(err, message):
@@ -339,11 +466,16 @@ def main(argv=None, client=None, out=None, err=None):
         client, own_client = _connect(options, client)
         context = Context(options, client, out, err)
         for prefix in options.trust or ():
-            if importlib.util.find_spec(prefix.partition('.')[0]) is None:
+            if not _module_found(prefix.partition('.')[0]):
                 print(text.line(
                     'mongopersist: warning: --trust %s: no such module on '
                     'the path (is it on PYTHONPATH?); its classes stay '
                     'refused' % text.shown(prefix)), file=err)
+            elif prefix.partition('.')[0] == '__main__':
+                print(text.line('mongopersist: warning: ' + TRUST_MAIN),
+                      file=err)
+        if options.command not in MAY_CREATE_DATABASE:
+            _check_databases(context, client)
         result, code = options.run(context)
         if context.json:
             # Extended JSON for BSON values (ids, references, dates, NaN):
@@ -356,6 +488,12 @@ def main(argv=None, client=None, out=None, err=None):
         return EXIT_USAGE
     except ImportError as error:
         _error(err, 'cannot import: %s' % error)
+        return EXIT_USAGE
+    except ServerSelectionTimeoutError as error:
+        # Nothing was checked: which server, and how long it was waited for.
+        _error(err, reachability.unreachable(
+            client, error, options.uri or os.environ.get(URI_VARIABLE),
+            where=WAIT_WHERE))
         return EXIT_USAGE
     except interfaces.MongoPersistError as error:
         _error(err, text.shown(str(error), limit=1000))

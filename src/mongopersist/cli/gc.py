@@ -12,8 +12,14 @@ code that reads collections directly are unreachable in this sense: name
 their collections with ``--keep``: their documents are then kept, and so
 is what they reference.
 
+The unreachable documents are counted by collection and class;
+``--list`` lists each of them, ``--limit N`` the first N (with ``--json``
+every one is listed unless ``--limit`` is given).
+
 Without ``--apply`` nothing is removed (exit code 1 if something is
-unreachable).  With it, each document is removed only if it is unchanged
+unreachable).  A root without entries makes everything unreachable; it is
+taken for a mistake (a wrong ``--root-database``): ``--apply`` then removes
+nothing and exits 1.  With it, each document is removed only if it is unchanged
 since it was read (its ``_py_serial``, when it has one), and only if its
 ``_id`` is not an ``ObjectId`` made less than ``--min-age`` seconds ago
 (default 300): a commit writes new objects before the objects that refer
@@ -25,6 +31,7 @@ objects there, which may refer back: what looks unreachable may not be.
 Such pointers are reported as refused, and ``--apply`` then removes
 nothing (give ``--database`` for each database the application uses).
 """
+import argparse
 import datetime
 
 from bson.dbref import DBRef
@@ -54,10 +61,29 @@ def add_arguments(parser):
                              '_id is younger than this (default: %(default)s;'
                              ' a new object is unreachable until the object '
                              'referring to it is written)')
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument('--list', action='store_true',
+                       help='list every unreachable document (by default '
+                            'they are counted by collection and class)')
+    shown.add_argument('--limit', type=_count, default=None, metavar='N',
+                       help='list the first N unreachable documents')
     parser.add_argument('--parent-key', action='append', default=None,
                         metavar='FIELD',
                         help="an item's reference to its container "
                              "(default: parent); repeatable")
+
+
+def _count(value):
+    """``--limit``: a whole number, 0 or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(
+            'a whole number of documents (0 or more), not %s'
+            % text.quoted(value))
+    return number
 
 
 def _node(ref, database):
@@ -80,12 +106,17 @@ def run(context):
     children = {}       # container node -> items referencing it as parent
     docs = {}           # node -> the document's _id and _py_serial
     kept = []           # nodes of --keep collections: reached by queries
+    type_map = {(entry['database'], entry['collection']): entry['types']
+                for entry in walk.type_map_entries(context)}
     for database, collection in walk.application_collections(context):
         keeping = (collection in keep
                    or '%s.%s' % (database, collection) in keep)
+        types = type_map.get((database, collection)) or ()
+        default = types[0] if types else None
         for doc in walk.documents(context, database, collection):
             node = (database, collection, _key(doc['_id']))
-            docs[node] = (doc['_id'], doc.get('_py_serial'))
+            docs[node] = (doc['_id'], doc.get('_py_serial'),
+                          walk.class_name(doc, default))
             if keeping:
                 kept.append(node)
             targets = edges[node] = []
@@ -105,6 +136,9 @@ def run(context):
                 context, context.root_database, walk.ROOT_COLLECTION,
                 doc.get('_id'), 'ref', ref):
             todo.append(_node(ref, context.root_database))
+    # A root without entries (a wrong --root-database, a root emptied by
+    # mistake) makes every document unreachable: never remove them all.
+    rootless = not todo and bool(docs)
     todo.extend(kept)
     reachable = set()
     while todo:
@@ -119,7 +153,7 @@ def run(context):
     removed, changed, too_new = [], [], []
     applying = options.apply and not options.dry_run
     # Pointers into databases not given: the graph is incomplete.
-    incomplete = context.outside_pointers > 0
+    incomplete = context.outside_pointers > 0 or rootless
     if applying and not incomplete:
         born_before = datetime.datetime.now(datetime.timezone.utc) - \
             datetime.timedelta(seconds=max(options.min_age, 0))
@@ -133,7 +167,7 @@ def run(context):
         for node in context.progress(old_enough, len(old_enough),
                                      'removing'):
             database, collection, _ = node
-            id, serial = docs[node]
+            id, serial = docs[node][:2]
             old = {'_id': id}
             if serial is not None:
                 old['_py_serial'] = serial
@@ -142,17 +176,21 @@ def run(context):
                 removed.append(node)
             else:
                 changed.append(node)
+    listed = unreachable if options.limit is None else unreachable[
+        :options.limit]
     result = {'database': context.database, 'databases': context.databases,
               'documents': len(docs),
               'reachable': len(docs) - len(unreachable),
-              'unreachable': [_describe(node, docs) for node in unreachable],
+              'unreachable_count': len(unreachable),
+              'unreachable_by_class': _by_class(unreachable, docs),
+              'unreachable': [_describe(node, docs) for node in listed],
               'applied': bool(applying and not incomplete),
               'removed': len(removed),
               'changed_since': [_describe(node, docs) for node in changed],
               'too_new': [_describe(node, docs) for node in too_new],
               'refused': context.refused}
-    _print(context, result, options.min_age, applying and incomplete)
-    if context.refused:
+    _print(context, result, options, applying and incomplete, rootless)
+    if context.refused or applying and rootless:
         return result, 1
     if applying:
         return result, 1 if changed or too_new else 0
@@ -174,19 +212,63 @@ def _refused(context, database, collection, id, path, ref):
 
 def _describe(node, docs):
     return {'database': node[0], 'collection': node[1],
-            'id': docs[node][0]}
+            'id': docs[node][0], 'class': docs[node][2]}
 
 
-def _print(context, result, min_age, refused_to_apply):
+def _by_class(nodes, docs):
+    """How many of ``nodes`` per collection and class, sorted."""
+    counts = {}
+    for node in nodes:
+        key = (node[0], node[1], docs[node][2])
+        counts[key] = counts.get(key, 0) + 1
+    return [{'database': database, 'collection': collection,
+             'class': name, 'documents': count}
+            for (database, collection, name), count in sorted(
+                counts.items(), key=repr)]
+
+
+def _where(context, database, collection):
+    """A collection for the text output: its database named when it is
+    not the main one."""
+    if database == context.database:
+        return text.shown(collection)
+    return '%s.%s' % (text.shown(database), text.shown(collection))
+
+
+def _print(context, result, options, refused_to_apply, rootless=False):
     context.say_refused()
+    count = result['unreachable_count']
     context.say('%d documents, %d reachable from the root, %d unreachable' % (
-        result['documents'], result['reachable'], len(result['unreachable'])))
-    if result['unreachable']:
+        result['documents'], result['reachable'], count))
+    if count:
+        context.say('Unreachable, by collection and class:')
         context.say(walk.table(
-            [['%s.%s' % (text.shown(n['database']),
-                         text.shown(n['collection'])), text.quoted(n['id'])]
-             for n in result['unreachable']], ['collection', '_id']))
-    if refused_to_apply:
+            [[_where(context, c['database'], c['collection']),
+              text.shown(c['class']), c['documents']]
+             for c in result['unreachable_by_class']],
+            ['collection', 'class', 'documents']))
+        if options.list or options.limit:
+            context.say(walk.table(
+                [[_where(context, n['database'], n['collection']),
+                  text.shown(n['class']), text.quoted(n['id'])]
+                 for n in result['unreachable']],
+                ['collection', 'class', '_id']))
+            if len(result['unreachable']) < count:
+                context.say('... and %d more (--list shows them all)' % (
+                    count - len(result['unreachable'])))
+        elif options.limit is None:
+            context.say('List them with --list (or the first N with '
+                        '--limit N)')
+    if rootless:
+        context.say('The root (%s.%s) has no entries: every document is '
+                    'unreachable from it' % (
+                        text.shown(context.root_database),
+                        walk.ROOT_COLLECTION))
+    if refused_to_apply and rootless:
+        context.say('Nothing removed: a root without entries is taken for '
+                    'a mistake (check --root-database); remove the '
+                    'documents by hand if they really are garbage')
+    elif refused_to_apply:
         context.say('Nothing removed: the databases the application uses '
                     'were not all given (see "Refused" above)')
     elif result['applied']:
@@ -196,6 +278,6 @@ def _print(context, result, min_age, refused_to_apply):
                         % len(result['changed_since']))
         if result['too_new']:
             context.say('Not removed (made less than %g s ago, --min-age): '
-                        '%d' % (min_age, len(result['too_new'])))
-    elif result['unreachable']:
+                        '%d' % (options.min_age, len(result['too_new'])))
+    elif count:
         context.say('Nothing removed (dry run): run with --apply to remove')

@@ -26,9 +26,7 @@ def _class_counts(context, database, collection, types):
     default = types[0] if types else None
     for doc in walk.documents(context, database, collection):
         size += len(bson.encode(doc))
-        name = doc.get('_py_persistent_type', default)
-        if not isinstance(name, str):
-            name = '(unknown)' if name is None else '(malformed)'
+        name = walk.class_name(doc, default)
         counts[name] = counts.get(name, 0) + 1
     return counts, size
 

@@ -147,6 +147,17 @@ def reference_problem(context, holder_database, ref):
     return None
 
 
+def class_name(doc, default=None):
+    """The class a document stores, as stored: its
+    ``_py_persistent_type``, else ``default`` (the first class of its
+    collection in the type map); ``'(unknown)'`` without either,
+    ``'(malformed)'`` if it is not a string."""
+    name = doc.get('_py_persistent_type', default)
+    if not isinstance(name, str):
+        return '(unknown)' if name is None else '(malformed)'
+    return name
+
+
 def documents(context, database, collection, projection=None):
     """Every document of a collection, in ``_id`` order, with progress."""
     coll = context.client[database][collection]
