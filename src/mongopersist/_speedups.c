@@ -4000,30 +4000,44 @@ static PyGetSetDef oid_fields[] = {
     {NULL, NULL, NULL, NULL, NULL}
 };
 
-/* ``accelerate_oid()``: give metadata.OID the compiled hash, equality
- * and fields (its Python methods stay, and compute the same). */
+/* ``accelerate_oid(flag)``: give metadata.OID the compiled hash,
+ * equality and fields (its Python methods stay, and compute the same),
+ * or (``False``) take them back. */
 static PyObject *
-accelerate_oid(PyObject *module, PyObject *unused)
+accelerate_oid(PyObject *module, PyObject *flag)
 {
     PyTypeObject *type = (PyTypeObject *)OID_TYPE;
     PyGetSetDef *field;
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
     if (!bound || !oid_slots)
         Py_RETURN_FALSE;
     for (field = oid_fields; field->name != NULL; field++) {
-        PyObject *descr = PyDescr_NewGetSet(type, field);
-        int result = descr == NULL ? -1
-            : PyObject_SetAttrString(OID_TYPE, field->name, descr);
-        Py_XDECREF(descr);
+        PyObject *own = PyDict_GetItemString(type->tp_dict, field->name);
+        int result = 0;
+        if (on && own == NULL) {
+            PyObject *descr = PyDescr_NewGetSet(type, field);
+            result = descr == NULL ? -1
+                : PyObject_SetAttrString(OID_TYPE, field->name, descr);
+            Py_XDECREF(descr);
+        }
+        else if (!on && own != NULL && Py_IS_TYPE(own, &PyGetSetDescr_Type))
+            result = PyObject_DelAttrString(OID_TYPE, field->name);
         if (result < 0)
             return NULL;
     }
-    if (type->tp_hash != oid_hash) {
+    if (on && type->tp_hash != oid_hash) {
         if (type->tp_hash == NULL || type->tp_richcompare == NULL)
             Py_RETURN_FALSE;
         oid_python_hash = type->tp_hash;
         oid_python_richcompare = type->tp_richcompare;
         type->tp_hash = oid_hash;
         type->tp_richcompare = oid_richcompare;
+    }
+    else if (!on && type->tp_hash == oid_hash) {
+        type->tp_hash = oid_python_hash;
+        type->tp_richcompare = oid_python_richcompare;
     }
     Py_RETURN_TRUE;
 }
@@ -4209,7 +4223,7 @@ static PyMethodDef module_methods[] = {
      "bind(names): the Python objects the compiled code uses."},
     {"methods", (PyCFunction)methods, METH_NOARGS,
      "The compiled methods, by 'Class.name'."},
-    {"accelerate_oid", (PyCFunction)accelerate_oid, METH_NOARGS,
+    {"accelerate_oid", (PyCFunction)accelerate_oid, METH_O,
      "Give metadata.OID the compiled hash and equality."},
     {"same_value", (PyCFunction)(void (*)(void))same_value, METH_FASTCALL,
      "commit.same_value, compiled."},

@@ -48,24 +48,90 @@ def _import_compiled():
 
 #: The compiled module, or ``None`` (not built, or pure Python forced).
 compiled = _import_compiled()
+_bound = False
 _active = False
+_methods = {}       # 'Class.name' -> the compiled method (made once)
+
+#: The methods the compiled module replaces, by class.
+COMPILED = {
+    'mongopersist.serialize.ObjectWriter': ('get_document',),
+    'mongopersist.serialize.ObjectReader': (
+        'get_state', '_read_fields', '_read_value'),
+    'mongopersist.datamanager.MongoDataManager': (
+        'load', '_object_from_document', 'setstate'),
+}
+
+#: The functions the compiled module replaces, by module.
+FUNCTIONS = {
+    'mongopersist.commit': ('same_value', 'changed_fields'),
+    'mongopersist.limits': ('bson_size',),
+    'mongopersist.cache': ('_note_used', '_ghost_loaded'),
+}
 
 
 def enabled():
-    """Whether the compiled hot paths run (``activate`` bound them)."""
+    """Whether the compiled hot paths run."""
     return _active
 
 
 def activate():
-    """Bind the compiled module to the library's objects and switch the
-    hot paths to it (once; called when ``mongopersist.datamanager`` is
-    imported).  Without it, nothing changes."""
+    """Switch the hot paths to the compiled module, if there is one and
+    pure Python is not forced (called when ``mongopersist.datamanager``
+    is imported).  Returns ``enabled()``."""
+    if compiled is None:
+        return False
+    if not _bound:
+        _bind()
+    use_compiled(True)
+    return True
+
+
+def use_compiled(flag):
+    """Run the compiled methods (``True``) or their Python versions
+    (``False``); returns whether the compiled ones ran before.  For tests
+    and benchmarks that compare the two in one process."""
     global _active
-    if compiled is None or _active:
-        return _active
+    before = _active
+    if compiled is None or not _bound:
+        if flag:
+            raise RuntimeError('mongopersist._speedups is not available')
+        return before
+    _install(flag)
+    for path, names in FUNCTIONS.items():
+        module = _resolve(path)
+        for name in names:
+            setattr(module, name, getattr(compiled, name) if flag
+                    else getattr(module, '_python_' + name))
+    compiled.accelerate_oid(flag)
+    _active = flag
+    return before
+
+
+def _install(flag):
+    """The compiled methods on their classes, or the Python ones."""
+    for path, names in COMPILED.items():
+        cls = _resolve(path)
+        for name in names:
+            setattr(cls, name, _methods['%s.%s' % (cls.__name__, name)]
+                    if flag else vars(cls)['_python_' + name])
+
+
+def _resolve(path):
+    """The module of a dotted ``path``, or the class it names in one."""
+    import importlib
+    if path in FUNCTIONS:
+        return importlib.import_module(path)
+    module, _, name = path.rpartition('.')
+    return getattr(importlib.import_module(module), name)
+
+
+def _bind():
+    """Hand the compiled module the library's objects it uses, keep the
+    Python methods and functions it replaces as ``_python_<name>``."""
+    global _bound
     import bson.dbref
-    import bson.objectid
     import bson.int64
+    import bson.objectid
     import persistent
 
     from mongopersist import (
@@ -73,7 +139,20 @@ def activate():
         legacy, limits, metadata, references, serialize, serializers,
         sharding, typemap)
 
+    for path, names in COMPILED.items():
+        cls = _resolve(path)
+        for name in names:
+            setattr(cls, '_python_' + name, vars(cls)[name])
+    for path, names in FUNCTIONS.items():
+        module = _resolve(path)
+        for name in names:
+            setattr(module, '_python_' + name, getattr(module, name))
+    _methods.update(compiled.methods())
+    # The compiled methods installed first: ``bind`` takes a class's
+    # methods as they are now for those the compiled code may inline.
+    _install(True)
     writer, reader = serialize.ObjectWriter, serialize.ObjectReader
+    jar = datamanager.MongoDataManager
     names = {name: getattr(serialize, name) for name in (
         'NATIVE_TYPES', '_safe_keys', '_is_known_safe_key',
         'DOCUMENT_META_FIELDS', '_FIELD_NAMES', '_plain_classes',
@@ -101,15 +180,19 @@ def activate():
         _shard_keys=metadata._shard_keys, metadata_dict=vars(metadata),
         TypeRegistry=metadata.TypeRegistry, OID=metadata.OID,
         DBRef=bson.dbref.DBRef, EMPTY_KWARGS=metadata._NO_EXTRA_FIELDS,
-        stored_serial=conflict.stored_serial, Int64=bson.int64.Int64,
+        ObjectId=bson.objectid.ObjectId, Int64=bson.int64.Int64,
+        stored_serial=conflict.stored_serial,
         _raise_located=datamanager._raise_located,
         sharding_remember=sharding.remember,
         get_dotted_name=metadata.get_dotted_name,
         refuse_id=references.refuse_id, serialize_dict=vars(serialize),
-        unreferenceable=cache.unreferenceable, _STAMPS=commit._STAMPS, PY_RESTORED=serialize.PY_RESTORED,
-        changed_fields=commit.changed_fields, bson_size=limits.bson_size,
-        # The methods each class's compiled mirror stands for: used only
-        # while an object's class has these very functions.
+        unreferenceable=cache.unreferenceable, _STAMPS=commit._STAMPS,
+        PY_RESTORED=serialize.PY_RESTORED,
+        changed_fields=commit._python_changed_fields,
+        bson_size=limits._python_bson_size,
+        # What the compiled code inlines of each class: only while an
+        # object's class has these very methods (the compiled ones where
+        # they replace the Python ones).
         inlined_writer=(writer, (
             'get_document', '_write', '_write_dict', '_write_list',
             '_write_item', '_write_sub_object', '_write_plain',
@@ -117,52 +200,16 @@ def activate():
         inlined_reader=(reader, (
             'get_state', '_read_fields', '_read_value', '_read_typed_value',
             'registry', 'set_ghost_state')),
-        inlined_jar=(datamanager.MongoDataManager, (
+        inlined_jar=(jar, (
             'load', 'dump', '_check_thread', '_use', '_use_document',
             '_object_from_document', '_activate', 'setstate',
             '_class_of_document', '_or_broken')),
-        inlined_cache=(cache.ObjectCache, (
-            'get', 'used', '__setitem__')),
+        inlined_cache=(cache.ObjectCache, ('get', 'used', '__setitem__')),
         inlined_validator=(cache.CacheValidator, ('use', 'use_document')),
         inlined_batches=(batching.Batches, ('start', 'stop', 'found')),
-        ObjectId=bson.objectid.ObjectId,
-        inlined_objectid=(bson.objectid.ObjectId, ('__hash__', '__eq__')),
         inlined_typemap=(typemap.CollectionTypeMap, (
             'default_class', 'types_of', '_resolve')),
+        inlined_objectid=(bson.objectid.ObjectId, ('__hash__', '__eq__')),
     )
-    classes = {'ObjectWriter': writer, 'ObjectReader': reader,
-               'MongoDataManager': datamanager.MongoDataManager}
-    for qualified, method in compiled.methods().items():
-        cls_name, name = qualified.split('.')
-        cls = classes[cls_name]
-        setattr(cls, '_python_' + name, vars(cls)[name])
-        setattr(cls, name, method)
-    modules = {'commit': commit, 'limits': limits, 'cache': cache}
-    for qualified, names_of in FUNCTIONS.items():
-        module = modules[qualified.rsplit('.', 1)[1]]
-        for name in names_of:
-            setattr(module, '_python_' + name, getattr(module, name))
-            setattr(module, name, getattr(compiled, name))
-    # Bound after the methods are installed: the compiled code inlines
-    # a class's methods while they are these.
     compiled.bind(names)
-    compiled.accelerate_oid()
-    _active = True
-    return True
-
-
-#: The functions the compiled module replaces, by module.
-FUNCTIONS = {
-    'mongopersist.commit': ('same_value', 'changed_fields'),
-    'mongopersist.limits': ('bson_size',),
-    'mongopersist.cache': ('_note_used', '_ghost_loaded'),
-}
-
-#: The methods the compiled module replaces, by class.
-COMPILED = {
-    'mongopersist.serialize.ObjectWriter': ('get_document',),
-    'mongopersist.serialize.ObjectReader': (
-        'get_state', '_read_fields', '_read_value'),
-    'mongopersist.datamanager.MongoDataManager': (
-        'load', '_object_from_document', 'setstate'),
-}
+    _bound = True
