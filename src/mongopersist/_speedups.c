@@ -95,7 +95,10 @@
     X(s_py_read_value, "_python__read_value") \
     X(s_py_load, "_python_load") \
     X(s_py_object_from_document, "_python__object_from_document") \
-    X(s_py_setstate, "_python_setstate")
+    X(s_py_setstate, "_python_setstate") \
+    X(s_py_register, "_python_register") X(s_register, "register") \
+    X(s_deleted, "_deleted") X(s_transaction_manager, "transaction_manager") \
+    X(s_joined, "_joined") X(s_join_txn, "_join_txn")
 
 #define DECLARE_STRING(var, text) static PyObject *var;
 STRINGS(DECLARE_STRING)
@@ -315,6 +318,22 @@ call_handling(PyObject *handled, PyObject *func, PyObject *const *args,
 
 /* ------------------------------------------------------------------ */
 /* Small helpers.                                                      */
+
+/* ``ref()`` of a weak reference: the object (a new reference), or None
+ * when it is gone. */
+static PyObject *
+weak_target(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj;
+    int alive = PyWeakref_GetRef(ref, &obj);
+    if (alive < 0)
+        return NULL;
+    return alive ? obj : Py_NewRef(Py_None);
+#else
+    return Py_NewRef(PyWeakref_GetObject(ref));
+#endif
+}
 
 static int
 get_long_attr(PyObject *obj, PyObject *name, long *result)
@@ -2410,7 +2429,7 @@ cache_get(Ctx *c, PyObject *ref)
     if (alive == Py_None)
         return alive;
     if (PyWeakref_CheckRefExact(alive))
-        obj = Py_NewRef(PyWeakref_GetObject(alive));
+        obj = weak_target(alive);
     else
         obj = PyObject_CallNoArgs(alive);
     Py_DECREF(alive);
@@ -3178,6 +3197,148 @@ done:
     return result;
 }
 
+/* ``MongoDataManager.register(obj)``: 0 done, -1 error, 1 for the
+ * Python method (by hand, with a new object: nothing done yet). */
+static PyObject *STALE_CHANGE;        /* datamanager._stale_change */
+static PyObject *STALE_OWNER;         /* datamanager._stale_owner */
+
+/* Raise ``factory(*args)`` (an exception the Python code raises). */
+static int
+raise_made(PyObject *factory, PyObject *a, PyObject *b)
+{
+    PyObject *error = PyObject_CallFunctionObjArgs(factory, a, b, NULL);
+    if (error != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+    }
+    return -1;
+}
+
+/* ``d[id(obj)] = obj`` for the dict attribute ``name`` of the jar. */
+static int
+set_by_id(PyObject *jar, const char *name, PyObject *obj)
+{
+    PyObject *d = PyObject_GetAttrString(jar, name), *id;
+    int result = -1;
+    if (d == NULL)
+        return -1;
+    id = PyLong_FromVoidPtr(obj);
+    if (id != NULL)
+        result = PyObject_SetItem(d, id, obj);
+    Py_XDECREF(id);
+    Py_DECREF(d);
+    return result;
+}
+
+static int
+register_change(Ctx *c, PyObject *obj)
+{
+    PyObject *owner = NULL, *target, *ref = NULL, *value = NULL;
+    int loaded, result = -1;
+    if (LOOKUP_ATTR(obj, s_p_mongo_doc_object, &owner) < 0)
+        return -1;
+    if (owner == Py_None)
+        Py_CLEAR(owner);
+    if (owner == NULL) {
+        PyObject *jar_of;
+        if (LOOKUP_ATTR(obj, s_p_jar, &jar_of) < 0)
+            return -1;
+        Py_XDECREF(jar_of);
+        if (jar_of != c->jar)
+            return 1;                   /* by hand: ``insert`` */
+    }
+    target = owner != NULL ? owner : obj;
+    loaded = is_loaded(target);
+    if (loaded < 0)
+        goto done;
+    ref = p_get(target, s_p_oid);
+    if (ref == NULL || use(c, ref) < 0)
+        goto done;
+    if (loaded) {
+        int now = is_loaded(target);
+        if (now < 0)
+            goto done;
+        if (!now) {
+            PyObject *jar_t = p_get(target, s_p_jar), *oid_t;
+            if (jar_t == NULL)
+                goto done;
+            Py_DECREF(jar_t);
+            oid_t = p_get(target, s_p_oid);
+            if (oid_t == NULL)
+                goto done;
+            Py_DECREF(oid_t);
+            if (jar_t == c->jar && oid_t != Py_None) {
+                /* Validated just now and found stale. */
+                raise_made(STALE_CHANGE, target, NULL);
+                goto done;
+            }
+        }
+    }
+    if (owner != NULL && owner != obj) {
+        PyObject *owner_jar = p_get(owner, s_p_jar);
+        int owner_loaded;
+        if (owner_jar == NULL)
+            goto done;
+        if (owner_jar != c->jar) {
+            /* Taken back or stored elsewhere: written with its owner. */
+            result = owner_jar == Py_None ? 0 : call_ignoring_result(
+                PyObject_CallMethodOneArg(owner_jar, s_register, owner));
+            Py_DECREF(owner_jar);
+            goto done;
+        }
+        Py_DECREF(owner_jar);
+        owner_loaded = is_loaded(owner);
+        if (owner_loaded < 0)
+            goto done;
+        if (!owner_loaded) {
+            raise_made(STALE_OWNER, obj, owner);
+            goto done;
+        }
+        if (set_by_id(c->jar, "_changed_sub", obj) < 0)
+            goto done;
+        obj = owner;
+    }
+    Py_CLEAR(ref);
+    ref = p_get(obj, s_p_oid);
+    value = ref == NULL ? NULL : PyObject_GetAttr(c->jar, s_deleted);
+    if (value == NULL)
+        goto done;
+    {
+        int in = PySequence_Contains(value, ref);
+        Py_CLEAR(value);
+        if (in != 0) {
+            result = in < 0 ? -1 : 0;   /* its removal is written */
+            goto done;
+        }
+    }
+    if (set_by_id(c->jar, "_registered", obj) < 0)
+        goto done;
+    /* self._join_txn(): nothing to do once joined to the running
+     * transaction */
+    if (check_thread(c->jar) < 0)
+        goto done;
+    {
+        PyObject *manager = PyObject_GetAttr(c->jar, s_transaction_manager),
+            *txn, *joined;
+        txn = manager == NULL ? NULL : PyObject_CallMethodNoArgs(manager,
+                                                                 s_get);
+        Py_XDECREF(manager);
+        joined = txn == NULL ? NULL : PyObject_GetAttr(c->jar, s_joined);
+        if (joined == NULL) {
+            Py_XDECREF(txn);
+            goto done;
+        }
+        Py_DECREF(joined);
+        Py_DECREF(txn);
+        result = joined == txn ? 0 : call_ignoring_result(
+            PyObject_CallMethodNoArgs(c->jar, s_join_txn));
+    }
+done:
+    Py_XDECREF(owner);
+    Py_XDECREF(ref);
+    return result;
+}
+
 /* ------------------------------------------------------------------ */
 /* The commit's comparison of documents: mirrors commit.same_value and  */
 /* commit.changed_fields.                                               */
@@ -3714,7 +3875,7 @@ ghost_loaded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             else if (alive == Py_None)
                 obj = Py_NewRef(Py_None);
             else if (PyWeakref_CheckRefExact(alive))
-                obj = Py_NewRef(PyWeakref_GetObject(alive));
+                obj = weak_target(alive);
             else {
                 Py_INCREF(alive);
                 obj = PyObject_CallNoArgs(alive);
@@ -3927,6 +4088,26 @@ m_setstate(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+/* MongoDataManager.register(self, obj) */
+static PyObject *
+m_register(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    Ctx c;
+    int result;
+    if (nargs != 2 || kwnames != NULL || !bound
+            || !inlined_ok(args[0], &INLINED_JAR))
+        return python_method(s_py_register, args, nargs, kwnames);
+    ctx_init(&c, args[0], NULL);
+    result = register_change(&c, args[1]);
+    ctx_clear(&c);
+    if (result == 1)
+        return python_method(s_py_register, args, nargs, kwnames);
+    if (result < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 #define METHOD(name, function, doc) \
     {name, (PyCFunction)(void (*)(void))function, \
      METH_FASTCALL | METH_KEYWORDS, doc}
@@ -3945,6 +4126,8 @@ static PyMethodDef compiled_methods[] = {
            "MongoDataManager._object_from_document, compiled"),
     METHOD("MongoDataManager.setstate", m_setstate,
            "MongoDataManager.setstate, compiled"),
+    METHOD("MongoDataManager.register", m_register,
+           "MongoDataManager.register, compiled"),
     {NULL, NULL, 0, NULL}
 };
 
@@ -4163,7 +4346,8 @@ bind(PyObject *module, PyObject *names)
         struct { const char *name; PyObject **slot; } more[] = {
             {"_STAMPS", &STAMPS}, {"PY_RESTORED", &PY_RESTORED},
             {"changed_fields", &CHANGED_FIELDS_PY},
-            {"bson_size", &BSON_SIZE_PY}, {NULL, NULL}};
+            {"bson_size", &BSON_SIZE_PY}, {"_stale_change", &STALE_CHANGE},
+            {"_stale_owner", &STALE_OWNER}, {NULL, NULL}};
         int i;
         for (i = 0; more[i].name != NULL; i++) {
             PyObject *value = PyDict_GetItemString(names, more[i].name);

@@ -58,7 +58,7 @@ COMPILED = {
     'mongopersist.serialize.ObjectReader': (
         'get_state', '_read_fields', '_read_value'),
     'mongopersist.datamanager.MongoDataManager': (
-        'load', '_object_from_document', 'setstate'),
+        'load', '_object_from_document', 'setstate', 'register'),
 }
 
 #: The functions the compiled module replaces, by module.
@@ -190,6 +190,8 @@ def _bind():
         PY_RESTORED=serialize.PY_RESTORED,
         changed_fields=commit._python_changed_fields,
         bson_size=limits._python_bson_size,
+        _stale_change=datamanager._stale_change,
+        _stale_owner=datamanager._stale_owner,
         # What the compiled code inlines of each class: only while an
         # object's class has these very methods (the compiled ones where
         # they replace the Python ones).
@@ -203,7 +205,7 @@ def _bind():
         inlined_jar=(jar, (
             'load', 'dump', '_check_thread', '_use', '_use_document',
             '_object_from_document', '_activate', 'setstate',
-            '_class_of_document', '_or_broken')),
+            '_class_of_document', '_or_broken', 'register', '_join_txn')),
         inlined_cache=(cache.ObjectCache, ('get', 'used', '__setitem__')),
         inlined_validator=(cache.CacheValidator, ('use', 'use_document')),
         inlined_batches=(batching.Batches, ('start', 'stop', 'found')),
