@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve serve-traversal test test-server test-browser explore test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test test-pure test-server test-browser explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.py
+# The C accelerator is built by the install: built again when its source
+# changes.
+$(STAMP): $(BIN)/python setup.py src/mongopersist/_speedups.c
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs,zope]'
 	touch $(STAMP)
@@ -38,9 +40,15 @@ serve: $(STAMP)
 serve-traversal: $(STAMP)
 	PYTHONPATH=examples $(BIN)/pserve examples/wikiapp.ini http_port=$(PORT)
 
-## test: install and run the whole suite
+## test: install and run the whole suite (with the compiled accelerator,
+## mongopersist._speedups, where it was built: the report's header says)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## test-pure: the whole suite again on the pure-Python code, the
+## accelerator's reference (MONGOPERSIST_PURE_PYTHON=1)
+test-pure: $(STAMP)
+	MONGOPERSIST_PURE_PYTHON=1 $(BIN)/python -m pytest
 
 ## test-server: run the whole suite against SecantusDB (a MongoDB
 ## wire-protocol server over WiredTiger, from the server extra) started on
