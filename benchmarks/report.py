@@ -119,7 +119,16 @@ def client_cpu(results, baseline='pymongo', system='mongopersist'):
 def format_client_cpu(results, baseline='pymongo', system='mongopersist',
                       zodb='zodb-file'):
     """A table of ``client_cpu``, with ZODB's total time where issue 20
-    compares it."""
+    compares it (and the same for mongopersist's pure-Python code, when it
+    ran)."""
+    out = _client_cpu_table(results, baseline, system, zodb)
+    pure = system + '-pure'
+    if out and any(r.system == pure for r in results):
+        out += _client_cpu_table(results, baseline, pure, zodb)
+    return out
+
+
+def _client_cpu_table(results, baseline, system, zodb):
     lines = client_cpu(results, baseline, system)
     if not lines:
         return []

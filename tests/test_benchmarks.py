@@ -15,8 +15,8 @@ from benchmarks import model
 SCENARIOS = ['insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
              'modify-conflicts', 'serialize', 'deserialize', 'warm',
              'warm-implicit']
-SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
-           'zodb-file']
+SYSTEMS = ['pymongo', 'mongopersist', 'mongopersist-pure', 'mongoengine',
+           'zodb-mapping', 'zodb-file']
 ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
 N = 20
 
