@@ -95,7 +95,7 @@ def describe(error):
             getattr(error, 'collection', None), getattr(error, 'id', None))
 
 
-# -- values ------------------------------------------------------------------
+# -- values -------------------------------------------------------------------
 
 keys = st.one_of(
     st.text(max_size=5),
@@ -162,7 +162,7 @@ def test_changed_fields(doc, loaded, data):
     assert compiled == python
 
 
-# -- the writer ----------------------------------------------------------------
+# -- the writer ---------------------------------------------------------------
 
 @pytest.fixture
 def dm(client, dbname):
@@ -296,7 +296,7 @@ def test_writer(client, dbname, attributes):
     assert compiled == python
 
 
-# -- the reader ------------------------------------------------------------------
+# -- the reader ---------------------------------------------------------------
 
 metadata.register_type(Point)
 metadata.register_type(Stateful)
@@ -393,7 +393,7 @@ def test_reader(client, dbname, fields, id):
     assert compiled == python
 
 
-# -- what is inlined, and what is not --------------------------------------------
+# -- what is inlined, and what is not -----------------------------------------
 
 class CountingManager(MongoDataManager):
     """A data manager whose thread check is its own: the compiled code
@@ -439,7 +439,7 @@ def test_a_writer_of_its_own_writes_its_way(dm):
     assert OwnWriter.seen == ['list']
 
 
-# -- choosing the implementation ------------------------------------------------
+# -- choosing the implementation ----------------------------------------------
 
 def _which(env):
     code = ('import mongopersist.datamanager as d, mongopersist.speedups as s;'
