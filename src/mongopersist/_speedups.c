@@ -4007,9 +4007,9 @@ m_read_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (fast <= 0)
         return fast < 0 ? NULL
             : python_method(s_py_read_fields, args, nargs, kwnames);
+    /* (read_fields locates an error in the stored dict, as
+     * ``_read_fields``'s ``except`` does) */
     result = read_fields(&c, args[1], args[2], skip, NULL);
-    if (result == NULL)
-        locate_error(args[1], 1);
     ctx_clear(&c);
     return result;
 }
