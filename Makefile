@@ -4,13 +4,15 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo serve serve-traversal test test-all typecheck test-server \
-	test-browser explore test-wire bench bench-pool docs clean
+.PHONY: demo serve serve-traversal test test-all test-pure typecheck \
+	test-server test-browser explore test-wire bench bench-pool docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+# The C accelerator is built by the install: built again when its source
+# changes.
+$(STAMP): $(BIN)/python pyproject.toml setup.py src/mongopersist/_speedups.c
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,embedded,server,cli,pyramid,bench,docs,zope,typecheck]'
 	touch $(STAMP)
@@ -39,9 +41,15 @@ serve: $(STAMP)
 serve-traversal: $(STAMP)
 	PYTHONPATH=examples $(BIN)/pserve examples/wikiapp.ini http_port=$(PORT)
 
-## test: install and run the whole suite
+## test: install and run the whole suite (with the compiled accelerator,
+## mongopersist._speedups, where it was built: the report's header says)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## test-pure: the whole suite again on the pure-Python code, the
+## accelerator's reference (MONGOPERSIST_PURE_PYTHON=1)
+test-pure: $(STAMP)
+	MONGOPERSIST_PURE_PYTHON=1 $(BIN)/python -m pytest
 
 ## test-all: the whole suite on every supported Python (CPython 3.10 to
 ## 3.13) found on PATH or through pyenv: on .venv's as make test does, on

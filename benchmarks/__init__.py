@@ -15,7 +15,7 @@ SCENARIOS = ('insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
              'warm-implicit')
 
 # System names, in table order.  ``pymongo`` is the baseline.
-SYSTEMS = ('pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
-           'zodb-file')
+SYSTEMS = ('pymongo', 'mongopersist', 'mongopersist-pure', 'mongoengine',
+           'zodb-mapping', 'zodb-file')
 
 BASELINE = 'pymongo'

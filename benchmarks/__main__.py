@@ -8,7 +8,7 @@ import sys
 from importlib import metadata as importlib_metadata
 
 from benchmarks import (
-    BASELINE, SCENARIOS, SYSTEMS, counting, model, report, runner)
+    BASELINE, SCENARIOS, SYSTEMS, counting, memory, model, report, runner)
 from mongopersist import testing
 
 DEFAULT_JSON = os.path.join('benchmarks', 'results', 'results.json')
@@ -34,11 +34,16 @@ def parse_args(argv):
                         help='comma-separated subset of: %(default)s')
     parser.add_argument('--quiet', action='store_true',
                         help='do not report progress on stderr')
+    parser.add_argument('--memory', type=int, default=20000,
+                        help='people loaded for the memory held per object '
+                             '(benchmarks/memory.py; 0: not measured; '
+                             'default: %(default)s)')
     args = parser.parse_args(argv)
     args.scenarios = _subset(parser, args.scenarios, SCENARIOS, 'scenario')
     args.systems = _subset(parser, args.systems, SYSTEMS, 'system')
-    if args.n < 1 or args.runs < 1:
-        parser.error('--n and --runs must be at least 1')
+    if args.n < 1 or args.runs < 1 or args.memory < 0:
+        parser.error('--n and --runs must be at least 1, --memory at '
+                     'least 0')
     return args
 
 
@@ -91,7 +96,16 @@ def metadata(args, client, real_server):
         'versions': {dist: _version(dist) for dist in (
             'mongopersist', 'pymongo', 'mongomock', 'mongoengine', 'ZODB',
             'persistent', 'transaction')},
+        'accelerator': _accelerator(),
     }
+
+
+def _accelerator():
+    """Which implementation of mongopersist's hot paths ran."""
+    import mongopersist.datamanager  # noqa: F401 (activates speedups)
+    from mongopersist import speedups
+    return 'compiled' if speedups.enabled() else 'pure Python'
+
 
 
 def _progress(scenario, system, run_number, seconds):
@@ -116,11 +130,16 @@ def main(argv=None, out=None):
                 args.n, args.runs, client, counts,
                 scenarios=args.scenarios, systems=args.systems,
                 progress=None if args.quiet else _progress)
+            held = memory.measure(
+                client, args.memory, [name for name in memory.SYSTEMS
+                                      if name in args.systems]
+            ) if args.memory else {}
         finally:
             client.close()
-    print('N=%d, median of %d runs, backend: %s, %s, %s (%s CPUs)' % (
-        args.n, args.runs, meta['backend'], meta['python'], meta['cpu'],
-        meta['cpus']), file=out)
+    print('N=%d, median of %d runs, backend: %s, %s, %s (%s CPUs), '
+          'mongopersist %s' % (
+              args.n, args.runs, meta['backend'], meta['python'],
+              meta['cpu'], meta['cpus'], meta['accelerator']), file=out)
     print(report.format_table(results), file=out)
     for line in report.format_parts(results, BASELINE):
         print(line, file=out)
@@ -129,7 +148,12 @@ def main(argv=None, out=None):
         print(line, file=out)
     for line in report.format_goals(results, BASELINE):
         print(line, file=out)
-    report.write_json(args.json, results, meta)
+    for line in report.format_client_cpu(results, BASELINE):
+        print(line, file=out)
+    if held:
+        for line in memory.format_memory(held, args.memory):
+            print(line, file=out)
+    report.write_json(args.json, results, meta, held)
     png = report.chart_path(args.json)
     report.write_chart(png, results, meta)
     print('Wrote %s and %s' % (args.json, png), file=out)

@@ -56,20 +56,107 @@ def format_parts(results, baseline):
     return lines
 
 
-#: The goals of issue 9 the summary checks: (scenario, what, goal).
+#: The goals the summary checks: (scenario, what, goal).  Round trips:
+#: issue 9; (de)serialization time: issue 20.
 GOALS = (
-    ('serialize', 'time', 3.0),
-    ('deserialize', 'time', 3.5),
+    ('serialize', 'time', 2.0),
+    ('deserialize', 'time', 2.5),
     ('cold-walk', 'reads', 5),
     ('one-object', 'round trips', 2),
 )
 
+#: Issue 20's goals for the client's CPU per object: (mongopersist + BSON)
+#: / (raw PyMongo + BSON), both outside the backend, with BSON the
+#: ``bson.encode`` (writing scenarios), ``bson.decode`` (reading ones) or
+#: both (one-object) of raw PyMongo's documents, per object, in the same
+#: run: what a server adds to both sides.
+CLIENT_GOALS = (
+    ('insert', 'encode', 3.0),
+    ('cold-load', 'decode', 3.0),
+    ('cold-walk', 'decode', 3.0),
+    ('one-object', 'both', 10.0),
+    ('modify', 'encode', 5.0),
+    ('modify-conflicts', 'encode', None),
+    ('warm', 'decode', 3.0),
+    ('warm-implicit', 'decode', 3.0),
+)
+
+#: Scenarios where issue 20 asks mongopersist to be ahead of ZODB
+#: (FileStorage) on total time.
+AHEAD_OF_ZODB = ('insert', 'modify', 'warm')
+
+
+def client_cpu(results, baseline='pymongo', system='mongopersist'):
+    """``[(scenario, raw us, ours us, bson us, ratio, goal)]``: the client
+    CPU per object outside the backend (see ``CLIENT_GOALS``); empty
+    without the (de)serialize rows of ``baseline`` to take BSON from."""
+    rows = {(r.scenario, r.system): r for r in results}
+    per_object = {}
+    for scenario in ('serialize', 'deserialize'):
+        base = rows.get((scenario, baseline))
+        if base is None:
+            return []
+        per_object[scenario] = base.median_seconds / base.count * 1e6
+    bson_us = {'encode': per_object['serialize'],
+               'decode': per_object['deserialize'],
+               'both': per_object['serialize'] + per_object['deserialize']}
+    lines = []
+    for scenario, side, goal in CLIENT_GOALS:
+        ours, base = rows.get((scenario, system)), rows.get(
+            (scenario, baseline))
+        if ours is None or base is None or \
+                ours.outside_backend_seconds is None or \
+                base.outside_backend_seconds is None:
+            continue
+        ours_us = ours.outside_backend_seconds / ours.count * 1e6
+        base_us = base.outside_backend_seconds / base.count * 1e6
+        added = bson_us[side]
+        lines.append((scenario, base_us, ours_us, added,
+                      (ours_us + added) / (base_us + added), goal))
+    return lines
+
+
+def format_client_cpu(results, baseline='pymongo', system='mongopersist',
+                      zodb='zodb-file'):
+    """A table of ``client_cpu``, with ZODB's total time where issue 20
+    compares it (and the same for mongopersist's pure-Python code, when it
+    ran)."""
+    out = _client_cpu_table(results, baseline, system, zodb)
+    pure = system + '-pure'
+    if out and any(r.system == pure for r in results):
+        out += _client_cpu_table(results, baseline, pure, zodb)
+    return out
+
+
+def _client_cpu_table(results, baseline, system, zodb):
+    lines = client_cpu(results, baseline, system)
+    if not lines:
+        return []
+    rows = {(r.scenario, r.system): r for r in results}
+    out = ['Client CPU per object outside the backend, in us, and the '
+           'ratio (%s + BSON) / (%s + BSON); last column: %s total time / '
+           '%s total time:' % (system, baseline, system, zodb),
+           '  %-17s %8s %12s %6s %6s %7s %7s' % (
+               'scenario', baseline, system, 'BSON', 'ratio', 'goal',
+               'x ZODB')]
+    for scenario, base_us, ours_us, added, ratio, goal in lines:
+        ours, other = rows.get((scenario, system)), rows.get(
+            (scenario, zodb))
+        versus = '-'
+        if scenario in AHEAD_OF_ZODB and ours is not None and \
+                other is not None:
+            versus = '%.2f' % (ours.median_seconds / other.median_seconds)
+        out.append('  %-17s %8.1f %12.1f %6.1f %6.2f %7s %7s' % (
+            scenario, base_us, ours_us, added, ratio,
+            '-' if goal is None else '<= %g' % goal, versus))
+    return out
+
 
 def format_goals(results, baseline, system='mongopersist'):
     """Lines comparing ``system`` with ``baseline`` (same run) where
-    issue 9 set goals: time ratios to ``bson.encode``/``bson.decode``
-    (raw PyMongo's (de)serialization), reads of the cold walk, and round
-    trips per one-object request."""
+    issues 9 and 20 set goals: time ratios to ``bson.encode``/
+    ``bson.decode`` (raw PyMongo's (de)serialization), reads of the cold
+    walk, and round trips per one-object request."""
     rows = {(r.scenario, r.system): r for r in results}
     lines = []
     for scenario, what, goal in GOALS:
@@ -118,12 +205,17 @@ def format_per_transaction(results, baseline, transactions):
     return lines
 
 
-def write_json(path, results, meta):
+def write_json(path, results, meta, memory=None):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    data = {'meta': meta, 'results': [r.as_dict() for r in results],
+            'client_cpu': [dict(zip(('scenario', 'pymongo_us', 'ours_us',
+                                     'bson_us', 'ratio', 'goal'), line))
+                           for line in client_cpu(results)]}
+    if memory:
+        data['memory_bytes_per_object'] = memory
     with open(path, 'w', encoding='utf-8') as f:
-        json.dump({'meta': meta, 'results': [r.as_dict() for r in results]},
-                  f, indent=2)
+        json.dump(data, f, indent=2)
         f.write('\n')
 
 

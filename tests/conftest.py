@@ -30,6 +30,20 @@ SERVER_EXAMPLES = 0.25
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
+def pytest_report_header(config):
+    """Which implementation of the hot paths runs (``mongopersist.speedups``:
+    ``make test`` runs the compiled one where it was built, ``make
+    test-pure`` the Python one)."""
+    import mongopersist.datamanager  # noqa: F401 (activates speedups)
+    from mongopersist import speedups
+    if speedups.enabled():
+        return 'mongopersist: compiled accelerator (%s)' % (
+            speedups.compiled.__file__)
+    why = ('MONGOPERSIST_PURE_PYTHON is set' if speedups.pure_python_forced()
+           else 'the accelerator is not built')
+    return 'mongopersist: pure Python (%s)' % why
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'requires_real_mongodb(reason): needs a real server '

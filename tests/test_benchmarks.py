@@ -15,8 +15,8 @@ from benchmarks import model
 SCENARIOS = ['insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
              'modify-conflicts', 'serialize', 'deserialize', 'warm',
              'warm-implicit']
-SYSTEMS = ['pymongo', 'mongopersist', 'mongoengine', 'zodb-mapping',
-           'zodb-file']
+SYSTEMS = ['pymongo', 'mongopersist', 'mongopersist-pure', 'mongoengine',
+           'zodb-mapping', 'zodb-file']
 ROWS = {(scenario, system) for scenario in SCENARIOS for system in SYSTEMS}
 N = 20
 
@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench') / 'results.json'
     printed = io.StringIO()
     results = cli.main(['--n', str(N), '--runs', '1', '--json', str(out),
-                        '--quiet'], out=printed)
+                        '--quiet', '--memory', str(N)], out=printed)
     return results, printed.getvalue(), out
 
 
@@ -62,6 +62,22 @@ def test_json_and_chart_are_written_side_by_side(run):
     png = out.with_suffix('.png')
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert str(png) in printed
+
+
+def test_client_cpu_and_memory_are_reported(run):
+    _, printed, out = run
+    data = json.loads(out.read_text(encoding='utf-8'))
+    assert 'Client CPU per object outside the backend' in printed
+    assert {line['scenario'] for line in data['client_cpu']} == {
+        'insert', 'cold-load', 'cold-walk', 'one-object', 'modify',
+        'modify-conflicts', 'warm', 'warm-implicit'}
+    for line in data['client_cpu']:
+        assert line['ratio'] > 0 and line['bson_us'] > 0
+    assert 'Memory held per loaded person (%d people' % N in printed
+    held = data['memory_bytes_per_object']
+    assert set(held) == {'pymongo', 'mongopersist', 'zodb-file'}
+    assert all(value > 0 for value in held.values())
+    assert data['meta']['accelerator'] in ('compiled', 'pure Python')
 
 
 def by_row(results):

@@ -46,5 +46,5 @@ class System:
 def all_systems():
     """Return the system classes in table order."""
     from benchmarks.systems import engine, persist, raw, zodb
-    return [raw.RawPyMongo, persist.MongoPersist, engine.MongoEngine,
-            zodb.ZODBMapping, zodb.ZODBFile]
+    return [raw.RawPyMongo, persist.MongoPersist, persist.MongoPersistPure,
+            engine.MongoEngine, zodb.ZODBMapping, zodb.ZODBFile]

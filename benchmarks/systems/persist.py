@@ -4,8 +4,9 @@ import time
 import bson
 import transaction
 
-from benchmarks import model
+from benchmarks import SCENARIOS, model
 from benchmarks.systems import System
+from mongopersist import speedups
 from mongopersist.datamanager import MongoDataManager
 
 
@@ -177,3 +178,28 @@ class MongoPersist(System):
                        for doc in docs]
             measure.part('objects', time.perf_counter() - start)
         return objects
+
+
+class MongoPersistPure(MongoPersist):
+    """mongopersist on its pure-Python code (``speedups.use_compiled(False)``
+    around each scenario): the reference of the compiled accelerator, and
+    what runs where it is not built, measured in the same run."""
+    name = 'mongopersist-pure'
+
+
+def _on_python(method):
+    def run(self, measure, stamp):
+        before = speedups.use_compiled(False)
+        try:
+            return method(self, measure, stamp)
+        finally:
+            if before:
+                speedups.use_compiled(True)
+    run.__name__ = method.__name__
+    run.__doc__ = method.__doc__
+    return run
+
+
+for _scenario in SCENARIOS:
+    _name = _scenario.replace('-', '_')
+    setattr(MongoPersistPure, _name, _on_python(getattr(MongoPersist, _name)))

@@ -214,16 +214,8 @@ class ObjectCache:
         those gone are dropped (``_sweep``): that costs at most what
         putting them in did, and keeps the identity map, and collections
         never validated again, from keeping them."""
-        recent = self._recent
-        loaded = self._loaded
-        for ref, obj in self._used.items():
-            if obj._p_status != 'ghost':
-                recent[ref] = obj
-                recent.move_to_end(ref)
-                loaded[ref] = None
+        _note_used(self._used, self._recent, self._loaded, self.size)
         self._used = {}
-        while len(recent) > self.size:
-            recent.popitem(last=False)
         dead = self._dead
         if dead > max(len(self._objects) - dead, self.sweep_after):
             self._sweep()
@@ -283,17 +275,7 @@ class ObjectCache:
 
         Costs what the objects loaded since the last time cost (and those
         of ``keep``), not every object held."""
-        get = self.get
-        kept = {}
-        for ref in self._maybe_loaded():
-            obj = get(ref)
-            if obj is None or obj._p_status == 'ghost':
-                continue
-            if keep and (ref.database, ref.collection) in keep:
-                kept[ref] = None
-            else:
-                obj._p_invalidate()
-        self._loaded = kept
+        self._loaded = _ghost_loaded(self, self._maybe_loaded(), keep)
 
     def to_validate(self, collections=None, skip=()):
         """The documents to validate: ``{(database, collection): {_id:
@@ -383,6 +365,39 @@ class ObjectCache:
             self.forget(ref)
             forgotten.append(ref)
         return forgotten
+
+
+def _note_used(used, recent, loaded, size):
+    """The objects ``used`` ({ref: object}) in a transaction that are
+    loaded become the most recent of ``recent`` (an ``OrderedDict``, kept
+    to its ``size`` most recent) and are noted in ``loaded`` ({ref:
+    None}).  (A loop over every object used: ``mongopersist._speedups``
+    has it compiled.)"""
+    for ref, obj in used.items():
+        if obj._p_status != 'ghost':
+            recent[ref] = obj
+            recent.move_to_end(ref)
+            loaded[ref] = None
+    while len(recent) > size:
+        recent.popitem(last=False)
+
+
+def _ghost_loaded(cache, refs, keep):
+    """Turn the loaded objects of ``refs`` in ``cache`` into ghosts, but
+    those stored in the ``(database, collection)`` pairs of ``keep``;
+    return those kept, as ``{ref: None}``.  (A loop over every object
+    loaded: ``mongopersist._speedups`` has it compiled.)"""
+    get = cache.get
+    kept = {}
+    for ref in refs:
+        obj = get(ref)
+        if obj is None or obj._p_status == 'ghost':
+            continue
+        if keep and (ref.database, ref.collection) in keep:
+            kept[ref] = None
+        else:
+            obj._p_invalidate()
+    return kept
 
 
 class CacheValidator:

@@ -145,6 +145,9 @@ class Flush:
         # Stamped on every document written with conflict detection: a
         # write whose reply was lost knows itself by it (``outcome``).
         self.write_id = ObjectId()
+        # (database, collection, class, inserting) -> whether documents
+        # name their class (``_name_type``).
+        self._stores_type = {}
 
     # 1. serialize -------------------------------------------------------
     def serialize(self, objects):
@@ -191,11 +194,18 @@ class Flush:
                                            writer.deepest)
 
     def _name_type(self, write):
-        """Name the class in the document if its collection needs that."""
+        """Name the class in the document if its collection needs that
+        (asked of the type map once per collection, class and kind of
+        write in a flush: its answer does not change meanwhile)."""
         oid = write.oid
         cls = type(write.obj)
-        if self.jar._types.stores_type(oid.database, oid.collection, cls,
-                                       inserting=write.kind == INSERT):
+        inserting = write.kind == INSERT
+        key = (oid.database, oid.collection, cls, inserting)
+        stores = self._stores_type.get(key)
+        if stores is None:
+            stores = self._stores_type[key] = self.jar._types.stores_type(
+                oid.database, oid.collection, cls, inserting=inserting)
+        if stores:
             write.doc[PY_PERSISTENT_TYPE] = metadata.get_dotted_name(cls)
 
     def remove(self, objects):
@@ -232,7 +242,8 @@ class Flush:
                 handler.stamp(write.doc, None)
                 write.doc[PY_WRITE] = self.write_id
             sharding.target(self.jar, write)
-            write.request = pymongo.InsertOne(write.doc)
+            # Its request is made if it is sent in a bulk write (``_send``):
+            # inserts alone go as ``insert_many`` of the documents.
             return True
         write.filter = handler.write_filter(write.oid, write.loaded)
         # ``_id`` and the shard key as loaded: mongos targets one shard.
@@ -551,7 +562,9 @@ class Flush:
                              session=session)
             return None
         jar._round_trips += logs.commands(writes)
-        return coll.bulk_write([write.request for write in writes],
+        return coll.bulk_write([pymongo.InsertOne(write.doc)
+                                if write.kind == INSERT else write.request
+                                for write in writes],
                                ordered=True, session=session)
 
     def _record(self, writes, upserted, pending):

@@ -33,7 +33,7 @@ from bson.objectid import ObjectId
 from mongopersist import (
     batching, broken, commit, conflict, indexes, interfaces, journal,
     limits, logs, metadata, query, references, sequence, serialize,
-    sessions, settings, sharding)
+    sessions, settings, sharding, speedups)
 from mongopersist.cache import DEFAULT_SIZE, CacheValidator, ObjectCache
 from mongopersist.collection import MongoCollection
 from mongopersist.root import Root
@@ -713,13 +713,7 @@ class MongoDataManager:
                 target._p_jar is self and target._p_oid is not None:
             # Validating the cache (just now) found the state it was
             # changing stale: the change must be made again on fresh state.
-            error = interfaces.ConflictError(
-                'The %s changed in the database since it was loaded in an '
-                'earlier transaction (oid %s); it was reloaded, retry the '
-                'transaction' % (type(target).__name__,
-                                 limits.quote(target._p_oid.id)))
-            logs.conflict(target._p_oid, error)
-            raise error
+            raise _stale_change(target)
         if owner is not None and owner is not obj:
             if owner._p_jar is not self:
                 # The owner was taken back (or stored elsewhere since): the
@@ -728,10 +722,7 @@ class MongoDataManager:
                     owner._p_jar.register(owner)
                 return
             if owner._p_status == 'ghost':
-                raise interfaces.MongoPersistError(
-                    'This %s belongs to a %s that was reloaded since it was '
-                    'read; get it again from its owner before changing it'
-                    % (type(obj).__name__, type(owner).__name__))
+                raise _stale_owner(obj, owner)
             self._changed_sub[id(obj)] = obj
             obj = owner
         if obj._p_oid in self._deleted:
@@ -1085,6 +1076,26 @@ class MongoDataManager:
 _SETSTATE = persistent.Persistent.__setstate__
 
 
+def _stale_change(target: Any) -> interfaces.ConflictError:
+    """The ``ConflictError`` (logged) for a change to ``target`` whose
+    validation, at this change, found it changed in the database."""
+    error = interfaces.ConflictError(
+        'The %s changed in the database since it was loaded in an earlier '
+        'transaction (oid %s); it was reloaded, retry the transaction' % (
+            type(target).__name__, limits.quote(target._p_oid.id)))
+    logs.conflict(target._p_oid, error)
+    return error
+
+
+def _stale_owner(obj: Any, owner: Any) -> interfaces.MongoPersistError:
+    """The error for a change to the sub-object ``obj`` of an ``owner``
+    reloaded since ``obj`` was read."""
+    return interfaces.MongoPersistError(
+        'This %s belongs to a %s that was reloaded since it was read; get it '
+        'again from its owner before changing it' % (
+            type(obj).__name__, type(owner).__name__))
+
+
 def _detach(obj: Any) -> None:
     """Make ``obj`` a new object again, as ZODB does: no jar, no oid.
 
@@ -1133,3 +1144,6 @@ class _Reading:
         if error is not None:
             _raise_located(error, self.ref)
         return False
+
+
+speedups.activate()

@@ -621,6 +621,11 @@ _DBREF_SLOTS = set(getattr(DBRef, '__slots__', ())) == {
     '__collection', '__id', '__database', '__kwargs'}
 
 
+# The extra fields of every oid: none.  One dict shared by all of them
+# (``DBRef`` keeps one per reference, and never changes it).
+_NO_EXTRA_FIELDS = {}
+
+
 class OID(DBRef):
     """The ``_p_oid`` of a stored object: a ``DBRef`` that keeps its hash.
 
@@ -648,7 +653,7 @@ class OID(DBRef):
             self._DBRef__collection = collection
             self._DBRef__id = id
             self._DBRef__database = database
-            self._DBRef__kwargs = {}
+            self._DBRef__kwargs = _NO_EXTRA_FIELDS
         else:
             super().__init__(collection, id, database)
         # What ``DBRef.__hash__`` computes for a reference without extra

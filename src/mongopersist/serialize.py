@@ -154,6 +154,29 @@ def _all_safe_keys(keys):
     return True
 
 
+def _attribute_name_error(obj, name):
+    """The error for the attribute ``name`` of the top-level ``obj``, a
+    name no stored attribute may have."""
+    cls_name = obj.__class__.__name__
+    return interfaces.UnstorableObjectError(
+        'Cannot store %s.%s: attribute names starting with "_py_" or "$", '
+        'containing ".", or named "_id" are reserved' % (cls_name, name),
+        obj, '%s.%s' % (cls_name, name))
+
+
+def _check_writable_state(state, obj):
+    """Raise ``UnstorableObjectError`` for a field name of ``state``, the
+    state of the top-level ``obj`` being written, that reading would
+    refuse (``_unreadable_name``)."""
+    refused = _unreadable_name(state, obj)
+    if refused is not None:
+        name, reason = refused
+        cls_name = obj.__class__.__name__
+        raise interfaces.UnstorableObjectError(
+            'Cannot store %s.%s: %s' % (cls_name, name, reason),
+            obj, '%s.%s' % (cls_name, name))
+
+
 class _Unstorable(Exception):
     """Internal: carries the attribute path up to the top-level object."""
 
@@ -227,10 +250,7 @@ class ObjectWriter:
             if not (name in known and type(name) is str
                     or _is_known_safe_key(name)) \
                     or name in DOCUMENT_META_FIELDS:
-                raise interfaces.UnstorableObjectError(
-                    'Cannot store %s.%s: attribute names starting with '
-                    '"_py_" or "$", containing ".", or named "_id" are '
-                    'reserved' % (cls_name, name), obj, '%s.%s' % (cls_name, name))
+                raise _attribute_name_error(obj, name)
             kind = type(value)
             if kind in NATIVE_TYPES or (
                     kind is int and INT64_MIN <= value <= INT64_MAX):
@@ -243,13 +263,8 @@ class ObjectWriter:
             except interfaces.CircularReferenceError as error:
                 error.path = '.'.join([cls_name, name] + (error.path or []))
                 raise
-        refused = None if _FIELD_NAMES.get(type(obj), _NO_NAMES).issuperset(
-            state) else _unreadable_name(state, obj)
-        if refused is not None:
-            name, reason = refused
-            raise interfaces.UnstorableObjectError(
-                'Cannot store %s.%s: %s' % (cls_name, name, reason),
-                obj, '%s.%s' % (cls_name, name))
+        if not _FIELD_NAMES.get(type(obj), _NO_NAMES).issuperset(state):
+            _check_writable_state(state, obj)
         return doc
 
     def _located(self, failure, cls_name, name):
