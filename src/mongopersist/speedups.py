@@ -50,7 +50,8 @@ def _import_compiled():
 compiled = _import_compiled()
 _bound = False
 _active = False
-_methods = {}       # 'Class.name' -> the compiled method (made once)
+#: 'Class.name' -> the compiled method (made once).
+_methods: dict[str, object] = {}
 
 #: The methods the compiled module replaces, by class.
 COMPILED = {
