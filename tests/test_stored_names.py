@@ -149,6 +149,29 @@ def test_a_persistent_object_with_an_undeclared_special_name_is_not_written(
     transaction.abort()
 
 
+# A lone surrogate is not text BSON can hold: a client decoding with
+# ``unicode_decode_error_handler='surrogateescape'`` makes one of a stored
+# name that is not UTF-8.  As an attribute name it cannot be written back
+# (persistent's ``__getstate__`` of such a state crashed the process).
+@pytest.mark.parametrize('name', ['\udcff', 'ok\ud800'])
+def test_a_field_name_that_is_not_text_is_refused(dm, db, make_dm, name):
+    person = dm.root['p'] = Person('p')
+    transaction.commit()
+    document = dict(db[COLLECTION].find_one({'_id': person._p_oid.id}))
+    reader = make_dm()
+    with pytest.raises(interfaces.StoredDataError) as info:
+        reader._object_from_document(
+            db.name, COLLECTION, dict(document, **{name: 1}))
+    assert info.value.path == name
+    assert 'lone surrogate' in str(info.value)
+    value = {'_py_type': '%s.Plain' % __name__, name: 1}
+    with pytest.raises(interfaces.StoredDataError) as info:
+        reader._object_from_document(
+            db.name, COLLECTION, dict(document, value=value))._p_activate()
+    assert info.value.path == 'value.%s' % name
+    transaction.abort()
+
+
 def test_a_stored_field_never_hides_a_method(dm, db, make_dm):
     # ``append`` is a method of Listing: a stored field of that name is
     # refused (the items would otherwise go in with the stored value, and
