@@ -103,27 +103,13 @@ class Server:
         self.log.close()
 
 
-def alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return True
-
-
 def stop_store(directory):
     """Stop the SecantusDB of ``directory`` (and its watcher) now; check
     that nothing of it runs on."""
     record = fileserver.read_record(directory) or {}
     fileserver.stop(directory)
     pids = [record.get('pid'), record.get('watcher')]
-    assert not any(alive(pid) for pid in pids), record
+    assert not any(fileserver._alive(pid) for pid in pids), record
 
 
 class Blog:

@@ -1,9 +1,10 @@
 """A client that records every database anything asks it for.
 
 For the command line's tests (``tests/test_cli_reach.py``,
-``tests/test_cli_hostile.py``): ``main(argv, client=DatabaseSpy(client))``
-and afterwards ``spy.databases`` holds the name of every database the
-command got hold of (by item or attribute access, ``get_database``,
+``tests/test_cli_hostile.py``: ``main(argv, client=DatabaseSpy(client))``)
+and the hostile matrix's data managers (``tests/test_hostile.py``):
+afterwards ``spy.databases`` holds the name of every database the command
+or data manager got hold of (by item or attribute access, ``get_database``,
 ``get_default_database`` or ``drop_database``), whether or not it then
 read or wrote there.  Nothing reaches a database without a ``Database``
 object, and the library makes those only from the client it was given

@@ -89,6 +89,7 @@ from bson.dbref import DBRef
 from mongopersist import conflict, container, interfaces, mapping, metadata
 from mongopersist.datamanager import MongoDataManager
 from tests import bounded, canary
+from tests.database_spy import DatabaseSpy
 from tests.model import Car, Person, Phone
 
 PERSON = 'tests.model.Person'
@@ -231,28 +232,6 @@ class ImportGuard(importlib.abc.MetaPathFinder):
         return None
 
 
-class ClientSpy:
-    """A client that records the databases a data manager asks for."""
-
-    def __init__(self, client):
-        self._client = client
-        self.databases = []
-
-    def __getitem__(self, name):
-        self.databases.append(name)
-        return self._client[name]
-
-    def get_database(self, name=None, *args, **kwargs):
-        self.databases.append(name)
-        return self._client.get_database(name, *args, **kwargs)
-
-    def __getattr__(self, name):
-        value = getattr(self._client, name)
-        if type(value).__name__ == 'Database':
-            self.databases.append(name)
-        return value
-
-
 @pytest.fixture
 def guard():
     canary.reset()
@@ -291,7 +270,7 @@ class Scene:
 
     def fresh(self, **options):
         """A data manager of another process (records its databases)."""
-        spy = ClientSpy(self.client)
+        spy = DatabaseSpy(self.client)
         self.spies.append(spy)
         options = dict(self.options, **options)
         options.setdefault('default_database', self.dbname)
