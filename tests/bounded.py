@@ -189,8 +189,6 @@ def _child(action, setup, after, write_fd, steps, fired, imports):
         except BaseException as raised:
             sys.setprofile(None)
             error = raised
-            outcome.trace = ''.join(traceback.format_exception(
-                type(error), error, error.__traceback__))[-4000:]
         finally:
             sys.setprofile(None)
             outcome.steps = counter.steps
@@ -206,6 +204,12 @@ def _child(action, setup, after, write_fd, steps, fired, imports):
             outcome.error = portable(error)
         outcome.fired = list(fired())
         outcome.imports = list(imports())
+        if error is not None:
+            # Once the imports are taken: formatting imports by itself
+            # (Python 3.13's traceback imports _suggestions to suggest a
+            # name for an AttributeError).
+            outcome.trace = ''.join(traceback.format_exception(
+                type(error), error, error.__traceback__))[-4000:]
         try:
             data = pickle.dumps(outcome)
         except Exception:

@@ -91,7 +91,7 @@ from tests.test_hostile import (  # noqa: F401 (fixtures: guard, s)
 
 #: Examples per load path: ``make test`` keeps to a few seconds per path;
 #: ``make explore`` (HYPOTHESIS_PROFILE=explore) draws ten times as many.
-EXAMPLES = 15 if os.environ.get('HYPOTHESIS_PROFILE', 'ci') == 'ci' else 150
+EXAMPLES = 150 if os.environ.get('HYPOTHESIS_PROFILE') == 'explore' else 15
 
 #: Import attempts the oracle accepts: ``zoneinfo`` looks a stored zone
 #: name up as a resource of its data package.
