@@ -448,6 +448,27 @@ def test_document_over_16_mb_is_refused_before_writing(dm, db):
     assert db[PERSON].find_one()['name'] == 'ok'
 
 
+@pytest.mark.parametrize('value, path', [
+    ('\ud800', 'name'),
+    (['ok', 'x\udcff'], 'name.1'),
+    ({'k': {'\ud800': 1}}, 'name.k'),
+])
+def test_text_bson_cannot_hold_is_refused_naming_the_attribute(
+        dm, db, value, path):
+    # A lone surrogate cannot be UTF-8: bson's bare UnicodeEncodeError
+    # came out of the commit.
+    dm.root['ok'] = Person('ok')
+    transaction.commit()
+    dm.root['ok'].name = value
+    with pytest.raises(interfaces.UnstorableObjectError) as info:
+        transaction.commit()
+    transaction.abort()
+    message = str(info.value)
+    assert 'Person' in message and 'lone surrogate' in message
+    assert info.value.path.startswith(path)
+    assert db[PERSON].find_one()['name'] == 'ok'
+
+
 def test_stand_in_enforces_the_server_limits(db):
     if testing.uses_real_server():
         pytest.skip('checks the stand-in itself')

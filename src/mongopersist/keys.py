@@ -54,7 +54,7 @@ def is_key(key, types=(str,)):
     """Whether ``key`` is a key of a mapping whose key types are
     ``types`` (as ``key_types`` returns them)."""
     if type(key) is str and str in types:
-        return key.isascii() or is_text(key)
+        return limits.is_text(key)
     if not isinstance(key, types):
         return False
     if isinstance(key, bool):
@@ -62,16 +62,7 @@ def is_key(key, types=(str,)):
     if isinstance(key, int):
         return _INT64[0] <= key <= _INT64[1]
     if isinstance(key, str):
-        return key.isascii() or is_text(key)
-    return True
-
-
-def is_text(text):
-    """Whether BSON can store ``text`` (UTF-8: no lone surrogates)."""
-    try:
-        text.encode('utf-8')
-    except UnicodeEncodeError:
-        return False
+        return limits.is_text(key)
     return True
 
 

@@ -197,6 +197,38 @@ def _deepest_path(doc, limit):
     return ()
 
 
+def is_text(text):
+    """Whether BSON can store the ``str`` ``text`` (UTF-8: no lone
+    surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_text_path(doc):
+    """The field path to the first name or value of ``doc`` that is not
+    text BSON can store (``is_text``), or ``None``."""
+    stack = [(doc, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not is_text(value):
+                return path
+            continue
+        children = _children(value)
+        if children is None:
+            continue
+        for key, item in children:
+            if isinstance(key, str) and not is_text(key):
+                return path + (key,)
+            stack.append((item, path + (key,)))
+    return None
+
+
 def _where(obj):
     oid = getattr(obj, '_p_oid', None)
     if oid is None:
@@ -227,6 +259,15 @@ def check_document(doc, obj, deepest=None):
     except InvalidDocument as error:
         raise interfaces.UnstorableObjectError(
             'Cannot store %s: %s' % (_where(obj), str(error)[:200]), obj)
+    except UnicodeEncodeError:
+        path = _not_text_path(doc)
+        if path is None:
+            raise
+        raise interfaces.UnstorableObjectError(
+            'Cannot store %s: %s is not text MongoDB can hold (it has a lone '
+            'surrogate)' % (_where(obj), short_path(
+                (type(obj).__name__,) + path)), obj, short_path(path)) \
+            from None
     if size > MAX_DOCUMENT_SIZE:
         raise interfaces.DocumentLimitError(
             'Cannot store %s: its document would be %d bytes, over '

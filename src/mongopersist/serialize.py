@@ -27,8 +27,7 @@ from bson.dbref import DBRef
 from bson.objectid import ObjectId
 
 from mongopersist import (
-    broken, factories, interfaces, keys, legacy, limits, metadata,
-    serializers)
+    broken, factories, interfaces, legacy, limits, metadata, serializers)
 from mongopersist.metadata import get_dotted_name  # noqa: F401 (public API)
 
 # Process-wide user serializers, consulted before the built-in ones.
@@ -674,7 +673,7 @@ def _is_method(declared):
 def _refused_name(name, cls):
     """Why the stored field ``name`` may not become an attribute of an
     instance of ``cls`` (``None``: it may)."""
-    if not (name.isascii() or keys.is_text(name)):
+    if not limits.is_text(name):
         # What a client decoding with 'surrogateescape' makes of a name
         # that is not UTF-8: it could never be written back.
         return 'it is not text (it holds a lone surrogate)'
