@@ -81,6 +81,7 @@ import tempfile
 import traceback
 import uuid
 
+import bson
 import persistent
 import pytest
 import transaction
@@ -232,6 +233,21 @@ class ImportGuard(importlib.abc.MetaPathFinder):
         return None
 
 
+class StoredDocument(dict):
+    """A document as a snapshot read it: equal to another when their BSON
+    is (a stored NaN equals itself, as it does byte for byte; field order
+    counts)."""
+
+    __hash__ = None
+
+    def __eq__(self, other):
+        return isinstance(other, dict) and bson.encode(self) == bson.encode(
+            other)
+
+    def __ne__(self, other):
+        return not self == other
+
+
 @pytest.fixture
 def guard():
     canary.reset()
@@ -297,7 +313,7 @@ class Scene:
             for coll in db.list_collection_names():
                 if coll.startswith('system.'):
                     continue
-                docs = sorted(db[coll].find(),
+                docs = sorted((StoredDocument(doc) for doc in db[coll].find()),
                               key=lambda doc: repr(doc.get('_id')))
                 if docs:
                     colls[coll] = docs
