@@ -182,18 +182,24 @@ def nesting_depth(doc, stop=MAX_NESTING):
     return deepest
 
 
-def _deepest_path(doc, limit):
-    """The field path to a value nested deeper than ``limit`` levels."""
+def _walk(doc):
+    """``(path, value, depth)`` of ``doc`` (depth 1) and of every value
+    nested in it, depth first."""
     stack = [(doc, 1, ())]
     while stack:
         value, depth, path = stack.pop()
+        yield path, value, depth
         children = _children(value)
-        if children is None:
-            continue
-        if depth > limit:
+        if children is not None:
+            for key, item in children:
+                stack.append((item, depth + 1, path + (key,)))
+
+
+def _deepest_path(doc, limit):
+    """The field path to a value nested deeper than ``limit`` levels."""
+    for path, value, depth in _walk(doc):
+        if depth > limit and _children(value) is not None:
             return path
-        for key, item in children:
-            stack.append((item, depth + 1, path + (key,)))
     return ()
 
 
@@ -212,20 +218,10 @@ def is_text(text):
 def _not_text_path(doc):
     """The field path to the first name or value of ``doc`` that is not
     text BSON can store (``is_text``), or ``None``."""
-    stack = [(doc, ())]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            if not is_text(value):
-                return path
-            continue
-        children = _children(value)
-        if children is None:
-            continue
-        for key, item in children:
-            if isinstance(key, str) and not is_text(key):
-                return path + (key,)
-            stack.append((item, path + (key,)))
+    for path, value, _ in _walk(doc):
+        if path and isinstance(path[-1], str) and not is_text(path[-1]) or \
+                isinstance(value, str) and not is_text(value):
+            return path
     return None
 
 
